@@ -1,0 +1,62 @@
+//! The audit trail: one row per `tools/call`.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// What happened to one tool call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    pub principal: String,
+    pub session_id: Option<String>,
+    pub tool: String,
+    pub arguments: Option<serde_json::Value>,
+    pub rule: Option<String>,
+    /// What policy said: allow, deny, approve, budget.
+    pub decision: String,
+    /// What came of it: forwarded, denied, approved, approval_denied, timeout, cancelled, …
+    pub outcome: String,
+    pub ticket_id: Option<Uuid>,
+    pub decided_by: Option<String>,
+    pub upstream_status: Option<i32>,
+    pub latency_ms: f64,
+}
+
+/// Writes a batch of records in one statement.
+pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u64, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "INSERT INTO audit_log (at, principal, session_id, tool, arguments, rule, decision, outcome, \
+         ticket_id, decided_by, upstream_status, latency_ms) ",
+    );
+    qb.push_values(rows, |mut b, r| {
+        b.push_bind(r.at)
+            .push_bind(&r.principal)
+            .push_bind(&r.session_id)
+            .push_bind(&r.tool)
+            .push_bind(&r.arguments)
+            .push_bind(&r.rule)
+            .push_bind(&r.decision)
+            .push_bind(&r.outcome)
+            .push_bind(r.ticket_id)
+            .push_bind(&r.decided_by)
+            .push_bind(r.upstream_status)
+            .push_bind(r.latency_ms);
+    });
+    qb.build().execute(pool).await.map(|r| r.rows_affected())
+}
+
+/// Reads the audit rows of one session, oldest first (for tests and operators).
+pub async fn for_session(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+) -> Result<Vec<(String, String, String, Option<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tool, decision, outcome, ticket_id FROM audit_log WHERE session_id = $1 ORDER BY id",
+    )
+    .bind(session_id)
+    .fetch_all(pool)
+    .await
+}

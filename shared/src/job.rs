@@ -1,0 +1,111 @@
+//! Jobs on the notification stream, and how they are written to it.
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::TicketId;
+use crate::keys::{JOB_FIELD, Keys};
+use crate::ticket::TicketStatus;
+
+/// One unit of work for the notifier. The ticket row stays the source of truth: jobs carry ids,
+/// and the notifier reads the current row when it runs the job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NotifyJob {
+    /// Post the approval request with its buttons.
+    ApprovalRequest { ticket_id: TicketId },
+    /// The ticket left `pending`: update its message to show the outcome and drop the buttons.
+    TicketClosed { ticket_id: TicketId },
+    /// Tell a clicker, privately, why their click did not count.
+    RefusedClick {
+        ticket_id: Option<TicketId>,
+        user_id: String,
+        channel: String,
+        refusal: Refusal,
+    },
+}
+
+impl NotifyJob {
+    /// The ticket this job is about, if any.
+    pub fn ticket_id(&self) -> Option<TicketId> {
+        match self {
+            Self::ApprovalRequest { ticket_id } | Self::TicketClosed { ticket_id } => {
+                Some(*ticket_id)
+            }
+            Self::RefusedClick { ticket_id, .. } => *ticket_id,
+        }
+    }
+
+    /// The job kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ApprovalRequest { .. } => "approval_request",
+            Self::TicketClosed { .. } => "ticket_closed",
+            Self::RefusedClick { .. } => "refused_click",
+        }
+    }
+}
+
+/// Why a click changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum Refusal {
+    /// The clicker is not among the ticket's (or the global) approvers.
+    NotAnApprover,
+    /// Someone decided first, or the ticket expired or was cancelled.
+    AlreadyClosed {
+        status: TicketStatus,
+        decided_by: Option<String>,
+    },
+    /// The button named a ticket we do not have.
+    UnknownTicket,
+}
+
+/// Appends a job to the notification stream and returns its entry id.
+pub async fn enqueue<C: AsyncCommands>(
+    conn: &mut C,
+    keys: &Keys,
+    job: &NotifyJob,
+) -> Result<String, redis::RedisError> {
+    let body = serde_json::to_string(job).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "job serialisation",
+            e.to_string(),
+        ))
+    })?;
+    conn.xadd(keys.notify_stream(), "*", &[(JOB_FIELD, body)])
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_have_a_stable_wire_shape() {
+        let id = TicketId::new();
+        let job = NotifyJob::RefusedClick {
+            ticket_id: Some(id),
+            user_id: "U1".into(),
+            channel: "C1".into(),
+            refusal: Refusal::AlreadyClosed {
+                status: TicketStatus::Approved,
+                decided_by: Some("ana".into()),
+            },
+        };
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "kind": "refused_click",
+                "ticket_id": id.to_string(),
+                "user_id": "U1",
+                "channel": "C1",
+                "refusal": {"why": "already_closed", "status": "approved", "decided_by": "ana"},
+            })
+        );
+        let back: NotifyJob = serde_json::from_value(v).unwrap();
+        assert_eq!(back, job);
+    }
+}

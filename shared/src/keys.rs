@@ -1,0 +1,79 @@
+//! Every Redis key, channel, stream and consumer group name.
+//!
+//! All names hang off one prefix so that tests (and tenants) can share a Redis without touching
+//! each other. The two notification streams share a hash tag, because moving a job to the
+//! dead-letter stream touches both in one transaction (Redis Cluster needs one slot for that).
+
+use crate::ids::SessionId;
+
+/// The consumer group every notifier replica joins.
+pub const NOTIFIER_GROUP: &str = "notifiers";
+
+/// The stream entry field that carries a job's JSON.
+pub const JOB_FIELD: &str = "job";
+
+/// Redis names under one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix` (the default deployment uses `airlock`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The pub/sub channel on which decisions are announced to gateways.
+    pub fn decisions_channel(&self) -> String {
+        format!("{}:decisions", self.prefix)
+    }
+
+    /// The stream of jobs for the notifier.
+    pub fn notify_stream(&self) -> String {
+        format!("{{{}}}:notify", self.prefix)
+    }
+
+    /// Where jobs go after too many failed deliveries.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{{{}}}:notify:dead", self.prefix)
+    }
+
+    /// The lock that allows one mutating tool call per session at a time.
+    pub fn session_lock(&self, session: &SessionId) -> String {
+        format!("{}:lock:{}", self.prefix, session.0)
+    }
+
+    /// The per-session tool-call counter.
+    pub fn budget(&self, session: &SessionId) -> String {
+        format!("{}:budget:{}", self.prefix, session.0)
+    }
+
+    /// Per-channel pacing slot used by notifier replicas.
+    pub fn channel_pace(&self, channel: &str) -> String {
+        format!("{}:pace:{}", self.prefix, channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_share_a_hash_tag() {
+        let k = Keys::new("airlock");
+        assert_eq!(k.notify_stream(), "{airlock}:notify");
+        assert_eq!(k.dead_letter_stream(), "{airlock}:notify:dead");
+        assert_eq!(
+            k.session_lock(&SessionId("s1".into())),
+            "airlock:lock:s1"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! Airlock's shared domain.
+//!
+//! Every service spells tables, Redis keys, stream names and job shapes through this crate and
+//! nowhere else, so the gateway, the webhook and the notifier cannot drift apart.
+
+pub mod audit;
+pub mod canonical;
+pub mod config;
+pub mod db;
+pub mod ids;
+pub mod job;
+pub mod keys;
+pub mod session;
+pub mod signal;
+pub mod telemetry;
+pub mod ticket;
+
+pub use ids::{Principal, SessionId, TicketId};
+pub use job::{NotifyJob, Refusal};
+pub use keys::Keys;
+pub use signal::DecisionSignal;
+pub use ticket::{Decision, Ticket, TicketStatus};

@@ -1,0 +1,397 @@
+//! Approval tickets: their states, and every query on the `tickets` table.
+//!
+//! Each state change is one conditional `UPDATE … WHERE status = …`, so the first writer wins and
+//! every later writer learns the state that did win.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::ids::TicketId;
+
+/// Where a ticket is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    /// Waiting for a person.
+    Pending,
+    /// A person approved; the call has not run yet.
+    Approved,
+    /// A person denied.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// The caller went away or cancelled.
+    Cancelled,
+    /// Approved and forwarded upstream (single use).
+    Executed,
+}
+
+impl TicketStatus {
+    /// The spelling in the database and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+            Self::Executed => "executed",
+        }
+    }
+
+    /// Whether a person's click can still change this ticket.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Self::Pending)
+    }
+}
+
+impl fmt::Display for TicketStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status string the database should never hold.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown ticket status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for TicketStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "approved" => Self::Approved,
+            "denied" => Self::Denied,
+            "expired" => Self::Expired,
+            "cancelled" => Self::Cancelled,
+            "executed" => Self::Executed,
+            other => return Err(UnknownStatus(other.to_owned())),
+        })
+    }
+}
+
+impl TryFrom<String> for TicketStatus {
+    type Error = UnknownStatus;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// A person's verdict on a ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Run the call.
+    Approve,
+    /// Refuse the call.
+    Deny,
+}
+
+impl Decision {
+    /// The status a ticket takes on this decision.
+    pub fn status(self) -> TicketStatus {
+        match self {
+            Self::Approve => TicketStatus::Approved,
+            Self::Deny => TicketStatus::Denied,
+        }
+    }
+}
+
+/// One row of `tickets`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Ticket {
+    #[sqlx(try_from = "Uuid")]
+    pub id: TicketId,
+    #[sqlx(try_from = "String")]
+    pub status: TicketStatus,
+    pub principal: String,
+    pub session_id: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    pub rule: String,
+    pub reason: Option<String>,
+    pub approvers: Vec<String>,
+    pub slack_channel: Option<String>,
+    pub request_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by_id: Option<String>,
+    pub decided_by_name: Option<String>,
+    pub message_channel: Option<String>,
+    pub message_ts: Option<String>,
+    pub executed_at: Option<DateTime<Utc>>,
+    pub notify_error: Option<String>,
+}
+
+impl From<Uuid> for TicketId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
+/// What the gateway knows when it opens a ticket.
+#[derive(Clone, Debug)]
+pub struct NewTicket {
+    pub id: TicketId,
+    pub principal: String,
+    pub session_id: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    pub rule: String,
+    pub reason: Option<String>,
+    pub approvers: Vec<String>,
+    pub slack_channel: Option<String>,
+    pub request_hash: String,
+    /// How long from the database's `now()` until the ticket expires.
+    pub timeout: Duration,
+}
+
+/// The settled state of a ticket, as the batched waiter check reads it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Settled {
+    #[sqlx(try_from = "Uuid")]
+    pub id: TicketId,
+    #[sqlx(try_from = "String")]
+    pub status: TicketStatus,
+    pub decided_by_id: Option<String>,
+    pub decided_by_name: Option<String>,
+}
+
+/// Whether an open call made a new ticket or found its earlier one.
+#[derive(Clone, Debug)]
+pub enum Opened {
+    /// A new pending ticket; the approval request still has to be posted.
+    Created(Ticket),
+    /// A live ticket (pending, or approved but not run) for the same session and request.
+    Reattached(Ticket),
+}
+
+/// The result of a person's click.
+#[derive(Clone, Debug)]
+pub enum Decided {
+    /// This click decided the ticket.
+    Changed(Ticket),
+    /// The ticket had already left `pending`, or has expired; it is unchanged.
+    Unchanged(Ticket),
+    /// No such ticket.
+    Unknown,
+}
+
+fn interval_secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Opens a ticket, or reattaches to the live one for the same session and canonical request.
+pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::Error> {
+    // Another caller may settle the conflicting row between our insert and our select; a few
+    // rounds always converge because each round either inserts or finds a live row.
+    for _ in 0..5 {
+        let inserted: Option<Ticket> = sqlx::query_as(
+        "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
+                 slack_channel, request_hash, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11)) \
+             ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
+             RETURNING *",
+    )
+        .bind(new.id.0)
+        .bind(&new.principal)
+        .bind(&new.session_id)
+        .bind(&new.tool)
+        .bind(&new.arguments)
+        .bind(&new.rule)
+        .bind(&new.reason)
+        .bind(&new.approvers)
+        .bind(&new.slack_channel)
+        .bind(&new.request_hash)
+        .bind(interval_secs(new.timeout))
+        .fetch_optional(pool)
+        .await?;
+        if let Some(t) = inserted {
+            return Ok(Opened::Created(t));
+        }
+        let live: Option<Ticket> = sqlx::query_as(
+        "SELECT * FROM tickets \
+             WHERE session_id = $1 AND request_hash = $2 AND status IN ('pending', 'approved')",
+    )
+        .bind(&new.session_id)
+        .bind(&new.request_hash)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(t) = live {
+            return Ok(Opened::Reattached(t));
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "ticket open did not converge after 5 rounds".into(),
+    ))
+}
+
+/// Reads one ticket.
+pub async fn get<'e>(db: impl PgExecutor<'e>, id: TicketId) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM tickets WHERE id = $1",
+    )
+        .bind(id.0)
+        .fetch_optional(db)
+        .await
+}
+
+/// Records a person's decision if, and only if, the ticket is still pending and unexpired.
+pub async fn decide(
+    pool: &sqlx::PgPool,
+    id: TicketId,
+    decision: Decision,
+    by_id: &str,
+    by_name: &str,
+    message: Option<(&str, &str)>,
+) -> Result<Decided, sqlx::Error> {
+    let (channel, ts) = message.unzip();
+    let changed: Option<Ticket> = sqlx::query_as(
+        "UPDATE tickets SET status = $2, decided_at = now(), decided_by_id = $3, decided_by_name = $4, \
+             message_channel = COALESCE(message_channel, $5), message_ts = COALESCE(message_ts, $6) \
+         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
+         RETURNING *",
+    )
+    .bind(id.0)
+    .bind(decision.status().as_str())
+    .bind(by_id)
+    .bind(by_name)
+    .bind(channel)
+    .bind(ts)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(t) = changed {
+        return Ok(Decided::Changed(t));
+    }
+    Ok(match get(pool, id).await? {
+        Some(t) => Decided::Unchanged(t),
+        None => Decided::Unknown,
+    })
+}
+
+/// Moves a pending ticket to `to` (expired or cancelled); `None` when it had already left pending.
+pub async fn close_pending<'e>(
+    db: impl PgExecutor<'e>,
+    id: TicketId,
+    to: TicketStatus,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    debug_assert!(matches!(to, TicketStatus::Expired | TicketStatus::Cancelled));
+    sqlx::query_as(
+        "UPDATE tickets SET status = $2, decided_at = now() \
+         WHERE id = $1 AND status = 'pending' RETURNING *",
+    )
+    .bind(id.0)
+    .bind(to.as_str())
+    .fetch_optional(db)
+    .await
+}
+
+/// Claims an approved ticket for its single execution; `None` if someone else ran it, or it is
+/// not approved.
+pub async fn claim_execution<'e>(
+    db: impl PgExecutor<'e>,
+    id: TicketId,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tickets SET status = 'executed', executed_at = now() \
+         WHERE id = $1 AND status = 'approved' RETURNING *",
+    )
+    .bind(id.0)
+    .fetch_optional(db)
+    .await
+}
+
+/// Of the given tickets, those that have left `pending` (one query for every waiter of a pod).
+pub async fn settled<'e>(
+    db: impl PgExecutor<'e>,
+    ids: &[TicketId],
+) -> Result<Vec<Settled>, sqlx::Error> {
+    let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+    sqlx::query_as(
+        "SELECT id, status, decided_by_id, decided_by_name FROM tickets \
+         WHERE id = ANY($1) AND status <> 'pending'",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Stores where the approval request was posted, unless a message is already recorded.
+/// Returns the ticket as it now stands; its `message_ts` is the one that counts.
+pub async fn record_message<'e>(
+    db: impl PgExecutor<'e>,
+    id: TicketId,
+    channel: &str,
+    ts: &str,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tickets SET message_channel = COALESCE(message_channel, $2), \
+             message_ts = COALESCE(message_ts, $3) \
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id.0)
+    .bind(channel)
+    .bind(ts)
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks that the notifier gave up on a job for this ticket.
+pub async fn record_notify_error<'e>(
+    db: impl PgExecutor<'e>,
+    id: TicketId,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tickets SET notify_error = $2 WHERE id = $1")
+        .bind(id.0)
+        .bind(error)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Expires pending tickets whose deadline passed more than `grace` ago (their waiter is gone).
+pub async fn sweep_expired<'e>(
+    db: impl PgExecutor<'e>,
+    grace: Duration,
+) -> Result<Vec<Ticket>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tickets SET status = 'expired', decided_at = now() \
+         WHERE status = 'pending' AND expires_at < now() - make_interval(secs => $1) \
+         RETURNING *",
+    )
+    .bind(interval_secs(grace))
+    .fetch_all(db)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_spellings_round_trip() {
+        for s in [
+            TicketStatus::Pending,
+            TicketStatus::Approved,
+            TicketStatus::Denied,
+            TicketStatus::Expired,
+            TicketStatus::Cancelled,
+            TicketStatus::Executed,
+        ] {
+            assert_eq!(s.as_str().parse::<TicketStatus>().ok(), Some(s));
+            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::json!(s.as_str())));
+        }
+        assert!("approve".parse::<TicketStatus>().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! A faithful fake of the Slack Web API (filled in by the notifier work).

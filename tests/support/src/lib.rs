@@ -1,0 +1,12 @@
+//! Test support for every Airlock crate.
+//!
+//! Our own storage is real: [`fresh_db`] gives each test its own PostgreSQL database with the
+//! migrations applied, and [`fresh_redis`] its own key prefix. They use `DATABASE_URL` and
+//! `REDIS_URL` when set (CI, README), and otherwise start containers with testcontainers.
+//! Only systems we do not own are faked: upstream MCP servers ([`upstream`]) and Slack.
+
+pub mod backing;
+pub mod fake_slack;
+pub mod upstream;
+
+pub use backing::{TestDb, TestRedis, fresh_db, fresh_redis};

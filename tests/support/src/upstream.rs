@@ -1,0 +1,1 @@
+//! A faithful fake upstream MCP server.
