@@ -52,11 +52,19 @@ mod tests {
 
     #[test]
     fn key_order_and_spacing_do_not_change_the_hash() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "é"}}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"x":"é","y":[1,2]},"b":1}"#).unwrap();
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "é"}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":{"x":"é","y":[1,2]},"b":1}"#).unwrap();
         assert_eq!(request_hash("t", &a), request_hash("t", &b));
         assert_ne!(request_hash("t", &a), request_hash("u", &a));
-        assert_ne!(request_hash("t", &a), request_hash("t", &json!({"b": 2, "a": {"x": "é", "y": [1, 2]}})));
-        assert_eq!(to_canonical_string(&b), r#"{"a":{"x":"é","y":[1,2]},"b":1}"#);
+        assert_ne!(
+            request_hash("t", &a),
+            request_hash("t", &json!({"b": 2, "a": {"x": "é", "y": [1, 2]}}))
+        );
+        assert_eq!(
+            to_canonical_string(&b),
+            r#"{"a":{"x":"é","y":[1,2]},"b":1}"#
+        );
     }
 }

@@ -15,7 +15,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -45,7 +49,10 @@ impl Env {
 
     /// The raw value, if set and not empty.
     pub fn raw(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// A variable that must be set and parse.
@@ -55,7 +62,8 @@ impl Env {
     {
         match self.raw(name) {
             None => {
-                self.problems.push(format!("{name} is required but not set"));
+                self.problems
+                    .push(format!("{name} is required but not set"));
                 None
             }
             Some(_) => self.optional(name),
@@ -92,13 +100,15 @@ impl Env {
         };
         match humantime::parse_duration(raw.trim()) {
             Ok(d) if d.is_zero() => {
-                self.problems.push(format!("{name}: must be greater than zero"));
+                self.problems
+                    .push(format!("{name}: must be greater than zero"));
                 default
             }
             Ok(d) => d,
             Err(e) => {
-                self.problems
-                    .push(format!("{name}: invalid duration {raw:?}: {e} (try 30s, 5m, 1h)"));
+                self.problems.push(format!(
+                    "{name}: invalid duration {raw:?}: {e} (try 30s, 5m, 1h)"
+                ));
                 default
             }
         }
@@ -183,7 +193,9 @@ impl FromStr for ByteSize {
             .and_then(|n| n.checked_mul(mult))
             .filter(|n| *n > 0)
             .map(ByteSize)
-            .ok_or_else(|| format!("expected a positive size like 4194304, 64KiB or 4MiB, got {s:?}"))
+            .ok_or_else(|| {
+                format!("expected a positive size like 4194304, 64KiB or 4MiB, got {s:?}")
+            })
     }
 }
 

@@ -68,11 +68,7 @@ pub async fn enqueue<C: AsyncCommands>(
     job: &NotifyJob,
 ) -> Result<String, redis::RedisError> {
     let body = serde_json::to_string(job).map_err(|e| {
-        redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "job serialisation",
-            e.to_string(),
-        ))
+        redis::RedisError::from((redis::ErrorKind::Client, "job serialisation", e.to_string()))
     })?;
     conn.xadd(keys.notify_stream(), "*", &[(JOB_FIELD, body)])
         .await

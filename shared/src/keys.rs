@@ -62,6 +62,14 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// The notifier's short claim on posting one ticket's approval request; once posted it holds
+    /// the message's channel and ts until the ticket row has them.
+    pub fn notify_post_claim(&self, ticket: &crate::ids::TicketId) -> String {
+        format!("{}:notify:post:{}", self.prefix, ticket)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,9 +79,6 @@ mod tests {
         let k = Keys::new("airlock");
         assert_eq!(k.notify_stream(), "{airlock}:notify");
         assert_eq!(k.dead_letter_stream(), "{airlock}:notify:dead");
-        assert_eq!(
-            k.session_lock(&SessionId("s1".into())),
-            "airlock:lock:s1"
-        );
+        assert_eq!(k.session_lock(&SessionId("s1".into())), "airlock:lock:s1");
     }
 }

@@ -12,6 +12,7 @@ pub mod job;
 pub mod keys;
 pub mod session;
 pub mod signal;
+pub mod slack;
 pub mod telemetry;
 pub mod ticket;
 

@@ -69,7 +69,10 @@ pub async fn set_upstream<'e>(
 }
 
 /// Ends a session.
-pub async fn mark_deleted<'e>(db: impl PgExecutor<'e>, id: &SessionId) -> Result<bool, sqlx::Error> {
+pub async fn mark_deleted<'e>(
+    db: impl PgExecutor<'e>,
+    id: &SessionId,
+) -> Result<bool, sqlx::Error> {
     sqlx::query("UPDATE mcp_sessions SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
         .bind(&id.0)
         .execute(db)

@@ -220,9 +220,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
             return Ok(Opened::Created(t));
         }
         let live: Option<Ticket> = sqlx::query_as(
-        "SELECT * FROM tickets \
+            "SELECT * FROM tickets \
              WHERE session_id = $1 AND request_hash = $2 AND status IN ('pending', 'approved')",
-    )
+        )
         .bind(&new.session_id)
         .bind(&new.request_hash)
         .fetch_optional(pool)
@@ -238,9 +238,7 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
 
 /// Reads one ticket.
 pub async fn get<'e>(db: impl PgExecutor<'e>, id: TicketId) -> Result<Option<Ticket>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM tickets WHERE id = $1",
-    )
+    sqlx::query_as("SELECT * FROM tickets WHERE id = $1")
         .bind(id.0)
         .fetch_optional(db)
         .await
@@ -285,7 +283,10 @@ pub async fn close_pending<'e>(
     id: TicketId,
     to: TicketStatus,
 ) -> Result<Option<Ticket>, sqlx::Error> {
-    debug_assert!(matches!(to, TicketStatus::Expired | TicketStatus::Cancelled));
+    debug_assert!(matches!(
+        to,
+        TicketStatus::Expired | TicketStatus::Cancelled
+    ));
     sqlx::query_as(
         "UPDATE tickets SET status = $2, decided_at = now() \
          WHERE id = $1 AND status = 'pending' RETURNING *",
@@ -390,7 +391,10 @@ mod tests {
             TicketStatus::Executed,
         ] {
             assert_eq!(s.as_str().parse::<TicketStatus>().ok(), Some(s));
-            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::json!(s.as_str())));
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::json!(s.as_str()))
+            );
         }
         assert!("approve".parse::<TicketStatus>().is_err());
     }

@@ -5,6 +5,9 @@
 //! `REDIS_URL` when set (CI, README), and otherwise start containers with testcontainers.
 //! Only systems we do not own are faked: upstream MCP servers ([`upstream`]) and Slack.
 
+// Test support fails loudly: a panic with a reason is the right answer to a broken fixture.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 pub mod backing;
 pub mod fake_slack;
 pub mod upstream;

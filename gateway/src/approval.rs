@@ -1,0 +1,477 @@
+//! Approval holds: open a ticket, wait for a person, and act on what Postgres says.
+//!
+//! Waiters never trust a signal's payload. The pod has one pub/sub subscription; a signal, a
+//! new waiter, or a periodic tick marks tickets "dirty", and one batched query reads the settled
+//! state of every dirty ticket. So a decision committed before the wait began is found by the
+//! first check, and a lost signal is found by the next tick.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock_shared::job::{self, NotifyJob};
+use airlock_shared::ticket::{self, NewTicket, Opened, Settled, Ticket};
+use airlock_shared::{Keys, TicketId, TicketStatus, signal};
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::CallError;
+use crate::metrics::Metrics;
+
+const QUERY_CHUNK: usize = 5_000;
+
+enum Kick {
+    One(TicketId),
+    All,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Settled>,
+}
+
+struct Inner {
+    waiters: Mutex<HashMap<TicketId, Vec<Waiter>>>,
+    kick: mpsc::UnboundedSender<Kick>,
+    next: AtomicU64,
+}
+
+impl Inner {
+    fn registered(&self) -> Vec<TicketId> {
+        self.waiters
+            .lock()
+            .map(|w| w.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn is_registered(&self, id: &TicketId) -> bool {
+        self.waiters.lock().is_ok_and(|w| w.contains_key(id))
+    }
+
+    fn deliver(&self, settled: Settled) {
+        let taken = self
+            .waiters
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&settled.id));
+        for w in taken.into_iter().flatten() {
+            let _ = w.tx.send(settled.clone());
+        }
+    }
+}
+
+/// The pod's decision hub: one subscription and one batched checker for all waiters.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// A waiter's place in the hub; leaving it (drop) unregisters.
+pub struct Registration {
+    inner: Arc<Inner>,
+    ticket: TicketId,
+    id: u64,
+    rx: Option<oneshot::Receiver<Settled>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.inner.waiters.lock()
+            && let Some(list) = w.get_mut(&self.ticket)
+        {
+            list.retain(|x| x.id != self.id);
+            if list.is_empty() {
+                w.remove(&self.ticket);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Starts the subscriber and the checker; both stop when `stop` is cancelled.
+    pub fn start(
+        pool: PgPool,
+        redis: redis::Client,
+        keys: &Keys,
+        poll_interval: Duration,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> Self {
+        let (kick, kick_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            waiters: Mutex::default(),
+            kick,
+            next: AtomicU64::new(0),
+        });
+        tokio::spawn(check_loop(
+            inner.clone(),
+            pool,
+            kick_rx,
+            poll_interval,
+            metrics.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(subscribe_loop(
+            inner.clone(),
+            redis,
+            keys.decisions_channel(),
+            metrics,
+            stop,
+        ));
+        Self { inner }
+    }
+
+    /// Registers a waiter for `ticket` and schedules its first check.
+    pub fn register(&self, ticket: TicketId) -> Registration {
+        let (tx, rx) = oneshot::channel();
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = self.inner.waiters.lock() {
+            w.entry(ticket).or_default().push(Waiter { id, tx });
+        }
+        let _ = self.inner.kick.send(Kick::One(ticket));
+        Registration {
+            inner: self.inner.clone(),
+            ticket,
+            id,
+            rx: Some(rx),
+        }
+    }
+
+    /// How many waiters of this pod wait on `ticket`.
+    pub fn local_waiters(&self, ticket: TicketId) -> usize {
+        self.inner
+            .waiters
+            .lock()
+            .map(|w| w.get(&ticket).map_or(0, Vec::len))
+            .unwrap_or(0)
+    }
+}
+
+async fn check_loop(
+    inner: Arc<Inner>,
+    pool: PgPool,
+    mut kicks: mpsc::UnboundedReceiver<Kick>,
+    poll_interval: Duration,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut dirty: HashSet<TicketId> = HashSet::new();
+        let mut all = false;
+        let mut from_poll = false;
+        tokio::select! {
+            k = kicks.recv() => match k {
+                Some(Kick::One(id)) => { dirty.insert(id); }
+                Some(Kick::All) => all = true,
+                None => return,
+            },
+            _ = tick.tick() => { all = true; from_poll = true; }
+            () = stop.cancelled() => return,
+        }
+        // Coalesce whatever else is already queued into the same query.
+        while let Ok(k) = kicks.try_recv() {
+            match k {
+                Kick::One(id) => {
+                    dirty.insert(id);
+                }
+                Kick::All => all = true,
+            }
+        }
+        let ids: Vec<TicketId> = if all {
+            inner.registered()
+        } else {
+            dirty
+                .into_iter()
+                .filter(|id| inner.is_registered(id))
+                .collect()
+        };
+        for chunk in ids.chunks(QUERY_CHUNK) {
+            match ticket::settled(&pool, chunk).await {
+                Ok(rows) => {
+                    if from_poll {
+                        metrics.signal_lost.inc_by(rows.len() as u64);
+                    }
+                    for s in rows {
+                        inner.deliver(s);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "decision check failed; retrying on the next tick");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe_loop(
+    inner: Arc<Inner>,
+    client: redis::Client,
+    channel: String,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut first = true;
+    loop {
+        let attempt = async {
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(ps)
+        };
+        let ps = tokio::select! {
+            r = attempt => r,
+            () = stop.cancelled() => return,
+        };
+        match ps {
+            Ok(mut ps) => {
+                backoff = Duration::from_millis(50);
+                if !first {
+                    metrics.pubsub_reconnects.inc();
+                }
+                first = false;
+                // Anything decided while we were not listening is found by one check of all.
+                let _ = inner.kick.send(Kick::All);
+                let mut messages = ps.on_message();
+                loop {
+                    tokio::select! {
+                        m = messages.next() => match m {
+                            Some(msg) => {
+                                if let Some(sig) = signal::parse(msg.get_payload_bytes())
+                                    && inner.is_registered(&sig.ticket_id)
+                                {
+                                    let _ = inner.kick.send(Kick::One(sig.ticket_id));
+                                }
+                            }
+                            None => break,
+                        },
+                        () = stop.cancelled() => return,
+                    }
+                }
+                tracing::warn!("decision subscription lost; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to decisions; retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// What a hold needs from the gateway.
+#[derive(Clone)]
+pub struct Approvals {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    /// Cancelled when the shutdown grace has passed: held calls answer "interrupted".
+    pub interrupt: CancellationToken,
+}
+
+/// How a hold ended well: the ticket is claimed for its single execution.
+#[derive(Debug)]
+pub struct Cleared {
+    pub ticket: Ticket,
+}
+
+/// Cancels the ticket if the waiting call goes away (client disconnect drops the future).
+struct CancelOnDrop {
+    approvals: Approvals,
+    registration: Option<Registration>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(reg) = self.registration.take() else {
+            return;
+        };
+        let ticket = reg.ticket;
+        // Another local waiter (a retry that reattached) still wants the decision.
+        let others = self.approvals.hub.local_waiters(ticket) > 1;
+        drop(reg);
+        if !self.armed || others {
+            return;
+        }
+        let a = self.approvals.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                match ticket::close_pending(&a.pool, ticket, TicketStatus::Cancelled).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(ticket = %ticket, "caller went away; ticket cancelled");
+                        announce_closed(&a, ticket, TicketStatus::Cancelled).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(ticket = %ticket, error = %e, "could not cancel abandoned ticket"),
+                }
+            });
+        }
+    }
+}
+
+async fn announce_closed(a: &Approvals, ticket: TicketId, status: TicketStatus) {
+    let mut conn = a.redis.clone();
+    if let Err(e) = job::enqueue(
+        &mut conn,
+        &a.keys,
+        &NotifyJob::TicketClosed { ticket_id: ticket },
+    )
+    .await
+    {
+        tracing::error!(ticket = %ticket, error = %e, "could not enqueue message update");
+    }
+    let sig = airlock_shared::DecisionSignal {
+        ticket_id: ticket,
+        status,
+    };
+    let _ = signal::publish(&mut conn, &a.keys, &sig).await;
+}
+
+/// How the wait itself ended.
+enum Waited {
+    Settled(Settled),
+    Deadline,
+    Interrupted,
+    Cancelled,
+}
+
+impl Approvals {
+    /// Opens (or reattaches to) a ticket and waits until it is approved and claimed, or fails.
+    pub async fn hold(
+        &self,
+        new: NewTicket,
+        cancel: CancellationToken,
+    ) -> Result<Cleared, CallError> {
+        let rule = new.rule.clone();
+        let ticket = match ticket::open(&self.pool, &new).await? {
+            Opened::Created(t) => {
+                let mut conn = self.redis.clone();
+                let job = NotifyJob::ApprovalRequest { ticket_id: t.id };
+                if let Err(source) = job::enqueue(&mut conn, &self.keys, &job).await {
+                    // Nobody would ever be asked: close the ticket and fail fast.
+                    let _ = ticket::close_pending(&self.pool, t.id, TicketStatus::Cancelled).await;
+                    return Err(CallError::NotifyFailed { rule, source });
+                }
+                tracing::info!(ticket = %t.id, "approval requested");
+                t
+            }
+            Opened::Reattached(t) => {
+                tracing::info!(ticket = %t.id, status = %t.status, "retry reattached to its ticket");
+                t
+            }
+        };
+        let id = ticket.id;
+        if ticket.status == TicketStatus::Approved {
+            return self.claim(id, &rule).await;
+        }
+        let started = Instant::now();
+        self.metrics.held_calls.inc();
+        let waited = self.wait(&ticket, cancel).await;
+        self.metrics.held_calls.dec();
+        self.metrics
+            .approval_wait
+            .observe(started.elapsed().as_secs_f64());
+        let status = match waited {
+            Waited::Settled(s) => s,
+            Waited::Interrupted => {
+                return Err(CallError::ApprovalInterrupted { rule, ticket: id });
+            }
+            Waited::Deadline => {
+                match ticket::close_pending(&self.pool, id, TicketStatus::Expired).await? {
+                    Some(_) => {
+                        announce_closed(self, id, TicketStatus::Expired).await;
+                        return Err(CallError::ApprovalTimeout { rule, ticket: id });
+                    }
+                    // A decision landed in the same instant: it wins.
+                    None => self.current(id).await?,
+                }
+            }
+            Waited::Cancelled => {
+                match ticket::close_pending(&self.pool, id, TicketStatus::Cancelled).await? {
+                    Some(_) => {
+                        announce_closed(self, id, TicketStatus::Cancelled).await;
+                        return Err(CallError::ApprovalCancelled { rule, ticket: id });
+                    }
+                    None => self.current(id).await?,
+                }
+            }
+        };
+        match status.status {
+            TicketStatus::Approved => self.claim(id, &rule).await,
+            TicketStatus::Denied => Err(CallError::ApprovalDenied {
+                rule,
+                ticket: id,
+                decided_by: status.decided_by_name.or(status.decided_by_id),
+            }),
+            TicketStatus::Expired => Err(CallError::ApprovalTimeout { rule, ticket: id }),
+            TicketStatus::Cancelled => Err(CallError::ApprovalCancelled { rule, ticket: id }),
+            TicketStatus::Executed => Err(CallError::ApprovalAlreadyUsed { rule, ticket: id }),
+            // The checker only reports settled tickets; a pending one here means a bug upstream
+            // of us, and waiting again is the safe answer the caller can retry.
+            TicketStatus::Pending => Err(CallError::ApprovalInterrupted { rule, ticket: id }),
+        }
+    }
+
+    async fn current(&self, id: TicketId) -> Result<Settled, CallError> {
+        let t = ticket::get(&self.pool, id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok(Settled {
+            id,
+            status: t.status,
+            decided_by_id: t.decided_by_id,
+            decided_by_name: t.decided_by_name,
+        })
+    }
+
+    async fn claim(&self, id: TicketId, rule: &str) -> Result<Cleared, CallError> {
+        match ticket::claim_execution(&self.pool, id).await? {
+            Some(ticket) => Ok(Cleared { ticket }),
+            None => Err(CallError::ApprovalAlreadyUsed {
+                rule: rule.to_owned(),
+                ticket: id,
+            }),
+        }
+    }
+
+    async fn wait(&self, ticket: &Ticket, cancel: CancellationToken) -> Waited {
+        let mut guard = CancelOnDrop {
+            approvals: self.clone(),
+            registration: Some(self.hub.register(ticket.id)),
+            armed: true,
+        };
+        let Some(rx) = guard.registration.as_mut().and_then(|r| r.rx.take()) else {
+            return Waited::Interrupted;
+        };
+        // The row's deadline, in this pod's clock.
+        let remaining = (ticket.expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let deadline = Instant::now() + remaining;
+        let out = tokio::select! {
+            s = rx => match s {
+                Ok(s) => Waited::Settled(s),
+                Err(_) => Waited::Interrupted,
+            },
+            () = tokio::time::sleep_until(deadline) => Waited::Deadline,
+            () = self.interrupt.cancelled() => Waited::Interrupted,
+            () = cancel.cancelled() => Waited::Cancelled,
+        };
+        // Every ending above is handled by the caller; only a dropped future cancels.
+        guard.armed = false;
+        out
+    }
+}

@@ -1,0 +1,157 @@
+//! The gateway's configuration, from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
+
+/// Everything the gateway needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub database_url: String,
+    pub redis_url: String,
+    pub redis_key_prefix: String,
+    pub upstream_mcp_url: String,
+    pub policy_file: String,
+    pub agent_keys_file: String,
+    pub approval_timeout: Duration,
+    pub session_lock_ttl: Duration,
+    pub lock_acquire_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub migrate_on_start: bool,
+    pub keepalive_interval: Duration,
+    pub upstream_timeout: Duration,
+    /// How often waiters re-check Postgres in case a signal was lost.
+    pub decision_poll_interval: Duration,
+}
+
+impl Config {
+    /// Reads the configuration, reporting every missing or invalid variable at once.
+    pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
+        let listen_addr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let database_url: Option<String> = env.required("DATABASE_URL");
+        let redis_url: Option<String> = env.required("REDIS_URL");
+        let redis_key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
+        let upstream: Option<String> = env.required("UPSTREAM_MCP_URL");
+        if let Some(u) = &upstream
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            env.problem(format!(
+                "UPSTREAM_MCP_URL: expected an http(s) URL, got {u:?}"
+            ));
+        }
+        let policy_file: Option<String> = env.required("POLICY_FILE");
+        let agent_keys_file: Option<String> = env.required("AGENT_KEYS_FILE");
+        let approval_timeout = env.duration("APPROVAL_TIMEOUT", Duration::from_secs(300));
+        let session_lock_ttl = env.duration("SESSION_LOCK_TTL", Duration::from_secs(60));
+        if session_lock_ttl < Duration::from_secs(1) {
+            env.problem("SESSION_LOCK_TTL: must be at least 1s (it is extended every third of it)");
+        }
+        let lock_acquire_timeout = env.duration("LOCK_ACQUIRE_TIMEOUT", Duration::from_secs(5));
+        let max_body_bytes = env.or("MAX_BODY_BYTES", ByteSize(4 << 20)).0;
+        let shutdown_grace = env.duration("SHUTDOWN_GRACE", Duration::from_secs(30));
+        let log_format = env.or("LOG_FORMAT", LogFormat::Pretty);
+        let migrate_on_start = env.flag("MIGRATE_ON_START", true);
+        let keepalive_interval = env.duration("KEEPALIVE_INTERVAL", Duration::from_secs(15));
+        let upstream_timeout = env.duration("UPSTREAM_TIMEOUT", Duration::from_secs(300));
+        let decision_poll_interval = env.duration("DECISION_POLL_INTERVAL", Duration::from_secs(1));
+        env.finish()?;
+        match (
+            database_url,
+            redis_url,
+            upstream,
+            policy_file,
+            agent_keys_file,
+        ) {
+            (
+                Some(database_url),
+                Some(redis_url),
+                Some(upstream_mcp_url),
+                Some(policy_file),
+                Some(agent_keys_file),
+            ) => Ok(Self {
+                listen_addr,
+                database_url,
+                redis_url,
+                redis_key_prefix,
+                upstream_mcp_url,
+                policy_file,
+                agent_keys_file,
+                approval_timeout,
+                session_lock_ttl,
+                lock_acquire_timeout,
+                max_body_bytes,
+                shutdown_grace,
+                log_format,
+                migrate_on_start,
+                keepalive_interval,
+                upstream_timeout,
+                decision_poll_interval,
+            }),
+            _ => Err(ConfigError {
+                problems: vec!["required variables missing".into()],
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>(),
+        )
+    }
+
+    #[test]
+    fn lists_every_missing_and_invalid_variable() {
+        let err = Config::from_env(env(&[
+            ("APPROVAL_TIMEOUT", "soon"),
+            ("MAX_BODY_BYTES", "lots"),
+            ("LOG_FORMAT", "xml"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "UPSTREAM_MCP_URL",
+            "POLICY_FILE",
+            "AGENT_KEYS_FILE",
+            "APPROVAL_TIMEOUT",
+            "MAX_BODY_BYTES",
+            "LOG_FORMAT",
+        ] {
+            assert!(text.contains(name), "{name} missing from: {text}");
+        }
+        assert_eq!(err.problems.len(), 8, "{text}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_env(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            ("UPSTREAM_MCP_URL", "http://up/mcp"),
+            ("POLICY_FILE", "p.yaml"),
+            ("AGENT_KEYS_FILE", "k.yaml"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.approval_timeout, Duration::from_secs(300));
+        assert_eq!(c.session_lock_ttl, Duration::from_secs(60));
+        assert_eq!(c.lock_acquire_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_body_bytes, 4 << 20);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert!(c.migrate_on_start);
+    }
+}

@@ -1,0 +1,236 @@
+//! The gateway's error boundaries and their one mapping each to the wire.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use airlock_shared::TicketId;
+
+/// Why a `tools/call` (or another forwarded request) did not get the upstream's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("denied by policy rule {rule:?}")]
+    DeniedByPolicy {
+        rule: String,
+        reason: Option<String>,
+    },
+    #[error("approval denied by {decided_by:?}")]
+    ApprovalDenied {
+        rule: String,
+        ticket: TicketId,
+        decided_by: Option<String>,
+    },
+    #[error("approval timed out")]
+    ApprovalTimeout { rule: String, ticket: TicketId },
+    #[error("approval was cancelled")]
+    ApprovalCancelled { rule: String, ticket: TicketId },
+    #[error("approval wait interrupted by shutdown")]
+    ApprovalInterrupted { rule: String, ticket: TicketId },
+    #[error("approval was already used by another call")]
+    ApprovalAlreadyUsed { rule: String, ticket: TicketId },
+    #[error("could not notify approvers")]
+    NotifyFailed {
+        rule: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("tool-call budget of {limit} exceeded")]
+    BudgetExceeded { limit: u64 },
+    #[error("session busy")]
+    SessionBusy,
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    #[error("upstream error")]
+    Upstream(#[from] UpstreamError),
+    #[error("storage error")]
+    Store(#[from] sqlx::Error),
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Trouble reaching or reading the upstream MCP server.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("upstream answered HTTP {0}")]
+    Status(u16),
+}
+
+impl CallError {
+    /// The JSON-RPC error object for this failure.
+    pub fn to_jsonrpc(&self) -> (i64, &'static str, Value) {
+        match self {
+            Self::DeniedByPolicy { rule, reason } => (
+                -32001,
+                "denied by policy",
+                json!({ "rule": rule, "reason": reason }),
+            ),
+            Self::ApprovalDenied {
+                rule,
+                ticket,
+                decided_by,
+            } => (
+                -32001,
+                "approval denied",
+                json!({ "rule": rule, "ticket": ticket, "decided_by": decided_by }),
+            ),
+            Self::ApprovalTimeout { rule, ticket } => (
+                -32001,
+                "approval timeout",
+                json!({ "rule": rule, "ticket": ticket }),
+            ),
+            Self::ApprovalCancelled { rule, ticket } => (
+                -32001,
+                "approval cancelled",
+                json!({ "rule": rule, "ticket": ticket }),
+            ),
+            Self::ApprovalInterrupted { rule, ticket } => (
+                -32001,
+                "approval interrupted",
+                json!({ "rule": rule, "ticket": ticket, "retry": true }),
+            ),
+            Self::ApprovalAlreadyUsed { rule, ticket } => (
+                -32001,
+                "approval already used",
+                json!({ "rule": rule, "ticket": ticket }),
+            ),
+            Self::NotifyFailed { rule, .. } => (
+                -32603,
+                "could not notify approvers",
+                json!({ "rule": rule }),
+            ),
+            Self::BudgetExceeded { limit } => (
+                -32001,
+                "tool-call budget exceeded",
+                json!({ "limit": limit }),
+            ),
+            Self::SessionBusy => (-32002, "session busy", Value::Null),
+            Self::InvalidParams(why) => (-32602, "invalid params", json!({ "why": why })),
+            Self::Upstream(e) => (-32603, "upstream error", json!({ "why": e.to_string() })),
+            Self::Store(_) | Self::Redis(_) => (-32603, "internal error", Value::Null),
+        }
+    }
+
+    /// The outcome label for audit rows and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::DeniedByPolicy { .. } => "denied",
+            Self::ApprovalDenied { .. } => "approval_denied",
+            Self::ApprovalTimeout { .. } => "timeout",
+            Self::ApprovalCancelled { .. } => "cancelled",
+            Self::ApprovalInterrupted { .. } => "interrupted",
+            Self::ApprovalAlreadyUsed { .. } => "already_used",
+            Self::NotifyFailed { .. } => "notify_failed",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::SessionBusy => "session_busy",
+            Self::InvalidParams(_) => "invalid_params",
+            Self::Upstream(_) => "upstream_error",
+            Self::Store(_) | Self::Redis(_) => "internal_error",
+        }
+    }
+
+    /// The ticket involved, if any.
+    pub fn ticket(&self) -> Option<TicketId> {
+        match self {
+            Self::ApprovalDenied { ticket, .. }
+            | Self::ApprovalTimeout { ticket, .. }
+            | Self::ApprovalCancelled { ticket, .. }
+            | Self::ApprovalInterrupted { ticket, .. }
+            | Self::ApprovalAlreadyUsed { ticket, .. } => Some(*ticket),
+            Self::DeniedByPolicy { .. }
+            | Self::NotifyFailed { .. }
+            | Self::BudgetExceeded { .. }
+            | Self::SessionBusy
+            | Self::InvalidParams(_)
+            | Self::Upstream(_)
+            | Self::Store(_)
+            | Self::Redis(_) => None,
+        }
+    }
+
+    /// Whether this is our fault (logged at error level) rather than policy doing its job.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Upstream(_) | Self::Store(_) | Self::Redis(_) | Self::NotifyFailed { .. }
+        )
+    }
+}
+
+/// A JSON-RPC error response body.
+pub fn jsonrpc_error(id: &Value, code: i64, message: &str, data: Value) -> Value {
+    let mut error = json!({ "code": code, "message": message });
+    if !data.is_null() {
+        error["data"] = data;
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": error })
+}
+
+/// Why a request to `/mcp` was refused before it reached policy or the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("body could not be read")]
+    BodyRead,
+    #[error("parse error: {0}")]
+    Parse(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("Mcp-Session-Id header is required")]
+    MissingSession,
+    #[error("unknown session")]
+    UnknownSession,
+    #[error("storage error")]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some(-32600)),
+            Self::BodyRead => (StatusCode::BAD_REQUEST, Some(-32700)),
+            Self::Parse(_) => (StatusCode::BAD_REQUEST, Some(-32700)),
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, Some(-32600)),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(-32600)),
+            Self::MissingSession => (StatusCode::BAD_REQUEST, Some(-32600)),
+            Self::UnknownSession => (StatusCode::NOT_FOUND, Some(-32001)),
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Some(-32603)),
+            Self::Upstream(UpstreamError::Status(s)) => (
+                StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY),
+                Some(-32603),
+            ),
+            Self::Upstream(UpstreamError::Unreachable(_) | UpstreamError::Timeout(_)) => {
+                (StatusCode::BAD_GATEWAY, Some(-32603))
+            }
+        };
+        let mut resp = match code {
+            Some(code) => (
+                status,
+                axum::Json(jsonrpc_error(
+                    &Value::Null,
+                    code,
+                    &self.to_string(),
+                    Value::Null,
+                )),
+            )
+                .into_response(),
+            None => (status, self.to_string()).into_response(),
+        };
+        if matches!(self, Self::Unauthorized) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

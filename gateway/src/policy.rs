@@ -1,0 +1,587 @@
+//! Policy: which tool calls pass, which are refused, and which wait for a person.
+//!
+//! The file is validated strictly when it loads: an unknown field, a bad glob or regex, or a
+//! wrong type is an error that names the line. Rules are tried in order; the first match wins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use globset::{Glob, GlobMatcher};
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What policy does with a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Forward it.
+    Allow,
+    /// Refuse it.
+    Deny,
+    /// Hold it until a person decides.
+    Approve,
+}
+
+impl Action {
+    /// The spelling used in audit rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Approve => "approve",
+        }
+    }
+}
+
+/// A problem with the policy file.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid policy: {0}")]
+    Invalid(String),
+}
+
+/// A compiled, validated policy.
+#[derive(Debug)]
+pub struct Policy {
+    default: Verdict,
+    rules: Vec<Rule>,
+    /// The per-session cap on tool calls, if any.
+    pub max_tool_calls_per_session: Option<u64>,
+    /// Whether `tools/list` leaves out tools that are always denied.
+    pub hide_denied_tools: bool,
+}
+
+/// The outcome of evaluating a call: the action and the rule that chose it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub action: Action,
+    /// The rule's name, or `default`.
+    pub rule: Arc<str>,
+    pub read_only: bool,
+    pub reason: Option<Arc<str>>,
+    /// Slack user ids allowed to decide (empty: anyone allowed by the webhook's own list).
+    pub approvers: Arc<[String]>,
+    /// Overrides the gateway's `APPROVAL_TIMEOUT`.
+    pub timeout: Option<Duration>,
+    /// Overrides the notifier's default Slack channel.
+    pub channel: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    tools: Vec<GlobMatcher>,
+    when: Vec<Condition>,
+    verdict: Verdict,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: u32,
+    default: Action,
+    #[serde(default)]
+    budget: Option<RawBudget>,
+    #[serde(default)]
+    hide_denied_tools: bool,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    max_tool_calls_per_session: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawRuleFields")]
+struct RawRule(Rule);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleFields {
+    name: String,
+    tools: Vec<GlobPattern>,
+    #[serde(default)]
+    when: Vec<Condition>,
+    action: Action,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    #[serde(default)]
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+impl TryFrom<RawRuleFields> for RawRule {
+    type Error = String;
+
+    fn try_from(r: RawRuleFields) -> Result<Self, Self::Error> {
+        if r.name.trim().is_empty() {
+            return Err("a rule needs a non-empty name".into());
+        }
+        if r.tools.is_empty() {
+            return Err(format!(
+                "rule {:?}: tools must list at least one glob",
+                r.name
+            ));
+        }
+        if r.action != Action::Approve
+            && (!r.approvers.is_empty() || r.timeout.is_some() || r.channel.is_some())
+        {
+            return Err(format!(
+                "rule {:?}: approvers, timeout and channel only apply to action: approve",
+                r.name
+            ));
+        }
+        if let Some(bad) = r.approvers.iter().find(|a| !looks_like_slack_user(a)) {
+            return Err(format!(
+                "rule {:?}: approver {bad:?} is not a Slack user id (like U0123ABCD)",
+                r.name
+            ));
+        }
+        Ok(RawRule(Rule {
+            tools: r.tools.into_iter().map(|g| g.0).collect(),
+            when: r.when,
+            verdict: Verdict {
+                action: r.action,
+                rule: r.name.into(),
+                read_only: r.read_only,
+                reason: r.reason.map(Into::into),
+                approvers: r.approvers.into(),
+                timeout: r.timeout.map(|t| t.0),
+                channel: r.channel.map(Into::into),
+            },
+        }))
+    }
+}
+
+fn looks_like_slack_user(s: &str) -> bool {
+    s.len() >= 2
+        && (s.starts_with('U') || s.starts_with('W'))
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+#[derive(Debug)]
+struct GlobPattern(GlobMatcher);
+
+impl<'de> Deserialize<'de> for GlobPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Glob::new(&s)
+            .map(|g| GlobPattern(g.compile_matcher()))
+            .map_err(|e| serde::de::Error::custom(format!("bad glob {s:?}: {e}")))
+    }
+}
+
+#[derive(Debug)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match humantime_parse(&s) {
+            Some(d) => Ok(HumanDuration(d)),
+            None => Err(serde::de::Error::custom(format!(
+                "bad duration {s:?} (try 30s, 10m, 1h)"
+            ))),
+        }
+    }
+}
+
+fn humantime_parse(s: &str) -> Option<Duration> {
+    // Plain seconds, or a number with one unit; enough for timeouts and no extra dependency.
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => return Some(Duration::from_millis(n)).filter(|d| !d.is_zero()),
+        "s" | "sec" | "secs" => n,
+        "m" | "min" | "mins" => n.checked_mul(60)?,
+        "h" | "hr" | "hours" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs)).filter(|d| !d.is_zero())
+}
+
+/// One `when` condition: a JSON pointer into the arguments and exactly one operator.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "RawCondition")]
+struct Condition {
+    pointer: String,
+    op: Op,
+}
+
+#[derive(Debug)]
+enum Op {
+    Equals(Value),
+    NotEquals(Value),
+    Lt(f64),
+    Lte(f64),
+    Gt(f64),
+    Gte(f64),
+    In(Vec<Value>),
+    Matches(Regex),
+    Exists(bool),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    arg: String,
+    equals: Option<Value>,
+    not_equals: Option<Value>,
+    lt: Option<f64>,
+    lte: Option<f64>,
+    gt: Option<f64>,
+    gte: Option<f64>,
+    #[serde(rename = "in")]
+    in_: Option<Vec<Value>>,
+    matches: Option<String>,
+    exists: Option<bool>,
+}
+
+impl TryFrom<RawCondition> for Condition {
+    type Error = String;
+
+    fn try_from(c: RawCondition) -> Result<Self, Self::Error> {
+        if !c.arg.is_empty() && !c.arg.starts_with('/') {
+            return Err(format!(
+                "arg {:?} is not a JSON pointer (it must start with /, e.g. /amount)",
+                c.arg
+            ));
+        }
+        let mut ops = Vec::new();
+        if let Some(v) = c.equals {
+            ops.push(Op::Equals(v));
+        }
+        if let Some(v) = c.not_equals {
+            ops.push(Op::NotEquals(v));
+        }
+        if let Some(v) = c.lt {
+            ops.push(Op::Lt(v));
+        }
+        if let Some(v) = c.lte {
+            ops.push(Op::Lte(v));
+        }
+        if let Some(v) = c.gt {
+            ops.push(Op::Gt(v));
+        }
+        if let Some(v) = c.gte {
+            ops.push(Op::Gte(v));
+        }
+        if let Some(v) = c.in_ {
+            ops.push(Op::In(v));
+        }
+        if let Some(r) = c.matches {
+            let re = Regex::new(&r).map_err(|e| format!("bad regex {r:?}: {e}"))?;
+            ops.push(Op::Matches(re));
+        }
+        if let Some(v) = c.exists {
+            ops.push(Op::Exists(v));
+        }
+        let mut ops = ops.into_iter();
+        match (ops.next(), ops.next()) {
+            (Some(op), None) => Ok(Condition { pointer: c.arg, op }),
+            (None, _) => Err(format!(
+                "condition on {:?} needs one operator: equals, not_equals, lt, lte, gt, gte, in, matches or exists",
+                c.arg
+            )),
+            (Some(_), Some(_)) => Err(format!(
+                "condition on {:?} has more than one operator; use one condition per operator",
+                c.arg
+            )),
+        }
+    }
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+impl Condition {
+    fn holds(&self, args: &Value) -> bool {
+        let v = args.pointer(&self.pointer);
+        match &self.op {
+            Op::Exists(want) => v.is_some() == *want,
+            Op::Equals(x) => v.is_some_and(|v| json_eq(v, x)),
+            // A missing argument is "not equal" to anything.
+            Op::NotEquals(x) => !v.is_some_and(|v| json_eq(v, x)),
+            Op::Lt(n) => v.and_then(Value::as_f64).is_some_and(|v| v < *n),
+            Op::Lte(n) => v.and_then(Value::as_f64).is_some_and(|v| v <= *n),
+            Op::Gt(n) => v.and_then(Value::as_f64).is_some_and(|v| v > *n),
+            Op::Gte(n) => v.and_then(Value::as_f64).is_some_and(|v| v >= *n),
+            Op::In(set) => v.is_some_and(|v| set.iter().any(|x| json_eq(v, x))),
+            Op::Matches(re) => v.and_then(Value::as_str).is_some_and(|s| re.is_match(s)),
+        }
+    }
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &str) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Validates policy text.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let raw: RawPolicy =
+            serde_yaml::from_str(text).map_err(|e| PolicyError::Invalid(e.to_string()))?;
+        if raw.version != 1 {
+            return Err(PolicyError::Invalid(format!(
+                "version: only version 1 is supported, got {}",
+                raw.version
+            )));
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &raw.rules {
+            if !names.insert(r.0.verdict.rule.clone()) {
+                return Err(PolicyError::Invalid(format!(
+                    "rule names must be unique; {:?} appears twice",
+                    r.0.verdict.rule
+                )));
+            }
+        }
+        if raw
+            .budget
+            .as_ref()
+            .is_some_and(|b| b.max_tool_calls_per_session == 0)
+        {
+            return Err(PolicyError::Invalid(
+                "budget.max_tool_calls_per_session must be at least 1".into(),
+            ));
+        }
+        Ok(Policy {
+            default: Verdict {
+                action: raw.default,
+                rule: "default".into(),
+                read_only: false,
+                reason: None,
+                approvers: Arc::from(Vec::new()),
+                timeout: None,
+                channel: None,
+            },
+            rules: raw.rules.into_iter().map(|r| r.0).collect(),
+            max_tool_calls_per_session: raw.budget.map(|b| b.max_tool_calls_per_session),
+            hide_denied_tools: raw.hide_denied_tools,
+        })
+    }
+
+    /// The verdict for a call to `tool` with `args`: the first matching rule, else the default.
+    pub fn evaluate(&self, tool: &str, args: &Value) -> &Verdict {
+        self.rules
+            .iter()
+            .find(|r| {
+                r.tools.iter().any(|g| g.is_match(tool)) && r.when.iter().all(|c| c.holds(args))
+            })
+            .map(|r| &r.verdict)
+            .unwrap_or(&self.default)
+    }
+
+    /// Whether every call to `tool` is denied, whatever its arguments.
+    pub fn always_denies(&self, tool: &str) -> bool {
+        for r in &self.rules {
+            if r.tools.iter().any(|g| g.is_match(tool)) {
+                if r.when.is_empty() {
+                    return r.verdict.action == Action::Deny;
+                }
+                if r.verdict.action != Action::Deny {
+                    return false;
+                }
+            }
+        }
+        self.default.action == Action::Deny
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const EXAMPLE: &str = r#"
+version: 1
+default: deny
+budget: { max_tool_calls_per_session: 200 }
+rules:
+  - name: reads are free
+    tools: ["list_*", "get_*", "read_*"]
+    action: allow
+    read_only: true
+  - name: big refunds need a manager
+    tools: ["create_refund"]
+    when:
+      - { arg: /amount, gt: 100 }
+      - { arg: /currency, in: [usd, eur] }
+    action: approve
+    approvers: [U0123ABCD]
+    timeout: 10m
+  - name: small refunds
+    tools: ["create_refund"]
+    action: allow
+  - name: never delete
+    tools: ["delete_*"]
+    action: deny
+    reason: deleting is not allowed from agents
+"#;
+
+    #[test]
+    fn the_documented_example_loads_and_evaluates() {
+        let p = Policy::parse(EXAMPLE).unwrap();
+        assert_eq!(p.max_tool_calls_per_session, Some(200));
+        let v = p.evaluate("list_charges", &json!({}));
+        assert_eq!(
+            (v.action, &*v.rule, v.read_only),
+            (Action::Allow, "reads are free", true)
+        );
+        let v = p.evaluate("create_refund", &json!({"amount": 150, "currency": "usd"}));
+        assert_eq!(v.action, Action::Approve);
+        assert_eq!(&*v.approvers, &["U0123ABCD".to_owned()]);
+        assert_eq!(v.timeout, Some(Duration::from_secs(600)));
+        // Either condition failing falls through to the next rule.
+        assert_eq!(
+            p.evaluate("create_refund", &json!({"amount": 150, "currency": "gbp"}))
+                .rule
+                .as_ref(),
+            "small refunds"
+        );
+        assert_eq!(
+            p.evaluate("create_refund", &json!({"amount": 100, "currency": "usd"}))
+                .rule
+                .as_ref(),
+            "small refunds"
+        );
+        assert_eq!(
+            p.evaluate(
+                "create_refund",
+                &json!({"amount": "150", "currency": "usd"})
+            )
+            .rule
+            .as_ref(),
+            "small refunds"
+        );
+        let v = p.evaluate("delete_customer", &json!({}));
+        assert_eq!(
+            (v.action, v.reason.as_deref()),
+            (Action::Deny, Some("deleting is not allowed from agents"))
+        );
+        assert_eq!(
+            p.evaluate("something_else", &json!({})).rule.as_ref(),
+            "default"
+        );
+        assert!(p.always_denies("delete_customer"));
+        assert!(p.always_denies("unknown_tool"));
+        assert!(!p.always_denies("create_refund"));
+    }
+
+    #[test]
+    fn every_operator() {
+        let p = Policy::parse(
+            r#"
+version: 1
+default: allow
+rules:
+  - { name: eq, tools: [a], when: [{ arg: /x, equals: 1 }], action: deny }
+  - { name: ne, tools: [b], when: [{ arg: /x, not_equals: "y" }], action: deny }
+  - { name: lt, tools: [c], when: [{ arg: /n, lt: 5 }], action: deny }
+  - { name: lte, tools: [d], when: [{ arg: /n, lte: 5 }], action: deny }
+  - { name: gte, tools: [e], when: [{ arg: /n, gte: 5 }], action: deny }
+  - { name: re, tools: [f], when: [{ arg: /s, matches: "^prod-" }], action: deny }
+  - { name: ex, tools: [g], when: [{ arg: /a/b, exists: true }], action: deny }
+  - { name: nex, tools: [h], when: [{ arg: /a, exists: false }], action: deny }
+"#,
+        )
+        .unwrap();
+        let denied = |t: &str, a: Value| p.evaluate(t, &a).action == Action::Deny;
+        assert!(denied("a", json!({"x": 1.0})) && !denied("a", json!({"x": 2})));
+        assert!(denied("b", json!({})) && !denied("b", json!({"x": "y"})));
+        assert!(denied("c", json!({"n": 4})) && !denied("c", json!({"n": 5})));
+        assert!(denied("d", json!({"n": 5})) && !denied("d", json!({"n": 6})));
+        assert!(denied("e", json!({"n": 5})) && !denied("e", json!({"n": 4})));
+        assert!(denied("f", json!({"s": "prod-db"})) && !denied("f", json!({"s": "dev-prod-"})));
+        assert!(denied("g", json!({"a": {"b": null}})) && !denied("g", json!({"a": {}})));
+        assert!(denied("h", json!({})) && !denied("h", json!({"a": 0})));
+    }
+
+    fn err(text: &str) -> String {
+        Policy::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn invalid_files_name_the_line() {
+        let unknown = err(
+            "version: 1\ndefault: deny\nrules:\n  - name: x\n    tools: [a]\n    action: allow\n    colour: red\n",
+        );
+        assert!(
+            unknown.contains("unknown field `colour`") && unknown.contains("line 7"),
+            "{unknown}"
+        );
+        let glob = err(
+            "version: 1\ndefault: deny\nrules:\n  - name: x\n    tools: [\"a[\"]\n    action: allow\n",
+        );
+        assert!(
+            glob.contains("bad glob") && glob.contains("line 5"),
+            "{glob}"
+        );
+        let regex = err(
+            "version: 1\ndefault: deny\nrules:\n  - name: x\n    tools: [a]\n    when:\n      - { arg: /s, matches: \"(\" }\n    action: allow\n",
+        );
+        assert!(
+            regex.contains("bad regex") && regex.contains("line 7"),
+            "{regex}"
+        );
+        let ty = err(
+            "version: 1\ndefault: deny\nrules:\n  - name: x\n    tools: [a]\n    action: allow\n    read_only: sometimes\n",
+        );
+        assert!(ty.contains("line 7"), "{ty}");
+        let action = err("version: 1\ndefault: maybe\n");
+        assert!(
+            action.contains("unknown variant `maybe`") && action.contains("line 2"),
+            "{action}"
+        );
+        let gt_type = err(
+            "version: 1\ndefault: deny\nrules:\n  - name: x\n    tools: [a]\n    when: [{ arg: /n, gt: lots }]\n    action: deny\n",
+        );
+        assert!(gt_type.contains("line 6"), "{gt_type}");
+    }
+
+    #[test]
+    fn semantic_mistakes_are_refused() {
+        assert!(err("version: 2\ndefault: deny\n").contains("version"));
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], when: [{ arg: amount, gt: 1 }], action: deny }\n").contains("JSON pointer"));
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], when: [{ arg: /a, gt: 1, lt: 3 }], action: deny }\n").contains("more than one operator"));
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], when: [{ arg: /a }], action: deny }\n").contains("needs one operator"));
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], action: allow, approvers: [U1] }\n").contains("only apply"));
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], action: approve, approvers: [bob] }\n").contains("Slack user id"));
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], action: approve, timeout: soon }\n").contains("bad duration"));
+        assert!(
+            err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [], action: deny }\n")
+                .contains("at least one")
+        );
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], action: deny }\n  - { name: x, tools: [b], action: deny }\n").contains("unique"));
+        assert!(
+            err("version: 1\ndefault: deny\nbudget: { max_tool_calls_per_session: 0 }\n")
+                .contains("at least 1")
+        );
+        assert!(err("default: deny\n").contains("version"));
+    }
+}

@@ -1,0 +1,461 @@
+//! The `/mcp` endpoint: authentication, sessions, policy on `tools/call`, and the relay.
+
+use std::sync::Arc;
+
+use airlock_shared::audit::AuditRecord;
+use airlock_shared::ticket::NewTicket;
+use airlock_shared::{Principal, SessionId, TicketId, canonical};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::AppState;
+use crate::error::{CallError, RequestError, UpstreamError, jsonrpc_error};
+use crate::lock::LockError;
+use crate::mcp::{self, CANCELLED, INITIALIZE, Incoming, Message, TOOLS_CALL};
+use crate::policy::Action;
+use crate::session::SessionInfo;
+use crate::upstream::{Outgoing, SESSION_HEADER, relay};
+
+/// Rejects requests without a known agent's bearer token, before any other work.
+pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let principal = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer)
+        .and_then(|t| app.agents.authenticate(t))
+        .cloned();
+    match principal {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => RequestError::Unauthorized.into_response(),
+    }
+}
+
+fn refuse(err: RequestError) -> Response {
+    match &err {
+        RequestError::Store(e) => {
+            tracing::error!(error = %airlock_shared::telemetry::chain(e), "request failed")
+        }
+        RequestError::Upstream(e) => {
+            tracing::warn!(error = %airlock_shared::telemetry::chain(e), "upstream failed")
+        }
+        RequestError::Unauthorized
+        | RequestError::TooLarge { .. }
+        | RequestError::BodyRead
+        | RequestError::Parse(_)
+        | RequestError::InvalidRequest(_)
+        | RequestError::UnsupportedMediaType
+        | RequestError::MissingSession
+        | RequestError::UnknownSession => tracing::debug!(error = %err, "request refused"),
+    }
+    err.into_response()
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RequestError::TooLarge { limit })
+        }
+        Err(_) => Err(RequestError::BodyRead),
+    }
+}
+
+fn session_id(headers: &HeaderMap) -> Option<SessionId> {
+    headers
+        .get(&SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .map(|s| SessionId(s.to_owned()))
+}
+
+async fn owned_session(
+    app: &AppState,
+    headers: &HeaderMap,
+    principal: &Principal,
+) -> Result<(SessionId, Arc<SessionInfo>), RequestError> {
+    let sid = session_id(headers).ok_or(RequestError::MissingSession)?;
+    let info = app
+        .sessions
+        .owned_by(&sid, principal)
+        .await?
+        .ok_or(RequestError::UnknownSession)?;
+    Ok((sid, info))
+}
+
+/// `POST /mcp`.
+pub async fn post(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match post_inner(app, principal, headers, body).await {
+        Ok(r) => r,
+        Err(e) => refuse(e),
+    }
+}
+
+async fn post_inner(
+    app: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RequestError> {
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json_body {
+        return Err(RequestError::UnsupportedMediaType);
+    }
+    let bytes = read_body(body, app.max_body_bytes).await?;
+    let incoming = mcp::parse(&bytes)?;
+    if let Incoming::Single(Message::Request { method, params, .. }) = &incoming
+        && method == INITIALIZE
+    {
+        return initialize(&app, &principal, &headers, bytes.clone(), params).await;
+    }
+    let (sid, info) = owned_session(&app, &headers, &principal).await?;
+    match incoming {
+        Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
+            Ok(tools_call(&app, &principal, &sid, &info, &headers, bytes, id, &params).await)
+        }
+        Incoming::Single(Message::Notification { method, params }) if method == CANCELLED => {
+            if let Some(req_id) = params.get("requestId") {
+                app.cancel_held(&sid, req_id);
+            }
+            forward(&app, &headers, bytes, &info, None).await
+        }
+        Incoming::Batch(msgs) if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) => {
+            Err(RequestError::InvalidRequest(
+                "tools/call inside a batch is not supported; send it on its own".into(),
+            ))
+        }
+        incoming => {
+            let single_id = match &incoming {
+                Incoming::Single(Message::Request { id, .. }) => Some(id.clone()),
+                _ => None,
+            };
+            forward(&app, &headers, bytes, &info, single_id).await
+        }
+    }
+}
+
+async fn forward(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    info: &SessionInfo,
+    request_id: Option<Value>,
+) -> Result<Response, RequestError> {
+    let sent = app
+        .upstream
+        .send(Outgoing {
+            method: reqwest::Method::POST,
+            body: Some(body),
+            headers,
+            upstream_session: info.upstream_session_id.as_deref(),
+        })
+        .await;
+    match (sent, request_id) {
+        (Ok(resp), _) => Ok(relay(resp, None, ())),
+        // A request still gets a JSON-RPC answer it can match to its id.
+        (Err(e), Some(id)) => {
+            tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream failed");
+            Ok(Json(jsonrpc_error(
+                &id,
+                -32603,
+                "upstream error",
+                json!({ "why": e.to_string() }),
+            ))
+            .into_response())
+        }
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+async fn initialize(
+    app: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Bytes,
+    params: &Value,
+) -> Result<Response, RequestError> {
+    let resp = app
+        .upstream
+        .send(Outgoing {
+            method: reqwest::Method::POST,
+            body: Some(body.clone()),
+            headers,
+            upstream_session: None,
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Ok(relay(resp, None, ()));
+    }
+    let upstream_sid = resp
+        .headers()
+        .get(SESSION_HEADER.as_str())
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let sid = SessionId::new();
+    let version = params.get("protocolVersion").and_then(Value::as_str);
+    let init: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    app.sessions
+        .create(
+            &sid,
+            principal,
+            upstream_sid.as_deref(),
+            version,
+            Some(&init),
+        )
+        .await?;
+    tracing::info!(session = %sid, principal = %principal, "session opened");
+    Ok(relay(resp, Some(&sid), ()))
+}
+
+/// `GET /mcp`: the standalone server-to-client stream.
+pub async fn get(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
+    let res = async {
+        let (_, info) = owned_session(&app, &headers, &principal).await?;
+        let resp = app
+            .upstream
+            .send(Outgoing {
+                method: reqwest::Method::GET,
+                body: None,
+                headers: &headers,
+                upstream_session: info.upstream_session_id.as_deref(),
+            })
+            .await?;
+        Ok::<_, RequestError>(relay(resp, None, ()))
+    }
+    .await;
+    res.unwrap_or_else(refuse)
+}
+
+/// `DELETE /mcp`: ends the session here and upstream.
+pub async fn delete(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
+    let res = async {
+        let (sid, info) = owned_session(&app, &headers, &principal).await?;
+        let resp = app
+            .upstream
+            .send(Outgoing {
+                method: reqwest::Method::DELETE,
+                body: None,
+                headers: &headers,
+                upstream_session: info.upstream_session_id.as_deref(),
+            })
+            .await;
+        app.sessions.delete(&sid).await?;
+        tracing::info!(session = %sid, "session deleted");
+        Ok::<_, RequestError>(match resp {
+            Ok(r) => relay(r, None, ()),
+            Err(e) => {
+                tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream delete failed");
+                StatusCode::OK.into_response()
+            }
+        })
+    }
+    .await;
+    res.unwrap_or_else(refuse)
+}
+
+/// What the audit row of one call says.
+#[derive(Default)]
+struct CallRecord {
+    rule: Option<String>,
+    decision: &'static str,
+    ticket: Option<TicketId>,
+    upstream_status: Option<u16>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn tools_call(
+    app: &AppState,
+    principal: &Principal,
+    sid: &SessionId,
+    info: &SessionInfo,
+    headers: &HeaderMap,
+    body: Bytes,
+    id: Value,
+    params: &Value,
+) -> Response {
+    let started = Instant::now();
+    let tool = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let args = params
+        .get("arguments")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let span = tracing::info_span!("tools_call", principal = %principal, session = %sid, tool = %tool, ticket = tracing::field::Empty);
+    let mut rec = CallRecord {
+        decision: "none",
+        ..CallRecord::default()
+    };
+    let result = call(
+        app, principal, sid, info, headers, body, &id, &tool, &args, &mut rec,
+    )
+    .instrument(span.clone())
+    .await;
+    let (outcome, decided_by, response) = match result {
+        Ok(resp) => {
+            let outcome = if rec.ticket.is_some() {
+                "approved"
+            } else {
+                "forwarded"
+            };
+            (outcome, None, resp)
+        }
+        Err(e) => {
+            let (code, message, data) = e.to_jsonrpc();
+            let _enter = span.enter();
+            if e.is_fault() {
+                tracing::error!(error = %airlock_shared::telemetry::chain(&e), "tool call failed");
+            } else {
+                tracing::info!(outcome = e.outcome(), "tool call refused");
+            }
+            rec.ticket = rec.ticket.or(e.ticket());
+            let decided_by = data
+                .get("decided_by")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (
+                e.outcome(),
+                decided_by,
+                Json(jsonrpc_error(&id, code, message, data)).into_response(),
+            )
+        }
+    };
+    app.metrics.tool_calls.with_label_values(&[outcome]).inc();
+    app.audit.record(AuditRecord {
+        at: chrono::Utc::now(),
+        principal: principal.0.clone(),
+        session_id: Some(sid.0.clone()),
+        tool,
+        arguments: Some(args),
+        rule: rec.rule,
+        decision: rec.decision.to_owned(),
+        outcome: outcome.to_owned(),
+        ticket_id: rec.ticket.map(|t| t.0),
+        decided_by,
+        upstream_status: rec.upstream_status.map(i32::from),
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    });
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    app: &AppState,
+    principal: &Principal,
+    sid: &SessionId,
+    info: &SessionInfo,
+    headers: &HeaderMap,
+    body: Bytes,
+    id: &Value,
+    tool: &str,
+    args: &Value,
+    rec: &mut CallRecord,
+) -> Result<Response, CallError> {
+    if tool.is_empty() {
+        return Err(CallError::InvalidParams(
+            "params.name must be a tool name".into(),
+        ));
+    }
+    if !args.is_object() {
+        return Err(CallError::InvalidParams(
+            "params.arguments must be an object".into(),
+        ));
+    }
+    let verdict = app.policy.evaluate(tool, args).clone();
+    rec.rule = Some(verdict.rule.to_string());
+    rec.decision = verdict.action.as_str();
+    if let Some(limit) = app.policy.max_tool_calls_per_session {
+        let n = app.locks.count_call(sid).await?;
+        if n > limit {
+            rec.decision = "budget";
+            return Err(CallError::BudgetExceeded { limit });
+        }
+    }
+    if verdict.action == Action::Deny {
+        return Err(CallError::DeniedByPolicy {
+            rule: verdict.rule.to_string(),
+            reason: verdict.reason.as_deref().map(str::to_owned),
+        });
+    }
+    let lock = if verdict.read_only {
+        None
+    } else {
+        Some(app.locks.acquire(sid).await.map_err(|e| match e {
+            LockError::Busy => CallError::SessionBusy,
+            LockError::Redis(e) => CallError::Redis(e),
+        })?)
+    };
+    if verdict.action == Action::Approve {
+        let new = NewTicket {
+            id: TicketId::new(),
+            principal: principal.0.clone(),
+            session_id: sid.0.clone(),
+            tool: tool.to_owned(),
+            arguments: args.clone(),
+            rule: verdict.rule.to_string(),
+            reason: verdict.reason.as_deref().map(str::to_owned),
+            approvers: verdict.approvers.to_vec(),
+            slack_channel: verdict.channel.as_deref().map(str::to_owned),
+            request_hash: canonical::request_hash(tool, args),
+            timeout: verdict.timeout.unwrap_or(app.approval_timeout),
+        };
+        let cancel = CancellationToken::new();
+        let _held = app.track_held(sid, id, cancel.clone());
+        let cleared = app.approvals.hold(new, cancel).await;
+        let cleared = match cleared {
+            Ok(c) => c,
+            Err(e) => return Err(e),
+        };
+        rec.ticket = Some(cleared.ticket.id);
+        tracing::Span::current().record("ticket", tracing::field::display(cleared.ticket.id));
+    }
+    let resp = app
+        .upstream
+        .send(Outgoing {
+            method: reqwest::Method::POST,
+            body: Some(body),
+            headers,
+            upstream_session: info.upstream_session_id.as_deref(),
+        })
+        .await?;
+    rec.upstream_status = Some(resp.status().as_u16());
+    if resp.status().is_server_error() || resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(UpstreamError::Status(resp.status().as_u16()).into());
+    }
+    Ok(relay(resp, None, lock))
+}
