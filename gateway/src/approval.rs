@@ -142,6 +142,13 @@ impl Hub {
         }
     }
 
+    /// Waits until `ticket` leaves `pending`, for at most `timeout` (tools and tests).
+    pub async fn wait_settled(&self, ticket: TicketId, timeout: Duration) -> Option<Settled> {
+        let mut reg = self.register(ticket);
+        let rx = reg.rx.take()?;
+        tokio::time::timeout(timeout, rx).await.ok()?.ok()
+    }
+
     /// How many waiters of this pod wait on `ticket`.
     pub fn local_waiters(&self, ticket: TicketId) -> usize {
         self.inner

@@ -454,7 +454,7 @@ async fn call(
         })
         .await?;
     rec.upstream_status = Some(resp.status().as_u16());
-    if resp.status().is_server_error() || resp.status() == reqwest::StatusCode::NOT_FOUND {
+    if !resp.status().is_success() {
         return Err(UpstreamError::Status(resp.status().as_u16()).into());
     }
     Ok(relay(resp, None, lock))

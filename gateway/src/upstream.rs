@@ -30,7 +30,7 @@ pub struct Upstream {
 pub struct Outgoing<'a> {
     pub method: reqwest::Method,
     pub body: Option<Bytes>,
-    /// The client's headers; Accept, MCP-Protocol-Version and Last-Event-ID are passed on.
+    /// The client's headers; MCP-Protocol-Version and Last-Event-ID are passed on.
     pub headers: &'a HeaderMap,
     /// The upstream's own session id (never the one we handed the client).
     pub upstream_session: Option<&'a str>,
@@ -54,19 +54,14 @@ impl Upstream {
     /// Sends a request and returns the answer as soon as its headers arrive.
     pub async fn send(&self, out: Outgoing<'_>) -> Result<reqwest::Response, UpstreamError> {
         let mut req = self.client.request(out.method.clone(), &self.url);
-        let accept = out
-            .headers
-            .get(axum::http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty());
-        req = match (out.method == reqwest::Method::GET, accept) {
-            (_, Some(a)) => req.header(reqwest::header::ACCEPT, a),
-            (true, None) => req.header(reqwest::header::ACCEPT, "text/event-stream"),
-            (false, None) => req.header(
-                reqwest::header::ACCEPT,
-                "application/json, text/event-stream",
-            ),
+        // The gateway itself reads both JSON and SSE, whatever the client accepts; the MCP
+        // transport requires a POST to offer both.
+        let accept = if out.method == reqwest::Method::GET {
+            "text/event-stream"
+        } else {
+            "application/json, text/event-stream"
         };
+        req = req.header(reqwest::header::ACCEPT, accept);
         for name in [&PROTOCOL_HEADER, &LAST_EVENT_ID] {
             if let Some(v) = out.headers.get(name).and_then(|v| v.to_str().ok()) {
                 req = req.header(name.as_str(), v);

@@ -64,7 +64,10 @@ impl FakeUpstream {
             requests: Vec::new(),
         }));
         let app = Router::new()
-            .route("/mcp", post(handle_post).get(handle_get).delete(handle_delete))
+            .route(
+                "/mcp",
+                post(handle_post).get(handle_get).delete(handle_delete),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -122,8 +125,12 @@ fn answer(mode: Mode, accept_sse: bool, messages: Vec<Value>, delay: Duration) -
             }
         };
         let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         r
     } else {
         let last = messages.into_iter().last().unwrap_or(Value::Null);
@@ -135,7 +142,10 @@ fn answer(mode: Mode, accept_sse: bool, messages: Vec<Value>, delay: Duration) -
             Ok::<_, Infallible>(Bytes::from(body))
         };
         let mut r = Response::new(Body::from_stream(futures::stream::once(fut)));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         r
     }
 }
@@ -165,33 +175,59 @@ async fn handle_post(
             return (StatusCode::BAD_REQUEST, axum::Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error"}}))).into_response();
         }
     };
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !(accept.contains("application/json") && accept.contains("text/event-stream")) {
-        return (StatusCode::NOT_ACCEPTABLE, "client must accept application/json and text/event-stream").into_response();
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "client must accept application/json and text/event-stream",
+        )
+            .into_response();
     }
     let accept_sse = true;
-    let session = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let method = msg.get("method").and_then(Value::as_str).unwrap_or("").to_owned();
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let method = msg
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let (mode, known) = {
         let mut s = state.lock().unwrap();
         s.requests.push((method.clone(), headers.clone()));
         if s.down {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
-        (s.mode, session.as_ref().is_some_and(|id| s.sessions.contains(id)))
+        (
+            s.mode,
+            session.as_ref().is_some_and(|id| s.sessions.contains(id)),
+        )
     };
     let id = msg.get("id").cloned();
     if method == "initialize" {
         let sid = uuid::Uuid::new_v4().to_string();
         state.lock().unwrap().sessions.insert(sid.clone());
-        let version = msg.pointer("/params/protocolVersion").cloned().unwrap_or(json!("2025-06-18"));
+        let version = msg
+            .pointer("/params/protocolVersion")
+            .cloned()
+            .unwrap_or(json!("2025-06-18"));
         let result = json!({
             "protocolVersion": version,
             "capabilities": { "tools": { "listChanged": true } },
             "serverInfo": { "name": "fake-upstream", "version": "1.0.0" },
         });
-        let mut r = answer(mode, accept_sse, vec![rpc_result(id.as_ref().unwrap_or(&Value::Null), result)], Duration::ZERO);
-        r.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).unwrap());
+        let mut r = answer(
+            mode,
+            accept_sse,
+            vec![rpc_result(id.as_ref().unwrap_or(&Value::Null), result)],
+            Duration::ZERO,
+        );
+        r.headers_mut()
+            .insert("mcp-session-id", HeaderValue::from_str(&sid).unwrap());
         return r;
     }
     match &session {
@@ -207,12 +243,33 @@ async fn handle_post(
         return StatusCode::ACCEPTED.into_response();
     }
     match method.as_str() {
-        "ping" => answer(mode, accept_sse, vec![rpc_result(&id, json!({}))], Duration::ZERO),
-        "tools/list" => answer(mode, accept_sse, vec![rpc_result(&id, tools())], Duration::ZERO),
+        "ping" => answer(
+            mode,
+            accept_sse,
+            vec![rpc_result(&id, json!({}))],
+            Duration::ZERO,
+        ),
+        "tools/list" => answer(
+            mode,
+            accept_sse,
+            vec![rpc_result(&id, tools())],
+            Duration::ZERO,
+        ),
         "tools/call" => {
-            let tool = msg.pointer("/params/name").and_then(Value::as_str).unwrap_or("").to_owned();
-            let arguments = msg.pointer("/params/arguments").cloned().unwrap_or(json!({}));
-            state.lock().unwrap().calls.push(RecordedCall { session: session.clone(), tool: tool.clone(), arguments: arguments.clone() });
+            let tool = msg
+                .pointer("/params/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let arguments = msg
+                .pointer("/params/arguments")
+                .cloned()
+                .unwrap_or(json!({}));
+            state.lock().unwrap().calls.push(RecordedCall {
+                session: session.clone(),
+                tool: tool.clone(),
+                arguments: arguments.clone(),
+            });
             if tool == "explode" {
                 return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
             }
@@ -226,10 +283,20 @@ async fn handle_post(
                 messages.push(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1, "total": 2}}));
             }
             let text = json!({ "tool": tool, "arguments": arguments }).to_string();
-            messages.push(rpc_result(&id, json!({ "content": [{ "type": "text", "text": text }], "isError": false })));
+            messages.push(rpc_result(
+                &id,
+                json!({ "content": [{ "type": "text", "text": text }], "isError": false }),
+            ));
             answer(mode, accept_sse, messages, delay)
         }
-        _ => answer(mode, accept_sse, vec![json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}})], Duration::ZERO),
+        _ => answer(
+            mode,
+            accept_sse,
+            vec![
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}}),
+            ],
+            Duration::ZERO,
+        ),
     }
 }
 
@@ -246,12 +313,18 @@ async fn handle_get(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderM
         futures::future::pending::<()>().await;
     };
     let mut r = Response::new(Body::from_stream(stream));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     r
 }
 
 async fn handle_delete(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap) -> Response {
-    let id = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let id = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     match id {
         Some(id) if state.lock().unwrap().sessions.remove(&id) => StatusCode::OK.into_response(),
         Some(_) => StatusCode::NOT_FOUND.into_response(),

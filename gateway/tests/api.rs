@@ -1,0 +1,10 @@
+//! The gateway's integration tests: real PostgreSQL and Redis, a fake upstream MCP server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api {
+    pub mod helpers;
+
+    mod hold;
+    mod proxy;
+    mod races;
+}

@@ -1,0 +1,419 @@
+//! `spawn_app()` and friends.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airlock_gateway::auth::token_sha256;
+use airlock_gateway::config::Config;
+use airlock_shared::config::LogFormat;
+use airlock_shared::job::NotifyJob;
+use airlock_shared::keys::JOB_FIELD;
+use airlock_shared::ticket::{self, Decided, Decision, Ticket};
+use airlock_shared::{DecisionSignal, TicketId, signal};
+use airlock_test_support::upstream::{FakeUpstream, Mode};
+use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const BILLING_TOKEN: &str = "tok-billing-bot";
+pub const OTHER_TOKEN: &str = "tok-other-bot";
+pub const APPROVER: &str = "U0123ABCD";
+
+pub const POLICY: &str = r#"
+version: 1
+default: deny
+budget: { max_tool_calls_per_session: 50 }
+rules:
+  - name: reads are free
+    tools: ["list_*"]
+    action: allow
+    read_only: true
+  - name: big refunds need a manager
+    tools: ["create_refund"]
+    when:
+      - { arg: /amount, gt: 100 }
+    action: approve
+    approvers: [U0123ABCD]
+  - name: small refunds
+    tools: ["create_refund"]
+    action: allow
+  - name: test tools
+    tools: ["slow", "explode"]
+    action: allow
+  - name: never delete
+    tools: ["delete_*"]
+    action: deny
+    reason: deleting is not allowed from agents
+"#;
+
+/// Knobs a test may turn.
+#[derive(Clone)]
+pub struct Opts {
+    pub policy: String,
+    pub mode: Mode,
+    pub approval_timeout: Duration,
+    pub session_lock_ttl: Duration,
+    pub lock_acquire_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub poll_interval: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            policy: POLICY.to_owned(),
+            mode: Mode::Json,
+            approval_timeout: Duration::from_secs(30),
+            session_lock_ttl: Duration::from_secs(60),
+            lock_acquire_timeout: Duration::from_millis(300),
+            shutdown_grace: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(1),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A gateway on a port of its own, with its own database and key prefix.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub redis: TestRedis,
+    pub upstream: FakeUpstream,
+    pub shutdown: CancellationToken,
+    pub server: JoinHandle<()>,
+    pub http: reqwest::Client,
+    pub opts: Opts,
+    dir: std::path::PathBuf,
+}
+
+fn write_files(opts: &Opts) -> (std::path::PathBuf, String, String) {
+    let dir = std::env::temp_dir().join(format!("airlock-gw-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, &opts.policy).unwrap();
+    let keys = dir.join("agents.yaml");
+    std::fs::write(
+        &keys,
+        format!(
+            "agents:\n  - name: billing-bot\n    token_sha256: {}\n  - name: other-bot\n    token_sha256: {}\n",
+            token_sha256(BILLING_TOKEN),
+            token_sha256(OTHER_TOKEN)
+        ),
+    )
+    .unwrap();
+    (
+        dir,
+        policy.display().to_string(),
+        keys.display().to_string(),
+    )
+}
+
+pub fn config_for(
+    db: &TestDb,
+    redis: &TestRedis,
+    upstream: &FakeUpstream,
+    opts: &Opts,
+    policy: String,
+    keys: String,
+) -> Config {
+    Config {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        redis_url: redis.url.clone(),
+        redis_key_prefix: redis.keys.prefix().to_owned(),
+        upstream_mcp_url: upstream.url(),
+        policy_file: policy,
+        agent_keys_file: keys,
+        approval_timeout: opts.approval_timeout,
+        session_lock_ttl: opts.session_lock_ttl,
+        lock_acquire_timeout: opts.lock_acquire_timeout,
+        max_body_bytes: opts.max_body_bytes,
+        shutdown_grace: opts.shutdown_grace,
+        log_format: LogFormat::Pretty,
+        migrate_on_start: true,
+        keepalive_interval: Duration::from_secs(15),
+        upstream_timeout: Duration::from_secs(30),
+        decision_poll_interval: opts.poll_interval,
+    }
+}
+
+/// Starts a gateway with default options.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Opts::default()).await
+}
+
+/// Starts a gateway with the given options.
+pub async fn spawn_with(opts: Opts) -> TestApp {
+    let db = fresh_db().await;
+    let redis = fresh_redis().await;
+    let upstream = FakeUpstream::spawn(opts.mode).await;
+    let (dir, policy, keys) = write_files(&opts);
+    let config = config_for(&db, &redis, &upstream, &opts, policy, keys);
+    let (addr, shutdown, server) = start_gateway(&config).await;
+    TestApp {
+        addr,
+        db,
+        redis,
+        upstream,
+        shutdown,
+        server,
+        http: reqwest::Client::new(),
+        opts,
+        dir,
+    }
+}
+
+/// Builds and serves a gateway for `config` on a fresh port.
+pub async fn start_gateway(config: &Config) -> (SocketAddr, CancellationToken, JoinHandle<()>) {
+    let gateway = airlock_gateway::build(config)
+        .await
+        .expect("gateway builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(gateway.serve(listener, shutdown.clone()));
+    (addr, shutdown, server)
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the gateway answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    /// The JSON-RPC error code, if the answer is an error.
+    pub fn code(&self) -> Option<i64> {
+        self.body.pointer("/error/code").and_then(Value::as_i64)
+    }
+
+    /// The JSON-RPC error message.
+    pub fn message(&self) -> &str {
+        self.body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// The text of the first content item of a tool result.
+    pub fn tool_text(&self) -> Value {
+        let text = self
+            .body
+            .pointer("/result/content/0/text")
+            .and_then(Value::as_str)
+            .unwrap_or("null");
+        serde_json::from_str(text).unwrap_or(Value::Null)
+    }
+}
+
+/// Reads a response whose body is JSON or a single SSE-carried JSON-RPC response.
+pub async fn read_answer(resp: reqwest::Response) -> Answer {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = if headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+    {
+        // The last `data:` line carrying a response (with an id) is the answer.
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|v| v.get("id").is_some())
+            .last()
+            .unwrap_or(Value::Null)
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// A POST to /mcp with the given token, session and raw body.
+    pub fn post(
+        &self,
+        token: Option<&str>,
+        session: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .post(self.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(s) = session {
+            r = r.header("mcp-session-id", s);
+        }
+        r
+    }
+
+    /// Opens a session as the agent with `token`.
+    pub async fn initialize(&self, token: &str) -> String {
+        let resp = self
+            .post(Some(token), None, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .expect("session header")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let a = read_answer(resp).await;
+        assert_eq!(
+            a.body.pointer("/result/serverInfo/name"),
+            Some(&json!("fake-upstream"))
+        );
+        sid
+    }
+
+    /// Calls a tool in a session and reads the answer.
+    pub async fn call(
+        &self,
+        token: &str,
+        session: &str,
+        id: i64,
+        tool: &str,
+        args: Value,
+    ) -> Answer {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+        read_answer(
+            self.post(Some(token), Some(session), body.to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// The jobs on the notification stream, oldest first.
+    pub async fn jobs(&self) -> Vec<NotifyJob> {
+        jobs(&self.redis).await
+    }
+
+    /// Waits until the stream holds an approval request, and returns its ticket.
+    pub async fn wait_for_request(&self) -> TicketId {
+        wait_for_request(&self.redis, 0).await
+    }
+
+    /// Reads a ticket.
+    pub async fn ticket(&self, id: TicketId) -> Ticket {
+        ticket::get(&self.db.pool, id)
+            .await
+            .unwrap()
+            .expect("ticket exists")
+    }
+}
+
+/// The jobs on a test's notification stream.
+pub async fn jobs(redis: &TestRedis) -> Vec<NotifyJob> {
+    let mut conn = redis.conn().await;
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(redis.keys.notify_stream())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries
+        .ids
+        .into_iter()
+        .map(|e| {
+            let body: String = e.get(JOB_FIELD).expect("job field");
+            serde_json::from_str(&body).expect("job json")
+        })
+        .collect()
+}
+
+/// Waits for the approval request number `nth` (0-based) and returns its ticket id.
+pub async fn wait_for_request(redis: &TestRedis, nth: usize) -> TicketId {
+    for _ in 0..200 {
+        let found: Vec<TicketId> = jobs(redis)
+            .await
+            .into_iter()
+            .filter_map(|j| match j {
+                NotifyJob::ApprovalRequest { ticket_id } => Some(ticket_id),
+                _ => None,
+            })
+            .collect();
+        if let Some(id) = found.get(nth) {
+            return *id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no approval request #{nth} was enqueued");
+}
+
+/// Decides a ticket the way the webhook does: the row first, then the signal.
+pub async fn decide(
+    db: &TestDb,
+    redis: &TestRedis,
+    id: TicketId,
+    decision: Decision,
+    publish: bool,
+) -> Decided {
+    let d = ticket::decide(&db.pool, id, decision, APPROVER, "Ana Approver", None)
+        .await
+        .unwrap();
+    if publish && let Decided::Changed(t) = &d {
+        let mut conn = redis.conn().await;
+        signal::publish(
+            &mut conn,
+            &redis.keys,
+            &DecisionSignal {
+                ticket_id: t.id,
+                status: t.status,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    d
+}
+
+/// Polls `f` until it returns Some, for up to `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,615 @@
+//! The approval hold: every numbered point of the issue.
+
+use std::time::{Duration, Instant};
+
+use airlock_shared::job::NotifyJob;
+use airlock_shared::ticket::{Decided, Decision};
+use airlock_shared::{TicketStatus, canonical};
+use serde_json::json;
+
+use super::helpers::*;
+
+fn refund(amount: i64) -> serde_json::Value {
+    json!({"amount": amount, "currency": "usd"})
+}
+
+#[tokio::test]
+async fn approved_calls_run_once_and_the_ticket_records_everything() {
+    let app = spawn_app().await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = tokio::spawn({
+        let (url, sid) = (app.url(), sid.clone());
+        async move {
+            let body = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "create_refund", "arguments": refund(150)}});
+            read_answer(
+                reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(BILLING_TOKEN)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-session-id", sid)
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    });
+    let id = app.wait_for_request().await;
+    let t = app.ticket(id).await;
+    assert_eq!(t.status, TicketStatus::Pending);
+    assert_eq!(
+        (t.principal.as_str(), t.session_id.as_str(), t.tool.as_str()),
+        ("billing-bot", sid.as_str(), "create_refund")
+    );
+    assert_eq!(t.arguments, refund(150));
+    assert_eq!(t.rule, "big refunds need a manager");
+    assert_eq!(t.approvers, vec![APPROVER.to_owned()]);
+    assert_eq!(
+        t.request_hash,
+        canonical::request_hash("create_refund", &refund(150))
+    );
+    let ttl = (t.expires_at - t.created_at).num_seconds();
+    assert!(
+        (29..=31).contains(&ttl),
+        "expires_at follows APPROVAL_TIMEOUT: {ttl}s"
+    );
+    assert!(
+        app.upstream.calls().is_empty(),
+        "nothing runs before a decision"
+    );
+    assert!(matches!(
+        decide(&app.db, &app.redis, id, Decision::Approve, true).await,
+        Decided::Changed(_)
+    ));
+    let a = call.await.unwrap();
+    assert_eq!(a.body["id"], json!(41));
+    assert_eq!(
+        a.tool_text(),
+        json!({"tool": "create_refund", "arguments": refund(150)})
+    );
+    assert_eq!(app.upstream.calls().len(), 1);
+    let t = app.ticket(id).await;
+    assert_eq!(t.status, TicketStatus::Executed);
+    assert!(t.executed_at.is_some());
+    // One approval request; nothing else was needed.
+    assert_eq!(
+        app.jobs().await,
+        vec![NotifyJob::ApprovalRequest { ticket_id: id }]
+    );
+}
+
+async fn held_call(
+    app: &TestApp,
+    sid: &str,
+    id: i64,
+    amount: i64,
+) -> tokio::task::JoinHandle<Answer> {
+    let (url, sid) = (app.url(), sid.to_owned());
+    tokio::spawn(async move {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "create_refund", "arguments": refund(amount)}});
+        read_answer(
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(BILLING_TOKEN)
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .header("mcp-session-id", sid)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    })
+}
+
+#[tokio::test]
+async fn a_person_who_denies_is_named_in_the_error() {
+    let app = spawn_app().await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    decide(&app.db, &app.redis, id, Decision::Deny, true).await;
+    let a = call.await.unwrap();
+    assert_eq!((a.code(), a.message()), (Some(-32001), "approval denied"));
+    assert_eq!(
+        a.body.pointer("/error/data/decided_by"),
+        Some(&json!("Ana Approver"))
+    );
+    assert_eq!(
+        a.body.pointer("/error/data/ticket"),
+        Some(&json!(id.to_string()))
+    );
+    assert_eq!(
+        a.body.pointer("/error/data/rule"),
+        Some(&json!("big refunds need a manager"))
+    );
+    assert!(app.upstream.calls().is_empty());
+    assert_eq!(app.ticket(id).await.status, TicketStatus::Denied);
+}
+
+#[tokio::test]
+async fn no_decision_in_time_expires_the_ticket_and_asks_for_a_message_update() {
+    let app = spawn_with(Opts {
+        approval_timeout: Duration::from_secs(1),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    let a = call.await.unwrap();
+    assert_eq!((a.code(), a.message()), (Some(-32001), "approval timeout"));
+    assert_eq!(app.ticket(id).await.status, TicketStatus::Expired);
+    let jobs = app.jobs().await;
+    assert_eq!(
+        jobs,
+        vec![
+            NotifyJob::ApprovalRequest { ticket_id: id },
+            NotifyJob::TicketClosed { ticket_id: id }
+        ]
+    );
+    // A late click changes nothing.
+    assert!(
+        matches!(decide(&app.db, &app.redis, id, Decision::Approve, true).await, Decided::Unchanged(t) if t.status == TicketStatus::Expired)
+    );
+    assert!(app.upstream.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
+    // With a 60 s poll, only the check made at registration can find it in time.
+    let app = spawn_with(Opts {
+        poll_interval: Duration::from_secs(60),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let new = airlock_shared::ticket::NewTicket {
+        id: airlock_shared::TicketId::new(),
+        principal: "billing-bot".into(),
+        session_id: "elsewhere".into(),
+        tool: "create_refund".into(),
+        arguments: refund(150),
+        rule: "r".into(),
+        reason: None,
+        approvers: vec![],
+        slack_channel: None,
+        request_hash: "h".into(),
+        timeout: Duration::from_secs(30),
+    };
+    airlock_shared::ticket::open(&app.db.pool, &new)
+        .await
+        .unwrap();
+    decide(&app.db, &app.redis, new.id, Decision::Deny, false).await;
+    let pool = app.db.pool.clone();
+    let redis = redis::Client::open(app.redis.url.as_str()).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let hub = airlock_gateway::approval::Hub::start(
+        pool,
+        redis,
+        &app.redis.keys,
+        Duration::from_secs(60),
+        airlock_gateway::metrics::Metrics::new(),
+        stop.clone(),
+    );
+    let started = Instant::now();
+    let got = hub_wait(&hub, new.id).await;
+    assert_eq!(got, TicketStatus::Denied);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    stop.cancel();
+    let _ = sid;
+}
+
+async fn hub_wait(
+    hub: &airlock_gateway::approval::Hub,
+    id: airlock_shared::TicketId,
+) -> TicketStatus {
+    hub.wait_settled(id, Duration::from_secs(5))
+        .await
+        .expect("settled in time")
+        .status
+}
+
+#[tokio::test]
+async fn a_publish_that_never_arrives_is_found_in_postgres_within_two_seconds() {
+    let app = spawn_app().await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The webhook's row lands; its publish is lost.
+    decide(&app.db, &app.redis, id, Decision::Approve, false).await;
+    let committed = Instant::now();
+    let a = call.await.unwrap();
+    let waited = committed.elapsed();
+    assert!(a.code().is_none(), "{:?}", a.body);
+    assert!(waited < Duration::from_secs(2), "resumed after {waited:?}");
+    assert_eq!(app.upstream.calls().len(), 1);
+    let m = app
+        .http
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("airlock_signal_lost_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn a_killed_pubsub_connection_is_reestablished() {
+    let app = spawn_with(Opts {
+        poll_interval: Duration::from_secs(30),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    let mut conn = app.redis.conn().await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+    // Wait until a subscriber is back on our channel, then publish once.
+    let channel = app.redis.keys.decisions_channel();
+    let back = eventually(Duration::from_secs(5), || {
+        let mut c = conn.clone();
+        let ch = channel.clone();
+        async move {
+            let v: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&ch)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            (v.first().map(|x| x.1).unwrap_or(0) > 0).then_some(())
+        }
+    })
+    .await;
+    assert!(back.is_some(), "subscriber came back");
+    let started = Instant::now();
+    decide(&app.db, &app.redis, id, Decision::Approve, true).await;
+    let a = call.await.unwrap();
+    assert!(a.code().is_none(), "{:?}", a.body);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn the_session_lock_is_extended_while_the_call_waits() {
+    let app = spawn_with(Opts {
+        session_lock_ttl: Duration::from_secs(1),
+        lock_acquire_timeout: Duration::from_millis(200),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    // Three TTLs later the lock is still held: a second mutating call is refused as busy.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let a = app
+        .call(
+            BILLING_TOKEN,
+            &sid,
+            2,
+            "create_refund",
+            json!({"amount": 5}),
+        )
+        .await;
+    assert_eq!((a.code(), a.message()), (Some(-32002), "session busy"));
+    // Read-only calls do not take the lock.
+    let a = app
+        .call(BILLING_TOKEN, &sid, 3, "list_charges", json!({}))
+        .await;
+    assert!(a.code().is_none(), "{:?}", a.body);
+    decide(&app.db, &app.redis, id, Decision::Approve, true).await;
+    assert!(call.await.unwrap().code().is_none());
+    // Released once the call is done.
+    let a = eventually(Duration::from_secs(2), || async {
+        let a = app
+            .call(
+                BILLING_TOKEN,
+                &sid,
+                4,
+                "create_refund",
+                json!({"amount": 5}),
+            )
+            .await;
+        a.code().is_none().then_some(a)
+    })
+    .await;
+    assert!(a.is_some(), "lock released after the call");
+}
+
+#[tokio::test]
+async fn a_lock_left_by_a_crashed_owner_expires() {
+    let app = spawn_with(Opts {
+        lock_acquire_timeout: Duration::from_millis(200),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let mut conn = app.redis.conn().await;
+    let key = app
+        .redis
+        .keys
+        .session_lock(&airlock_shared::SessionId(sid.clone()));
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("crashed-pod-token")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let a = app
+        .call(
+            BILLING_TOKEN,
+            &sid,
+            1,
+            "create_refund",
+            json!({"amount": 5}),
+        )
+        .await;
+    assert_eq!(a.code(), Some(-32002));
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let a = app
+        .call(
+            BILLING_TOKEN,
+            &sid,
+            2,
+            "create_refund",
+            json!({"amount": 5}),
+        )
+        .await;
+    assert!(a.code().is_none(), "{:?}", a.body);
+    // Our own release did not delete someone else's lock: set a foreign lock, check it survives.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("someone-else")
+        .arg("PX")
+        .arg(60000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("someone-else"));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_ticket() {
+    let app = spawn_app().await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    call.abort();
+    let status = eventually(Duration::from_secs(5), || async {
+        let s = app.ticket(id).await.status;
+        (s != TicketStatus::Pending).then_some(s)
+    })
+    .await;
+    assert_eq!(status, Some(TicketStatus::Cancelled));
+    let jobs = eventually(Duration::from_secs(2), || async {
+        let j = app.jobs().await;
+        (j.len() == 2).then_some(j)
+    })
+    .await;
+    assert_eq!(jobs.unwrap()[1], NotifyJob::TicketClosed { ticket_id: id });
+    // Nobody can approve a call that no one waits for.
+    assert!(matches!(
+        decide(&app.db, &app.redis, id, Decision::Approve, true).await,
+        Decided::Unchanged(_)
+    ));
+    assert!(app.upstream.calls().is_empty());
+}
+
+#[tokio::test]
+async fn notifications_cancelled_cancels_the_held_call() {
+    let app = spawn_app().await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = held_call(&app, &sid, 77, 500).await;
+    let id = app.wait_for_request().await;
+    let r = app.post(Some(BILLING_TOKEN), Some(&sid), json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77, "reason": "user stopped"}}).to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let a = call.await.unwrap();
+    assert_eq!(a.message(), "approval cancelled");
+    assert_eq!(app.ticket(id).await.status, TicketStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_failed_ticket_insert_fails_the_call() {
+    let app = spawn_app().await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    sqlx::query("ALTER TABLE tickets RENAME TO tickets_gone")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let a = app
+        .call(BILLING_TOKEN, &sid, 1, "create_refund", refund(500))
+        .await;
+    assert_eq!((a.code(), a.message()), (Some(-32603), "internal error"));
+    assert!(
+        app.jobs().await.is_empty(),
+        "no job for a ticket that does not exist"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_held_calls_finish_within_the_grace_then_interrupts_them() {
+    let app = spawn_with(Opts {
+        shutdown_grace: Duration::from_secs(2),
+        ..Opts::default()
+    })
+    .await;
+    let sid_a = app.initialize(BILLING_TOKEN).await;
+    let sid_b = app.initialize(BILLING_TOKEN).await;
+    let a = held_call(&app, &sid_a, 1, 500).await;
+    let first = wait_for_request(&app.redis, 0).await;
+    let b = held_call(&app, &sid_b, 1, 600).await;
+    let second = wait_for_request(&app.redis, 1).await;
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New connections are refused once shutdown began.
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://{}/healthz", app.addr))
+            .send()
+            .await
+            .is_err()
+    );
+    // Decided within the grace: completes normally.
+    decide(&app.db, &app.redis, first, Decision::Approve, true).await;
+    assert!(a.await.unwrap().code().is_none());
+    // Undecided: interrupted after the grace, ticket left pending for a retry.
+    let started = Instant::now();
+    let b = b.await.unwrap();
+    assert_eq!(
+        (b.code(), b.message()),
+        (Some(-32001), "approval interrupted")
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(app.ticket(second).await.status, TicketStatus::Pending);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_restart_reattaches_and_runs_exactly_once() {
+    let app = spawn_with(Opts {
+        shutdown_grace: Duration::from_millis(200),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let first = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    app.shutdown.cancel();
+    assert_eq!(first.await.unwrap().message(), "approval interrupted");
+    let _ = (&app.server).is_finished();
+    // A second gateway instance, same database, Redis and upstream.
+    let dir = std::env::temp_dir().join(format!("airlock-gw-2-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.yaml"), POLICY).unwrap();
+    std::fs::write(
+        dir.join("k.yaml"),
+        format!(
+            "agents:\n  - name: billing-bot\n    token_sha256: {}\n",
+            airlock_gateway::auth::token_sha256(BILLING_TOKEN)
+        ),
+    )
+    .unwrap();
+    let cfg = config_for(
+        &app.db,
+        &app.redis,
+        &app.upstream,
+        &app.opts,
+        dir.join("p.yaml").display().to_string(),
+        dir.join("k.yaml").display().to_string(),
+    );
+    let (addr, shutdown, _h) = start_gateway(&cfg).await;
+    let retry = |rid: i64| {
+        let (sid, url) = (sid.clone(), format!("http://{addr}/mcp"));
+        tokio::spawn(async move {
+            let body = json!({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "create_refund", "arguments": {"currency": "usd", "amount": 500}}});
+            read_answer(
+                reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(BILLING_TOKEN)
+                    .header("content-type", "application/json")
+                    .header("mcp-session-id", sid)
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        })
+    };
+    // Same call, keys in another order: the same canonical request.
+    let second = retry(2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.jobs().await,
+        vec![NotifyJob::ApprovalRequest { ticket_id: id }],
+        "no second message"
+    );
+    decide(&app.db, &app.redis, id, Decision::Approve, true).await;
+    let a = second.await.unwrap();
+    assert!(a.code().is_none(), "{:?}", a.body);
+    assert_eq!(app.upstream.calls().len(), 1);
+    assert_eq!(app.ticket(id).await.status, TicketStatus::Executed);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn an_approved_ticket_that_never_ran_runs_exactly_once_on_retry() {
+    let app = spawn_with(Opts {
+        shutdown_grace: Duration::from_millis(200),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let first = held_call(&app, &sid, 1, 500).await;
+    let id = app.wait_for_request().await;
+    app.shutdown.cancel();
+    assert_eq!(first.await.unwrap().message(), "approval interrupted");
+    // Approved while no gateway waited.
+    decide(&app.db, &app.redis, id, Decision::Approve, true).await;
+    let dir = std::env::temp_dir().join(format!("airlock-gw-3-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.yaml"), POLICY).unwrap();
+    std::fs::write(
+        dir.join("k.yaml"),
+        format!(
+            "agents:\n  - name: billing-bot\n    token_sha256: {}\n",
+            airlock_gateway::auth::token_sha256(BILLING_TOKEN)
+        ),
+    )
+    .unwrap();
+    let cfg = config_for(
+        &app.db,
+        &app.redis,
+        &app.upstream,
+        &app.opts,
+        dir.join("p.yaml").display().to_string(),
+        dir.join("k.yaml").display().to_string(),
+    );
+    let (addr, shutdown, _h) = start_gateway(&cfg).await;
+    let client = reqwest::Client::new();
+    let send = |rid: i64| {
+        let body = json!({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "create_refund", "arguments": refund(500)}});
+        client
+            .post(format!("http://{addr}/mcp"))
+            .bearer_auth(BILLING_TOKEN)
+            .header("content-type", "application/json")
+            .header("mcp-session-id", sid.clone())
+            .body(body.to_string())
+            .send()
+    };
+    let a = read_answer(send(2).await.unwrap()).await;
+    assert!(a.code().is_none(), "{:?}", a.body);
+    assert_eq!(app.upstream.calls().len(), 1);
+    assert_eq!(app.ticket(id).await.status, TicketStatus::Executed);
+    // The approval was single use: the next identical call asks again.
+    let third = tokio::spawn(send(3));
+    let next = wait_for_request(&app.redis, 1).await;
+    assert_ne!(next, id);
+    third.abort();
+    shutdown.cancel();
+}
