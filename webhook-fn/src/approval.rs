@@ -1,0 +1,242 @@
+//! Turning a verified click into a decision: authorise, write once to Postgres, then tell others.
+
+use std::future::Future;
+use std::time::Duration;
+
+use airlock_shared::Keys;
+use airlock_shared::job::{self, NotifyJob, Refusal};
+use airlock_shared::signal::{self, DecisionSignal};
+use airlock_shared::telemetry::chain;
+use airlock_shared::ticket::{self, Decided, Ticket, TicketStatus};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::interaction::Click;
+use crate::metrics::Metrics;
+
+/// Postgres could not answer; the click changed nothing we know of and nothing was published.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("ticket query failed")]
+    Query(#[source] sqlx::Error),
+    #[error("ticket query took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// What a click did.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// This click decided the ticket; its new status.
+    Decided(TicketStatus),
+    /// The click changed nothing; the clicker is told why.
+    Refused(Refusal),
+    /// The click is not for this deployment (another workspace or app).
+    Foreign,
+}
+
+impl Outcome {
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Decided(_) => "decided",
+            Self::Refused(Refusal::NotAnApprover) => "refused_not_approver",
+            Self::Refused(Refusal::AlreadyClosed { .. }) => "refused_closed",
+            Self::Refused(Refusal::UnknownTicket) => "refused_unknown",
+            Self::Foreign => "foreign",
+        }
+    }
+}
+
+/// Everything a decision needs.
+#[derive(Clone)]
+pub struct Approvals {
+    /// The ticket store (the source of truth).
+    pub pool: PgPool,
+    /// Where signals and jobs go, reconnecting by itself.
+    pub redis: ConnectionManager,
+    /// Redis names.
+    pub keys: Keys,
+    /// Global approvers, used when a ticket names none (empty: anyone may decide).
+    pub approvers: Vec<String>,
+    /// Only clicks from this workspace count, when set.
+    pub team_id: Option<String>,
+    /// Only clicks for this Slack app count, when set.
+    pub api_app_id: Option<String>,
+    /// Bound on each Postgres query.
+    pub db_timeout: Duration,
+    /// Bound on each Redis step.
+    pub redis_timeout: Duration,
+    /// Where Redis failures are counted.
+    pub metrics: Metrics,
+}
+
+/// Whether `user` may decide a ticket naming `ticket_approvers`, given the global list.
+/// The ticket's own list, when it has one, is the one that counts.
+pub fn may_decide(user: &str, ticket_approvers: &[String], global: &[String]) -> bool {
+    let list = if ticket_approvers.is_empty() {
+        global
+    } else {
+        ticket_approvers
+    };
+    list.is_empty() || list.iter().any(|a| a == user)
+}
+
+impl Approvals {
+    /// Applies one click. Only a `Postgres` failure is an error.
+    pub async fn apply(&self, click: &Click) -> Result<Outcome, DecideError> {
+        if !same_or_unset(self.team_id.as_deref(), click.team_id.as_deref())
+            || !same_or_unset(self.api_app_id.as_deref(), click.api_app_id.as_deref())
+        {
+            tracing::warn!(team_id = ?click.team_id, api_app_id = ?click.api_app_id, "click from another workspace or app ignored");
+            return Ok(Outcome::Foreign);
+        }
+        // Approvers never change after a ticket opens, so reading them first cannot race.
+        let Some(current) = self.db(ticket::get(&self.pool, click.ticket_id)).await? else {
+            return Ok(self.refuse(click, Refusal::UnknownTicket).await);
+        };
+        if !may_decide(&click.user_id, &current.approvers, &self.approvers) {
+            return Ok(self.refuse(click, Refusal::NotAnApprover).await);
+        }
+        let message = click.channel.as_deref().zip(click.message_ts.as_deref());
+        let decided = self
+            .db(ticket::decide(
+                &self.pool,
+                click.ticket_id,
+                click.decision,
+                &click.user_id,
+                &click.user_name,
+                message,
+            ))
+            .await?;
+        match decided {
+            Decided::Changed(t) => {
+                self.announce(&t).await;
+                Ok(Outcome::Decided(t.status))
+            }
+            Decided::Unchanged(t) => {
+                // Pending but unchanged means its deadline passed before the sweeper saw it.
+                let status = if t.status == TicketStatus::Pending {
+                    TicketStatus::Expired
+                } else {
+                    t.status
+                };
+                let refusal = Refusal::AlreadyClosed {
+                    status,
+                    decided_by: t.decided_by_name.clone().or(t.decided_by_id.clone()),
+                };
+                Ok(self.refuse(click, refusal).await)
+            }
+            Decided::Unknown => Ok(self.refuse(click, Refusal::UnknownTicket).await),
+        }
+    }
+
+    async fn db<T>(
+        &self,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, DecideError> {
+        tokio::time::timeout(self.db_timeout, query)
+            .await
+            .map_err(|_| DecideError::Timeout(self.db_timeout))?
+            .map_err(DecideError::Query)
+    }
+
+    /// After the commit: wake gateways, then have the notifier update the message. Failures are
+    /// counted and logged, never returned: the decision is already durable and gateways also poll
+    /// Postgres.
+    async fn announce(&self, t: &Ticket) {
+        let signal = DecisionSignal {
+            ticket_id: t.id,
+            status: t.status,
+        };
+        let mut conn = self.redis.clone();
+        let published = self
+            .redis_step(signal::publish(&mut conn, &self.keys, &signal))
+            .await;
+        self.record_redis("publish", published.map(|_| ()));
+        let job = NotifyJob::TicketClosed { ticket_id: t.id };
+        let enqueued = self
+            .redis_step(job::enqueue(&mut conn, &self.keys, &job))
+            .await;
+        self.record_redis("enqueue", enqueued.map(|_| ()));
+    }
+
+    async fn refuse(&self, click: &Click, refusal: Refusal) -> Outcome {
+        match click.channel.clone() {
+            Some(channel) => {
+                let job = NotifyJob::RefusedClick {
+                    ticket_id: Some(click.ticket_id),
+                    user_id: click.user_id.clone(),
+                    channel,
+                    refusal: refusal.clone(),
+                };
+                let mut conn = self.redis.clone();
+                let enqueued = self
+                    .redis_step(job::enqueue(&mut conn, &self.keys, &job))
+                    .await;
+                self.record_redis("enqueue_refusal", enqueued.map(|_| ()));
+            }
+            None => tracing::warn!("refused click names no channel; the clicker cannot be told"),
+        }
+        Outcome::Refused(refusal)
+    }
+
+    async fn redis_step<T>(
+        &self,
+        step: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, RedisStepError> {
+        tokio::time::timeout(self.redis_timeout, step)
+            .await
+            .map_err(|_| RedisStepError::Timeout(self.redis_timeout))?
+            .map_err(RedisStepError::Redis)
+    }
+
+    fn record_redis(&self, step: &'static str, result: Result<(), RedisStepError>) {
+        if let Err(e) = result {
+            self.metrics.redis_failures.with_label_values(&[step]).inc();
+            tracing::warn!(step, error = %chain(&e), "redis step failed after the decision was settled");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RedisStepError {
+    #[error("redis command failed")]
+    Redis(#[source] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+fn same_or_unset(expected: Option<&str>, got: Option<&str>) -> bool {
+    match expected {
+        None => true,
+        Some(e) => got == Some(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn ticket_list_wins_then_global_then_anyone() {
+        assert!(may_decide("U9", &[], &[]));
+        assert!(may_decide("U1", &[], &ids(&["U1"])));
+        assert!(!may_decide("U9", &[], &ids(&["U1"])));
+        assert!(may_decide("U2", &ids(&["U2"]), &ids(&["U1"])));
+        assert!(!may_decide("U1", &ids(&["U2"]), &ids(&["U1"])));
+        assert!(!may_decide("", &ids(&["U2"]), &[]));
+    }
+
+    #[test]
+    fn workspace_checks_apply_only_when_configured() {
+        assert!(same_or_unset(None, None));
+        assert!(same_or_unset(None, Some("T1")));
+        assert!(same_or_unset(Some("T1"), Some("T1")));
+        assert!(!same_or_unset(Some("T1"), Some("T2")));
+        assert!(!same_or_unset(Some("T1"), None));
+    }
+}

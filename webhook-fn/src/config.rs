@@ -1,0 +1,216 @@
+//! The webhook's configuration, typed from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airlock_shared::Keys;
+use airlock_shared::config::{ConfigError, Env, LogFormat};
+use secrecy::SecretString;
+
+/// Where the Slack signing secret comes from.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// Given directly (`SLACK_SIGNING_SECRET`).
+    Plain(SecretString),
+    /// Read once at start from AWS Secrets Manager (`SLACK_SIGNING_SECRET_ARN`); the secret's
+    /// string value is the signing secret.
+    SecretsManager { arn: String },
+}
+
+/// Everything the webhook needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `REDIS_URL`.
+    pub redis_url: String,
+    /// `SLACK_SIGNING_SECRET` or `SLACK_SIGNING_SECRET_ARN` (exactly one).
+    pub signing_secret: SecretSource,
+    /// Redis names, under `REDIS_KEY_PREFIX` (default `airlock`).
+    pub keys: Keys,
+    /// `APPROVER_USER_IDS`: who may decide tickets that name no approvers (empty: anyone).
+    pub approvers: Vec<String>,
+    /// `SLACK_TEAM_ID`: when set, clicks from other workspaces are ignored.
+    pub team_id: Option<String>,
+    /// `SLACK_API_APP_ID`: when set, clicks for other Slack apps are ignored.
+    pub api_app_id: Option<String>,
+    /// `LISTEN_ADDR` for the plain HTTP server (default `0.0.0.0:8081`).
+    pub listen_addr: SocketAddr,
+    /// Run under the Lambda runtime (`AWS_LAMBDA_RUNTIME_API` is set).
+    pub lambda: bool,
+    /// `LOG_FORMAT`: `json` or `pretty` (default json under Lambda, pretty otherwise).
+    pub log_format: LogFormat,
+    /// `DATABASE_MAX_CONNECTIONS` (default 2 under Lambda, 10 otherwise).
+    pub db_max_connections: u32,
+    /// `DATABASE_TIMEOUT`: bound on acquiring a connection and on each query (default 800ms).
+    pub db_timeout: Duration,
+    /// `REDIS_TIMEOUT`: bound on connecting and on each command (default 250ms).
+    pub redis_timeout: Duration,
+    /// `BODY_TIMEOUT`: bound on reading a request body (default 500ms).
+    pub body_timeout: Duration,
+    /// `SECRETS_TIMEOUT`: bound on the one Secrets Manager read at start (default 5s).
+    pub secrets_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the configuration, reporting every problem at once.
+    pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
+        let lambda = env.raw("AWS_LAMBDA_RUNTIME_API").is_some();
+        let database_url: Option<String> = env.required("DATABASE_URL");
+        let redis_url: Option<String> = env.required("REDIS_URL");
+        let plain = env.secret("SLACK_SIGNING_SECRET");
+        let arn: Option<String> = env.optional("SLACK_SIGNING_SECRET_ARN");
+        let signing_secret = match (plain, arn) {
+            (Some(s), None) => Some(SecretSource::Plain(s)),
+            (None, Some(arn)) => Some(SecretSource::SecretsManager { arn }),
+            (None, None) => {
+                env.problem(
+                    "SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_ARN is required but neither is set",
+                );
+                None
+            }
+            (Some(_), Some(_)) => {
+                env.problem(
+                    "set only one of SLACK_SIGNING_SECRET and SLACK_SIGNING_SECRET_ARN, not both",
+                );
+                None
+            }
+        };
+        let prefix = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
+        let approvers = env
+            .raw("APPROVER_USER_IDS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let team_id = env.optional("SLACK_TEAM_ID");
+        let api_app_id = env.optional("SLACK_API_APP_ID");
+        let listen_addr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8081)));
+        let default_format = if lambda {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        };
+        let log_format = env.or("LOG_FORMAT", default_format);
+        let db_max_connections: u32 =
+            env.or("DATABASE_MAX_CONNECTIONS", if lambda { 2 } else { 10 });
+        if db_max_connections == 0 {
+            env.problem("DATABASE_MAX_CONNECTIONS: must be at least 1");
+        }
+        let db_timeout = env.duration("DATABASE_TIMEOUT", Duration::from_millis(800));
+        let redis_timeout = env.duration("REDIS_TIMEOUT", Duration::from_millis(250));
+        let body_timeout = env.duration("BODY_TIMEOUT", Duration::from_millis(500));
+        let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
+        // Slack gives up after 3 s; these bounds are what keep us inside it.
+        let worst = body_timeout + db_timeout * 2 + redis_timeout * 2;
+        if worst >= Duration::from_secs(3) {
+            env.problem(format!(
+                "BODY_TIMEOUT + 2×DATABASE_TIMEOUT + 2×REDIS_TIMEOUT is {worst:?}; it must stay under \
+                 Slack's 3 s limit"
+            ));
+        }
+        env.finish()?;
+        match (database_url, redis_url, signing_secret) {
+            (Some(database_url), Some(redis_url), Some(signing_secret)) => Ok(Self {
+                database_url,
+                redis_url,
+                signing_secret,
+                keys: Keys::new(prefix),
+                approvers,
+                team_id,
+                api_app_id,
+                listen_addr,
+                lambda,
+                log_format,
+                db_max_connections,
+                db_timeout,
+                redis_timeout,
+                body_timeout,
+                secrets_timeout,
+            }),
+            // finish() already failed if any of these were missing.
+            _ => Err(ConfigError {
+                problems: vec!["incomplete configuration".into()],
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>(),
+        )
+    }
+
+    #[test]
+    fn lists_everything_missing_at_once() {
+        let err = Config::from_env(env(&[("DATABASE_TIMEOUT", "soon")])).unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "SLACK_SIGNING_SECRET",
+            "DATABASE_TIMEOUT",
+        ] {
+            assert!(text.contains(name), "{name} missing from: {text}");
+        }
+        assert_eq!(err.problems.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn defaults_and_lists() {
+        let c = Config::from_env(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            ("SLACK_SIGNING_SECRET", "s"),
+            ("APPROVER_USER_IDS", " U1, ,U2 "),
+        ]))
+        .unwrap();
+        assert_eq!(c.approvers, vec!["U1", "U2"]);
+        assert_eq!(c.keys.prefix(), "airlock");
+        assert_eq!(c.listen_addr.port(), 8081);
+        assert!(!c.lambda);
+        assert_eq!(c.db_max_connections, 10);
+    }
+
+    #[test]
+    fn lambda_uses_a_small_pool_and_both_secret_sources_conflict() {
+        let c = Config::from_env(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            (
+                "SLACK_SIGNING_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:s",
+            ),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ]))
+        .unwrap();
+        assert!(c.lambda);
+        assert_eq!(c.db_max_connections, 2);
+        assert!(matches!(
+            c.signing_secret,
+            SecretSource::SecretsManager { .. }
+        ));
+        let err = Config::from_env(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            ("SLACK_SIGNING_SECRET", "s"),
+            ("SLACK_SIGNING_SECRET_ARN", "arn"),
+            ("REDIS_TIMEOUT", "2s"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! `airlock-webhook`: load config, init tracing, run; map failure to an exit code.
+
+use std::process::ExitCode;
+
+use airlock_shared::config::Env;
+use airlock_shared::telemetry;
+use webhook_fn::config::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env(Env::from_process()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("airlock-webhook: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    match webhook_fn::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %telemetry::chain(&e), "airlock-webhook stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

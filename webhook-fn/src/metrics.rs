@@ -1,0 +1,64 @@
+//! Prometheus metrics, on a registry of this app's own.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The webhook's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests to `/slack/actions` by outcome.
+    pub requests: IntCounterVec,
+    /// Handler latency of `/slack/actions` by outcome.
+    pub latency: HistogramVec,
+    /// Redis steps that failed after a decision was committed (`publish`, `enqueue`).
+    pub redis_failures: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric on a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "airlock_webhook_requests_total",
+                "Slack action requests by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "airlock_webhook_request_seconds",
+                "Slack action handling time by outcome",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["outcome"],
+        )?;
+        let redis_failures = IntCounterVec::new(
+            Opts::new(
+                "airlock_webhook_redis_failures_total",
+                "Redis steps that failed after the decision was committed",
+            ),
+            &["step"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(redis_failures.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            redis_failures,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

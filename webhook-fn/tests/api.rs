@@ -1,0 +1,18 @@
+//! Integration tests for `airlock-webhook`, against real Postgres and Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "api/helpers.rs"]
+mod helpers;
+
+#[path = "api/decisions.rs"]
+mod decisions;
+#[path = "api/failures.rs"]
+mod failures;
+#[path = "api/lambda.rs"]
+mod lambda;
+#[path = "api/process.rs"]
+mod process;
+#[path = "api/races.rs"]
+mod races;
+#[path = "api/signing.rs"]
+mod signing;

@@ -1,0 +1,403 @@
+//! The real binary: start-up failures, the secret from Secrets Manager (moto as a local AWS),
+//! and the Lambda runtime loop against a local Runtime API.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_shared::TicketStatus;
+use airlock_test_support::{fresh_db, fresh_redis};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc};
+use webhook_fn::signature;
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_airlock-webhook");
+
+/// Kills the child when the test ends, pass or fail.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn command(env: &HashMap<String, String>) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(env)
+        .stdin(Stdio::null());
+    c
+}
+
+async fn free_port() -> u16 {
+    closed_port().await
+}
+
+async fn wait_healthy(base: &str, child: &mut Child) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("airlock-webhook exited early: {status}");
+        }
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not healthy in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn start_up_lists_everything_missing_and_fails() {
+    let out = command(&HashMap::from([(
+        "DATABASE_TIMEOUT".to_owned(),
+        "soon".to_owned(),
+    )]))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SLACK_SIGNING_SECRET",
+        "DATABASE_TIMEOUT",
+    ] {
+        assert!(err.contains(name), "{name} not in: {err}");
+    }
+}
+
+/// A local AWS (moto) for Secrets Manager.
+struct Moto {
+    _child: Guard,
+    endpoint: String,
+}
+
+async fn start_moto() -> Moto {
+    let port = free_port().await;
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m moto.server (pip install 'moto[server]')");
+    let mut guard = Guard(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            panic!("moto exited: {status} (pip install 'moto[server]')");
+        }
+        assert!(Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Moto {
+        _child: guard,
+        endpoint,
+    }
+}
+
+fn aws_env(endpoint: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("AWS_ENDPOINT_URL".to_owned(), endpoint.to_owned()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+    ])
+}
+
+/// Creates a secret in moto with boto3 (a separate client, so our reader is tested against a
+/// secret it did not write) and returns its ARN.
+fn create_secret(endpoint: &str, name: &str, value: &str) -> String {
+    let script = r#"
+import sys, boto3
+c = boto3.client("secretsmanager", endpoint_url=sys.argv[1], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing")
+print(c.create_secret(Name=sys.argv[2], SecretString=sys.argv[3])["ARN"])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, endpoint, name, value])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_signing_secret_comes_from_secrets_manager() {
+    let moto = start_moto().await;
+    let real_secret = "from-secrets-manager-5f1e2d";
+    let arn = create_secret(&moto.endpoint, "airlock/slack-signing", real_secret);
+    assert!(arn.starts_with("arn:aws:secretsmanager:"), "{arn}");
+
+    let db = fresh_db().await;
+    let redis = fresh_redis().await;
+    let port = free_port().await;
+    let mut env = base_env(&db, &redis);
+    env.remove("SLACK_SIGNING_SECRET");
+    env.insert("SLACK_SIGNING_SECRET_ARN".into(), arn.clone());
+    env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+    env.extend(aws_env(&moto.endpoint));
+    let mut child = Guard(command(&env).spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base, &mut child.0).await;
+
+    let app_like = reqwest::Client::new();
+    let id = {
+        // Reuse the helpers' ticket opener through a throwaway TestApp-free path.
+        let new = airlock_shared::ticket::NewTicket {
+            id: airlock_shared::TicketId::new(),
+            principal: "agent".into(),
+            session_id: "s".into(),
+            tool: "t".into(),
+            arguments: json!({}),
+            rule: "r".into(),
+            reason: None,
+            approvers: vec![],
+            slack_channel: None,
+            request_hash: "h".into(),
+            timeout: Duration::from_secs(600),
+        };
+        airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
+        new.id
+    };
+    let body = approve_body(id, "U1");
+    let ts = unix_now().to_string();
+    let post = |secret: &'static str| {
+        let sig = signature::sign(secret, &ts, &body);
+        app_like
+            .post(format!("{base}/slack/actions"))
+            .header("x-slack-request-timestamp", ts.clone())
+            .header("x-slack-signature", sig)
+            .body(body.clone())
+            .send()
+    };
+    // The test helpers' secret is not the one in Secrets Manager.
+    assert_eq!(post(SECRET).await.unwrap().status(), 400);
+    assert_eq!(post(real_secret).await.unwrap().status(), 200);
+    let row = airlock_shared::ticket::get(&db.pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, TicketStatus::Approved);
+
+    // An ARN that does not exist: start-up fails and says which secret.
+    let mut env2 = env.clone();
+    env2.insert(
+        "SLACK_SIGNING_SECRET_ARN".into(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf".into(),
+    );
+    env2.insert(
+        "LISTEN_ADDR".into(),
+        format!("127.0.0.1:{}", free_port().await),
+    );
+    let out = command(&env2).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("missing-AbCdEf"), "{all}");
+}
+
+/// A local Lambda Runtime API: hands out queued events, collects responses.
+#[derive(Clone)]
+struct Runtime {
+    events: Arc<Mutex<mpsc::UnboundedReceiver<(String, String)>>>,
+    results: mpsc::UnboundedSender<(String, Value)>,
+}
+
+async fn next_invocation(State(rt): State<Runtime>) -> (HeaderMap, String) {
+    let (id, event) = rt.events.lock().await.recv().await.unwrap_or_default();
+    let mut h = HeaderMap::new();
+    let deadline = (std::time::SystemTime::now() + Duration::from_secs(30))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    h.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_str(&id).unwrap(),
+    );
+    h.insert(
+        "lambda-runtime-deadline-ms",
+        HeaderValue::from_str(&deadline.to_string()).unwrap(),
+    );
+    h.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:airlock-webhook"),
+    );
+    h.insert(
+        "lambda-runtime-trace-id",
+        HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"),
+    );
+    (h, event)
+}
+
+async fn invocation_response(
+    State(rt): State<Runtime>,
+    Path((id, kind)): Path<(String, String)>,
+    body: String,
+) -> StatusCode {
+    let v: Value = serde_json::from_str(&body).unwrap_or(json!({"raw": body}));
+    let _ = rt.results.send((format!("{id}/{kind}"), v));
+    StatusCode::ACCEPTED
+}
+
+async fn init_error(State(rt): State<Runtime>, body: String) -> StatusCode {
+    let _ = rt.results.send(("init/error".into(), json!({"raw": body})));
+    StatusCode::ACCEPTED
+}
+
+fn url_event(req_body: &[u8], ts: &str, sig: &str) -> String {
+    let mut v: Value = serde_json::from_str(include_str!("events/function_url.json")).unwrap();
+    v["rawPath"] = json!("/slack/actions");
+    v["rawQueryString"] = json!("");
+    v["requestContext"]["http"]["method"] = json!("POST");
+    v["requestContext"]["http"]["path"] = json!("/slack/actions");
+    let h = v["headers"].as_object_mut().unwrap();
+    h.insert(
+        "content-type".into(),
+        json!("application/x-www-form-urlencoded"),
+    );
+    h.insert("x-slack-request-timestamp".into(), json!(ts));
+    h.insert("x-slack-signature".into(), json!(sig));
+    v["body"] = json!(B64.encode(req_body));
+    v["isBase64Encoded"] = json!(true);
+    v.to_string()
+}
+
+#[tokio::test]
+async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
+    let db = fresh_db().await;
+    let redis = fresh_redis().await;
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let (result_tx, mut result_rx) = mpsc::unbounded_channel();
+    let rt = Runtime {
+        events: Arc::new(Mutex::new(event_rx)),
+        results: result_tx,
+    };
+    let api = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/{kind}",
+            post(invocation_response),
+        )
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(rt);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+
+    let mut env = base_env(&db, &redis);
+    env.extend([
+        ("AWS_LAMBDA_RUNTIME_API".to_owned(), api_addr.to_string()),
+        (
+            "AWS_LAMBDA_FUNCTION_NAME".to_owned(),
+            "airlock-webhook".to_owned(),
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_owned(),
+            "128".to_owned(),
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_VERSION".to_owned(),
+            "$LATEST".to_owned(),
+        ),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME".to_owned(),
+            "/aws/lambda/airlock-webhook".to_owned(),
+        ),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME".to_owned(),
+            "2026/11/29/[$LATEST]abc".to_owned(),
+        ),
+    ]);
+    let _child = Guard(command(&env).stdout(Stdio::null()).spawn().unwrap());
+
+    let mut signals = Signals::subscribe(&redis).await;
+    let open = |approvers: Vec<String>| {
+        let new = airlock_shared::ticket::NewTicket {
+            id: airlock_shared::TicketId::new(),
+            principal: "agent".into(),
+            session_id: format!("s-{}", uuid::Uuid::new_v4()),
+            tool: "t".into(),
+            arguments: json!({}),
+            rule: "r".into(),
+            reason: None,
+            approvers,
+            slack_channel: None,
+            request_hash: "h".into(),
+            timeout: Duration::from_secs(600),
+        };
+        let pool = db.pool.clone();
+        async move {
+            airlock_shared::ticket::open(&pool, &new).await.unwrap();
+            new.id
+        }
+    };
+    let ts = unix_now().to_string();
+    let mut expect = Vec::new();
+    // Three invocations on one warm instance: a decision, a forgery, and a second decision
+    // (which reuses the connections from the first).
+    for (n, forged) in [(1, false), (2, true), (3, false)] {
+        let id = open(vec![]).await;
+        let body = approve_body(id, "U0LAMBDA");
+        let secret = if forged { "forged" } else { SECRET };
+        let sig = signature::sign(secret, &ts, &body);
+        event_tx
+            .send((format!("req-{n}"), url_event(&body, &ts, &sig)))
+            .unwrap();
+        expect.push((n, id, forged));
+    }
+    for (n, id, forged) in expect {
+        let (key, resp) = tokio::time::timeout(Duration::from_secs(20), result_rx.recv())
+            .await
+            .expect("the runtime answered")
+            .unwrap();
+        assert_eq!(key, format!("req-{n}/response"), "{resp}");
+        let (status, _) = crate::lambda::decode_response(&resp);
+        let row = airlock_shared::ticket::get(&db.pool, id)
+            .await
+            .unwrap()
+            .unwrap();
+        if forged {
+            assert_eq!(status, 400);
+            assert_eq!(row.status, TicketStatus::Pending);
+        } else {
+            assert_eq!(status, 200);
+            assert_eq!(row.status, TicketStatus::Approved);
+        }
+    }
+    assert_eq!(signals.drain(Duration::from_millis(200)).await.len(), 2);
+}
