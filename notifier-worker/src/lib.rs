@@ -1,1 +1,181 @@
-//! placeholder
+//! Airlock's notifier: takes jobs from the Redis notification stream and posts, updates and
+//! answers Slack approval messages. Several replicas share one consumer group.
+//!
+//! The ticket row is the source of truth for what a message shows; its stored `ts` is the guard
+//! that keeps one message per ticket.
+
+pub mod claim;
+pub mod config;
+pub mod health;
+pub mod message;
+pub mod metrics;
+pub mod pace;
+pub mod retry;
+pub mod secrets;
+pub mod slack;
+pub mod stream;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use airlock_shared::Keys;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, TokenSource, Tuning};
+pub use worker::Worker;
+
+/// Why the notifier could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The bot token could not be loaded.
+    #[error("loading the Slack bot token")]
+    Token(#[from] secrets::SecretError),
+    /// Redis could not be reached.
+    #[error("connecting to Redis")]
+    Redis(#[source] redis::RedisError),
+    /// The database URL is unusable.
+    #[error("setting up the Postgres pool")]
+    Db(#[source] sqlx::Error),
+    /// The HTTP client could not be built.
+    #[error("building the Slack HTTP client")]
+    Http(#[source] reqwest::Error),
+    /// Metrics could not be registered.
+    #[error("registering metrics")]
+    Metrics(#[source] prometheus::Error),
+    /// The health listener failed.
+    #[error("serving /healthz")]
+    Serve(#[source] std::io::Error),
+    /// The worker could not start.
+    #[error("running the worker")]
+    Worker(#[from] worker::WorkerError),
+}
+
+/// A notifier, connected and ready to run.
+pub struct Notifier {
+    worker: Worker,
+    state: health::AppState,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// Connects to Redis, Postgres and (for the token) Secrets Manager.
+    pub async fn build(config: &Config) -> Result<Self, RunError> {
+        let token = secrets::bot_token(&config.token).await?;
+        let t = &config.tuning;
+        let client =
+            redis::Client::open(config.redis_url.expose_secret()).map_err(RunError::Redis)?;
+        let conn_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_with_config(client.clone(), conn_cfg)
+            .await
+            .map_err(RunError::Redis)?;
+        let read_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(t.read_block + Duration::from_secs(5)))
+            .set_number_of_retries(3);
+        let read_conn = ConnectionManager::new_with_config(client, read_cfg)
+            .await
+            .map_err(RunError::Redis)?;
+        let pool = airlock_shared::db::connect_lazy(
+            config.database_url.expose_secret(),
+            (config.concurrency as u32).clamp(2, 32),
+            Duration::from_secs(5),
+        )
+        .map_err(RunError::Db)?;
+        let slack =
+            slack::SlackClient::new(config.slack_api_base_url.clone(), token, t.http_timeout)
+                .map_err(RunError::Http)?;
+        let keys = Keys::new(config.key_prefix.clone());
+        let metrics = metrics::Metrics::new().map_err(RunError::Metrics)?;
+        let stream = stream::JobStream::new(
+            keys.clone(),
+            config.consumer.clone(),
+            conn.clone(),
+            read_conn,
+        );
+        let worker = Worker::new(worker::Parts {
+            pool: pool.clone(),
+            stream,
+            slack,
+            pacer: pace::Pacer::new(t.channel_pace, keys.clone(), conn.clone()),
+            // A claim outlives one Slack call, and lapses well before the job could be taken over.
+            claims: claim::PostClaims::new(
+                keys,
+                conn.clone(),
+                t.http_timeout + Duration::from_secs(2),
+            ),
+            metrics: metrics.clone(),
+            default_channel: config.default_channel.clone(),
+            tuning: t.clone(),
+            concurrency: config.concurrency,
+        });
+        Ok(Self {
+            worker,
+            state: health::AppState {
+                pool,
+                redis: conn,
+                metrics,
+                accepting: Arc::new(AtomicBool::new(true)),
+            },
+        })
+    }
+
+    /// The metrics, for tests and benchmarks.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.state.metrics
+    }
+
+    /// Serves the probes on `listener` and runs the worker until `shutdown`, then drains.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), RunError> {
+        let app = health::app(self.state.clone());
+        let http_stop = CancellationToken::new();
+        let stop = http_stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        let accepting = self.state.accepting.clone();
+        let flag = shutdown.clone();
+        tokio::spawn(async move {
+            flag.cancelled().await;
+            accepting.store(false, Ordering::Relaxed);
+        });
+        let result = self.worker.run(shutdown).await;
+        http_stop.cancel();
+        let served = server.await;
+        result?;
+        match served {
+            Ok(r) => r.map_err(RunError::Serve),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Builds the notifier from `config`, binds `LISTEN_ADDR`, and runs until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let notifier = Notifier::build(&config).await?;
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(RunError::Serve)?;
+    tracing::info!(listen = %config.listen_addr, "serving /healthz, /readyz and /metrics");
+    notifier.run(listener, shutdown).await
+}

@@ -1,0 +1,115 @@
+//! Prometheus metrics, in a registry of this app's own.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// The notifier's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs finished, by kind and outcome (done, dead_letter, given_back).
+    pub jobs: IntCounterVec,
+    /// Slack calls, by method and result.
+    pub slack_calls: IntCounterVec,
+    /// Slack call durations, by method.
+    pub slack_seconds: HistogramVec,
+    /// From a job's stream entry to its first Slack call.
+    pub queue_latency: Histogram,
+    /// Jobs being worked on.
+    pub in_flight: IntGauge,
+    /// Retries, by reason.
+    pub retries: IntCounterVec,
+    /// Jobs taken over from other consumers.
+    pub claimed: IntCounter,
+    /// Duplicate messages found after posting and deleted.
+    pub duplicates_removed: IntCounter,
+    /// Errors of Redis or Postgres in the worker's own loops.
+    pub backend_errors: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let jobs = IntCounterVec::new(
+            Opts::new("airlock_notifier_jobs_total", "Jobs finished"),
+            &["kind", "outcome"],
+        )?;
+        let slack_calls = IntCounterVec::new(
+            Opts::new("airlock_notifier_slack_calls_total", "Slack Web API calls"),
+            &["method", "result"],
+        )?;
+        let slack_seconds = HistogramVec::new(
+            HistogramOpts::new("airlock_notifier_slack_call_seconds", "Slack call duration")
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            &["method"],
+        )?;
+        let queue_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "airlock_notifier_queue_latency_seconds",
+                "From stream entry to the first Slack call",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )?;
+        let in_flight = IntGauge::new("airlock_notifier_jobs_in_flight", "Jobs being worked on")?;
+        let retries = IntCounterVec::new(
+            Opts::new("airlock_notifier_retries_total", "Job retries"),
+            &["reason"],
+        )?;
+        let claimed = IntCounter::new(
+            "airlock_notifier_claimed_total",
+            "Jobs taken over from stalled consumers",
+        )?;
+        let duplicates_removed = IntCounter::new(
+            "airlock_notifier_duplicate_posts_removed_total",
+            "Duplicate approval messages deleted after a lost race",
+        )?;
+        let backend_errors = IntCounterVec::new(
+            Opts::new(
+                "airlock_notifier_backend_errors_total",
+                "Redis or Postgres errors",
+            ),
+            &["backend"],
+        )?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(slack_calls.clone()))?;
+        registry.register(Box::new(slack_seconds.clone()))?;
+        registry.register(Box::new(queue_latency.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(claimed.clone()))?;
+        registry.register(Box::new(duplicates_removed.clone()))?;
+        registry.register(Box::new(backend_errors.clone()))?;
+        Ok(Self {
+            registry,
+            jobs,
+            slack_calls,
+            slack_seconds,
+            queue_latency,
+            in_flight,
+            retries,
+            claimed,
+            duplicates_removed,
+            backend_errors,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

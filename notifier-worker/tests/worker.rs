@@ -1,0 +1,16 @@
+//! The notifier against real Redis and Postgres and a fake Slack Web API over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "worker/support.rs"]
+mod support;
+
+#[path = "worker/binary.rs"]
+mod binary;
+#[path = "worker/delivery.rs"]
+mod delivery;
+#[path = "worker/faults.rs"]
+mod faults;
+#[path = "worker/messages.rs"]
+mod messages;
+#[path = "worker/replicas.rs"]
+mod replicas;
