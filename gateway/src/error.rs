@@ -57,6 +57,10 @@ pub enum UpstreamError {
     Timeout(std::time::Duration),
     #[error("upstream answered HTTP {0}")]
     Status(u16),
+    #[error("upstream answer broke off")]
+    Body(#[source] reqwest::Error),
+    #[error("{0}")]
+    NoAnswer(&'static str),
 }
 
 impl CallError {
@@ -210,9 +214,12 @@ impl IntoResponse for RequestError {
                 StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY),
                 Some(-32603),
             ),
-            Self::Upstream(UpstreamError::Unreachable(_) | UpstreamError::Timeout(_)) => {
-                (StatusCode::BAD_GATEWAY, Some(-32603))
-            }
+            Self::Upstream(
+                UpstreamError::Unreachable(_)
+                | UpstreamError::Timeout(_)
+                | UpstreamError::Body(_)
+                | UpstreamError::NoAnswer(_),
+            ) => (StatusCode::BAD_GATEWAY, Some(-32603)),
         };
         let mut resp = match code {
             Some(code) => (

@@ -5,6 +5,7 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod lock;
 pub mod mcp;
@@ -12,6 +13,8 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod session;
+pub mod sse;
+pub mod transport;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -87,6 +90,12 @@ pub struct Inner {
     pub redis: ConnectionManager,
     pub max_body_bytes: usize,
     pub approval_timeout: Duration,
+    /// How often idle SSE streams and held calls get a keepalive.
+    pub keepalive: Duration,
+    /// The last good discovery answers.
+    pub discovery: discovery::Cache,
+    /// Re-initialising upstream sessions one at a time keeps two requests from racing to it.
+    reinit: tokio::sync::Mutex<()>,
     inflight: Inflight,
 }
 
@@ -246,6 +255,9 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         redis,
         max_body_bytes: config.max_body_bytes,
         approval_timeout: config.approval_timeout,
+        keepalive: config.keepalive_interval,
+        discovery: discovery::Cache::default(),
+        reinit: tokio::sync::Mutex::new(()),
         inflight: Mutex::default(),
     }));
     Ok(Gateway {
@@ -302,6 +314,11 @@ impl Gateway {
                 interrupt.cancel();
             })
         };
+        // Relayed bodies are written in several small pieces; without TCP_NODELAY, Nagle and
+        // delayed ACKs add ~40 ms to every streamed answer.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, router).with_graceful_shutdown({
             let s = shutdown.clone();
             async move { s.cancelled().await }

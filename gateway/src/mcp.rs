@@ -6,6 +6,8 @@ use crate::error::RequestError;
 
 /// The JSON-RPC method policy looks at.
 pub const TOOLS_CALL: &str = "tools/call";
+/// Tool discovery, which policy may filter.
+pub const TOOLS_LIST: &str = "tools/list";
 /// The method that opens a session.
 pub const INITIALIZE: &str = "initialize";
 /// A notification that a request is abandoned.

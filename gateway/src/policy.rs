@@ -397,6 +397,21 @@ impl Policy {
             .unwrap_or(&self.default)
     }
 
+    /// Whether some call to `tool` may be held for a person's approval.
+    pub fn may_need_approval(&self, tool: &str) -> bool {
+        for r in &self.rules {
+            if r.tools.iter().any(|g| g.is_match(tool)) {
+                if r.verdict.action == Action::Approve {
+                    return true;
+                }
+                if r.when.is_empty() {
+                    return false;
+                }
+            }
+        }
+        self.default.action == Action::Approve
+    }
+
     /// Whether every call to `tool` is denied, whatever its arguments.
     pub fn always_denies(&self, tool: &str) -> bool {
         for r in &self.rules {

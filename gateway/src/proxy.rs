@@ -21,10 +21,11 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::error::{CallError, RequestError, UpstreamError, jsonrpc_error};
 use crate::lock::LockError;
-use crate::mcp::{self, CANCELLED, INITIALIZE, Incoming, Message, TOOLS_CALL};
+use crate::mcp::{self, CANCELLED, INITIALIZE, Incoming, Message, TOOLS_CALL, TOOLS_LIST};
 use crate::policy::Action;
 use crate::session::SessionInfo;
-use crate::upstream::{Outgoing, SESSION_HEADER, relay};
+use crate::upstream::{Outgoing, Relay, SESSION_HEADER, relay};
+use crate::{discovery, transport};
 
 /// Rejects requests without a known agent's bearer token, before any other work.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -128,55 +129,178 @@ async fn post_inner(
     }
     let bytes = read_body(body, app.max_body_bytes).await?;
     let incoming = mcp::parse(&bytes)?;
-    if let Incoming::Single(Message::Request { method, params, .. }) = &incoming
+    if let Incoming::Single(Message::Request { id, method, params }) = &incoming
         && method == INITIALIZE
     {
-        return initialize(&app, &principal, &headers, bytes.clone(), params).await;
+        return discovery::initialize(&app, &principal, &headers, bytes.clone(), id, params).await;
     }
     let (sid, info) = owned_session(&app, &headers, &principal).await?;
     match incoming {
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
-            Ok(tools_call(&app, &principal, &sid, &info, &headers, bytes, id, &params).await)
+            Ok(tools_call_entry(app, principal, sid, info, headers, bytes, id, params).await)
+        }
+        Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
+            discovery::tools_list(&app, &sid, &info, &headers, bytes, &id, &params).await
         }
         Incoming::Single(Message::Notification { method, params }) if method == CANCELLED => {
             if let Some(req_id) = params.get("requestId") {
                 app.cancel_held(&sid, req_id);
             }
-            forward(&app, &headers, bytes, &info, None).await
+            forward(&app, &sid, &info, &headers, bytes, None).await
         }
-        Incoming::Batch(msgs) if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) => {
-            Err(RequestError::InvalidRequest(
-                "tools/call inside a batch is not supported; send it on its own".into(),
-            ))
+        Incoming::Batch(msgs) => {
+            let version = transport::protocol_version(&headers);
+            if !transport::allows_batches(version) {
+                return Err(RequestError::InvalidRequest(format!(
+                    "JSON-RPC batches are not part of MCP protocol version {version}"
+                )));
+            }
+            if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) {
+                return Err(RequestError::InvalidRequest(
+                    "tools/call inside a batch is not supported; send it on its own".into(),
+                ));
+            }
+            forward(&app, &sid, &info, &headers, bytes, None).await
         }
-        incoming => {
-            let single_id = match &incoming {
-                Incoming::Single(Message::Request { id, .. }) => Some(id.clone()),
-                _ => None,
+        Incoming::Single(m) => {
+            let single_id = match m {
+                Message::Request { id, .. } => Some(id),
+                Message::Notification { .. } | Message::Response { .. } => None,
             };
-            forward(&app, &headers, bytes, &info, single_id).await
+            forward(&app, &sid, &info, &headers, bytes, single_id).await
         }
     }
 }
 
-async fn forward(
+/// Sends a request in a session; if the upstream forgot the session (404), or never had one
+/// (it was opened from the cache while the upstream was down), re-initialises once and retries.
+pub(crate) async fn send_in_session(
     app: &AppState,
-    headers: &HeaderMap,
-    body: Bytes,
+    sid: &SessionId,
     info: &SessionInfo,
-    request_id: Option<Value>,
-) -> Result<Response, RequestError> {
-    let sent = app
+    method: reqwest::Method,
+    body: Option<Bytes>,
+    headers: &HeaderMap,
+) -> Result<reqwest::Response, UpstreamError> {
+    let first = app
         .upstream
         .send(Outgoing {
-            method: reqwest::Method::POST,
-            body: Some(body),
+            method: method.clone(),
+            body: body.clone(),
             headers,
             upstream_session: info.upstream_session_id.as_deref(),
         })
+        .await?;
+    let forgotten = first.status() == reqwest::StatusCode::NOT_FOUND
+        || (first.status() == reqwest::StatusCode::BAD_REQUEST
+            && info.upstream_session_id.is_none());
+    if !forgotten {
+        return Ok(first);
+    }
+    let Some(fresh) = reinit(app, sid, info.upstream_session_id.as_deref(), headers).await else {
+        return Ok(first);
+    };
+    app.upstream
+        .send(Outgoing {
+            method,
+            body,
+            headers,
+            upstream_session: fresh.as_deref(),
+        })
+        .await
+}
+
+/// Opens a new upstream session behind `sid` with the client's own `initialize` request.
+/// Returns the new upstream session id, or None (logged) if that failed.
+async fn reinit(
+    app: &AppState,
+    sid: &SessionId,
+    failed: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Option<String>> {
+    let _one_at_a_time = app.reinit.lock().await;
+    let row = match airlock_shared::session::get_live(&app.pool, sid).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(session = %sid, error = %airlock_shared::telemetry::chain(&e), "cannot read session for re-initialise");
+            return None;
+        }
+    };
+    // Another request (or pod) already re-initialised it.
+    if row.upstream_session_id.as_deref() != failed && row.upstream_session_id.is_some() {
+        app.sessions
+            .remember_upstream(sid, row.upstream_session_id.as_deref());
+        return Some(row.upstream_session_id);
+    }
+    let init = row.init_request?;
+    let no_headers = HeaderMap::new();
+    let resp = app
+        .upstream
+        .send(Outgoing {
+            method: reqwest::Method::POST,
+            body: Some(Bytes::from(init.to_string())),
+            headers: &no_headers,
+            upstream_session: None,
+        })
         .await;
-    match (sent, request_id) {
-        (Ok(resp), _) => Ok(relay(resp, None, ())),
+    let resp = match resp {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => {
+            tracing::warn!(session = %sid, status = r.status().as_u16(), "re-initialise refused upstream");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(session = %sid, error = %airlock_shared::telemetry::chain(&e), "re-initialise failed");
+            return None;
+        }
+    };
+    let fresh = resp
+        .headers()
+        .get(SESSION_HEADER.as_str())
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Err(e) = resp.bytes().await {
+        tracing::warn!(session = %sid, error = %e, "re-initialise answer broke off");
+        return None;
+    }
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    if let Err(e) = app
+        .upstream
+        .send(Outgoing {
+            method: reqwest::Method::POST,
+            body: Some(Bytes::from(initialized.to_string())),
+            headers,
+            upstream_session: fresh.as_deref(),
+        })
+        .await
+    {
+        tracing::warn!(session = %sid, error = %airlock_shared::telemetry::chain(&e), "initialized notification failed");
+        return None;
+    }
+    if let Err(e) = app.sessions.set_upstream(sid, fresh.as_deref()).await {
+        tracing::error!(session = %sid, error = %airlock_shared::telemetry::chain(&e), "cannot record the new upstream session");
+        return None;
+    }
+    tracing::info!(session = %sid, "upstream session re-initialised");
+    Some(fresh)
+}
+
+async fn forward(
+    app: &AppState,
+    sid: &SessionId,
+    info: &SessionInfo,
+    headers: &HeaderMap,
+    body: Bytes,
+    request_id: Option<Value>,
+) -> Result<Response, RequestError> {
+    let sent = send_in_session(app, sid, info, reqwest::Method::POST, Some(body), headers).await;
+    let delivered = match sent {
+        Ok(resp) => transport::deliver(app, resp, headers, request_id.clone(), ()).await,
+        Err(e) => Err(e),
+    };
+    match (delivered, request_id) {
+        (Ok(resp), _) => Ok(resp),
         // A request still gets a JSON-RPC answer it can match to its id.
         (Err(e), Some(id)) => {
             tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream failed");
@@ -192,46 +316,6 @@ async fn forward(
     }
 }
 
-async fn initialize(
-    app: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    body: Bytes,
-    params: &Value,
-) -> Result<Response, RequestError> {
-    let resp = app
-        .upstream
-        .send(Outgoing {
-            method: reqwest::Method::POST,
-            body: Some(body.clone()),
-            headers,
-            upstream_session: None,
-        })
-        .await?;
-    if !resp.status().is_success() {
-        return Ok(relay(resp, None, ()));
-    }
-    let upstream_sid = resp
-        .headers()
-        .get(SESSION_HEADER.as_str())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let sid = SessionId::new();
-    let version = params.get("protocolVersion").and_then(Value::as_str);
-    let init: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    app.sessions
-        .create(
-            &sid,
-            principal,
-            upstream_sid.as_deref(),
-            version,
-            Some(&init),
-        )
-        .await?;
-    tracing::info!(session = %sid, principal = %principal, "session opened");
-    Ok(relay(resp, Some(&sid), ()))
-}
-
 /// `GET /mcp`: the standalone server-to-client stream.
 pub async fn get(
     State(app): State<AppState>,
@@ -239,17 +323,17 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let res = async {
-        let (_, info) = owned_session(&app, &headers, &principal).await?;
-        let resp = app
-            .upstream
-            .send(Outgoing {
-                method: reqwest::Method::GET,
-                body: None,
-                headers: &headers,
-                upstream_session: info.upstream_session_id.as_deref(),
-            })
-            .await?;
-        Ok::<_, RequestError>(relay(resp, None, ()))
+        let (sid, info) = owned_session(&app, &headers, &principal).await?;
+        let resp = send_in_session(&app, &sid, &info, reqwest::Method::GET, None, &headers).await?;
+        Ok::<_, RequestError>(relay(
+            resp,
+            Relay {
+                client_session: None,
+                keep: (),
+                answers: None,
+                keepalive: Some(app.keepalive),
+            },
+        ))
     }
     .await;
     res.unwrap_or_else(refuse)
@@ -275,7 +359,15 @@ pub async fn delete(
         app.sessions.delete(&sid).await?;
         tracing::info!(session = %sid, "session deleted");
         Ok::<_, RequestError>(match resp {
-            Ok(r) => relay(r, None, ()),
+            Ok(r) => relay(
+                r,
+                Relay {
+                    client_session: None,
+                    keep: (),
+                    answers: None,
+                    keepalive: None,
+                },
+            ),
             Err(e) => {
                 tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream delete failed");
                 StatusCode::OK.into_response()
@@ -284,6 +376,42 @@ pub async fn delete(
     }
     .await;
     res.unwrap_or_else(refuse)
+}
+
+/// A `tools/call`: held calls answer over SSE (with keepalives) when the client accepts it.
+#[allow(clippy::too_many_arguments)]
+async fn tools_call_entry(
+    app: AppState,
+    principal: Principal,
+    sid: SessionId,
+    info: Arc<SessionInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+    id: Value,
+    params: Value,
+) -> Response {
+    let tool = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let args = params
+        .get("arguments")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let verdict = app.policy.evaluate(tool, &args);
+    if verdict.action != Action::Approve || !transport::accepts_sse(&headers) {
+        return tools_call(&app, &principal, &sid, &info, &headers, body, id, &params).await;
+    }
+    let waiting_for = if verdict.approvers.is_empty() {
+        "a person in Slack".to_owned()
+    } else {
+        verdict.approvers.join(", ")
+    };
+    let token = params.pointer("/_meta/progressToken").cloned();
+    let keepalive = app.keepalive;
+    let fut =
+        async move { tools_call(&app, &principal, &sid, &info, &headers, body, id, &params).await };
+    transport::held_stream(fut, keepalive, token, waiting_for)
 }
 
 /// What the audit row of one call says.
@@ -444,18 +572,10 @@ async fn call(
         rec.ticket = Some(cleared.ticket.id);
         tracing::Span::current().record("ticket", tracing::field::display(cleared.ticket.id));
     }
-    let resp = app
-        .upstream
-        .send(Outgoing {
-            method: reqwest::Method::POST,
-            body: Some(body),
-            headers,
-            upstream_session: info.upstream_session_id.as_deref(),
-        })
-        .await?;
+    let resp = send_in_session(app, sid, info, reqwest::Method::POST, Some(body), headers).await?;
     rec.upstream_status = Some(resp.status().as_u16());
     if !resp.status().is_success() {
         return Err(UpstreamError::Status(resp.status().as_u16()).into());
     }
-    Ok(relay(resp, None, lock))
+    Ok(transport::deliver(app, resp, headers, Some(id.clone()), lock).await?)
 }

@@ -83,6 +83,29 @@ impl Sessions {
         Ok(info.filter(|i| &i.principal == principal))
     }
 
+    /// Records the upstream session now behind `id` (after a re-initialise).
+    pub async fn set_upstream(
+        &self,
+        id: &SessionId,
+        upstream_session_id: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        session::set_upstream(&self.pool, id, upstream_session_id).await?;
+        self.remember_upstream(id, upstream_session_id);
+        Ok(())
+    }
+
+    /// Updates the cached upstream session of `id`, if it is cached.
+    pub fn remember_upstream(&self, id: &SessionId, upstream_session_id: Option<&str>) {
+        if let Ok(mut c) = self.cache.lock()
+            && let Some(info) = c.get_mut(id)
+        {
+            *info = Arc::new(SessionInfo {
+                principal: info.principal.clone(),
+                upstream_session_id: upstream_session_id.map(str::to_owned),
+            });
+        }
+    }
+
     /// Ends a session.
     pub async fn delete(&self, id: &SessionId) -> Result<bool, sqlx::Error> {
         if let Ok(mut c) = self.cache.lock() {

@@ -7,4 +7,5 @@ mod api {
     mod hold;
     mod proxy;
     mod races;
+    mod transparent;
 }

@@ -232,8 +232,7 @@ pub async fn read_answer(resp: reqwest::Response) -> Answer {
         text.lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter(|v| v.get("id").is_some())
-            .last()
+            .rfind(|v| v.get("id").is_some())
             .unwrap_or(Value::Null)
     } else {
         serde_json::from_str(&text).unwrap_or(Value::Null)

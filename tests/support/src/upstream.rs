@@ -4,10 +4,17 @@
 //! `Mcp-Session-Id`, later requests without a known session get 400/404, notifications and
 //! responses get 202, and answers come as JSON or as SSE events with ids, as the test chooses.
 //! Every `tools/call` is recorded so tests can prove a call ran exactly once.
+//!
+//! Beyond plain tools it plays the server's side of the rest of the transport: `ask_client`
+//! sends a request to the client (sampling, elicitation, roots) inside its SSE answer and
+//! waits for the client's response; `flood` streams many notifications (for slow readers and
+//! benchmarks); `die` breaks its stream off mid-way; [`FakeUpstream::push`] sends a message on
+//! the standalone GET stream, which keeps event ids and replays after `Last-Event-ID`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +50,43 @@ struct FakeState {
     sessions: HashSet<String>,
     calls: Vec<RecordedCall>,
     requests: Vec<(String, HeaderMap)>,
+    /// Requests sent to the client, waiting for its response, by id.
+    asked: HashMap<String, tokio::sync::oneshot::Sender<Value>>,
+    /// Responses from the client that matched no question.
+    stray_responses: Vec<Value>,
+    /// Messages for the GET streams: (event id, session, message).
+    pushed: Vec<(u64, Option<String>, Value)>,
+}
+
+/// Counters the tests read while streams run.
+#[derive(Debug, Default)]
+struct Counters {
+    flood_sent: AtomicU64,
+    streams_dropped: AtomicU64,
+    next_event: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<FakeState>,
+    counters: Counters,
+    pushed: tokio::sync::Notify,
+}
+
+type St = Arc<Shared>;
+
+/// Counts streams that ended before they were read to the end (a client went away).
+struct DropGuard(St, bool);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0
+                .counters
+                .streams_dropped
+                .fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A running fake upstream.
@@ -50,19 +94,26 @@ struct FakeState {
 pub struct FakeUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
-    state: Arc<Mutex<FakeState>>,
+    shared: St,
 }
 
 impl FakeUpstream {
     /// Starts a fake on 127.0.0.1 with an OS-chosen port.
     pub async fn spawn(mode: Mode) -> Self {
-        let state = Arc::new(Mutex::new(FakeState {
-            mode,
-            down: false,
-            sessions: HashSet::new(),
-            calls: Vec::new(),
-            requests: Vec::new(),
-        }));
+        let state = Arc::new(Shared {
+            state: Mutex::new(FakeState {
+                mode,
+                down: false,
+                sessions: HashSet::new(),
+                calls: Vec::new(),
+                requests: Vec::new(),
+                asked: HashMap::new(),
+                stray_responses: Vec::new(),
+                pushed: Vec::new(),
+            }),
+            counters: Counters::default(),
+            pushed: tokio::sync::Notify::new(),
+        });
         let app = Router::new()
             .route(
                 "/mcp",
@@ -74,7 +125,41 @@ impl FakeUpstream {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, state }
+        Self {
+            addr,
+            shared: state,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.shared.state.lock().unwrap()
+    }
+
+    /// Sends `msg` on the GET stream of every session (and keeps it for `Last-Event-ID`).
+    pub fn push(&self, msg: Value) {
+        let id = self
+            .shared
+            .counters
+            .next_event
+            .fetch_add(1, Ordering::SeqCst)
+            + 1;
+        self.state().pushed.push((id, None, msg));
+        self.shared.pushed.notify_waiters();
+    }
+
+    /// How many `flood` events were handed to the network so far.
+    pub fn flood_sent(&self) -> u64 {
+        self.shared.counters.flood_sent.load(Ordering::SeqCst)
+    }
+
+    /// How many answer streams were dropped before their end (the reader went away).
+    pub fn streams_dropped(&self) -> u64 {
+        self.shared.counters.streams_dropped.load(Ordering::SeqCst)
+    }
+
+    /// Client responses that matched no request of ours.
+    pub fn stray_responses(&self) -> Vec<Value> {
+        self.state().stray_responses.clone()
     }
 
     /// The MCP endpoint URL.
@@ -84,32 +169,45 @@ impl FakeUpstream {
 
     /// Every `tools/call` received so far.
     pub fn calls(&self) -> Vec<RecordedCall> {
-        self.state.lock().unwrap().calls.clone()
+        self.state().calls.clone()
     }
 
     /// The method and headers of every POST received so far.
     pub fn requests(&self) -> Vec<(String, HeaderMap)> {
-        self.state.lock().unwrap().requests.clone()
+        self.state().requests.clone()
     }
 
     /// Switches between JSON and SSE answers.
     pub fn set_mode(&self, mode: Mode) {
-        self.state.lock().unwrap().mode = mode;
+        self.state().mode = mode;
     }
 
     /// While down, every request gets HTTP 503.
     pub fn set_down(&self, down: bool) {
-        self.state.lock().unwrap().down = down;
+        self.state().down = down;
     }
 
     /// Forgets every session, as a restarted server would.
     pub fn forget_sessions(&self) {
-        self.state.lock().unwrap().sessions.clear();
+        self.state().sessions.clear();
     }
 }
 
 fn sse_event(id: u64, msg: &Value) -> Bytes {
     Bytes::from(format!("event: message\nid: {id}\ndata: {msg}\n\n"))
+}
+
+fn sse_response(
+    stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> Response {
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 fn answer(mode: Mode, accept_sse: bool, messages: Vec<Value>, delay: Duration) -> Response {
@@ -121,17 +219,10 @@ fn answer(mode: Mode, accept_sse: bool, messages: Vec<Value>, delay: Duration) -
                 if i + 1 == n && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                yield Ok::<_, Infallible>(sse_event(i as u64 + 1, &m));
+                yield Ok::<_, std::io::Error>(sse_event(i as u64 + 1, &m));
             }
         };
-        let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        r
+        sse_response(stream)
     } else {
         let last = messages.into_iter().last().unwrap_or(Value::Null);
         let body = last.to_string();
@@ -154,6 +245,13 @@ fn rpc_result(id: &Value, result: Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
 
+fn text_result(id: &Value, text: String) -> Value {
+    rpc_result(
+        id,
+        json!({ "content": [{ "type": "text", "text": text }], "isError": false }),
+    )
+}
+
 fn tools() -> Value {
     let schema = |props: Value, required: Value| json!({ "type": "object", "properties": props, "required": required });
     json!({ "tools": [
@@ -161,14 +259,20 @@ fn tools() -> Value {
         { "name": "create_refund", "description": "Refund a charge", "inputSchema": schema(json!({"amount": {"type": "number"}, "currency": {"type": "string"}}), json!(["amount"])) },
         { "name": "delete_customer", "description": "Delete a customer", "inputSchema": schema(json!({"id": {"type": "string"}}), json!(["id"])) },
         { "name": "slow", "description": "Answers after ms milliseconds", "inputSchema": schema(json!({"ms": {"type": "integer"}}), json!([])) },
+        { "name": "ask_client", "description": "Sends a request to the client and returns its response", "inputSchema": schema(json!({"method": {"type": "string"}}), json!(["method"])) },
+        { "name": "flood", "description": "Streams n notifications of size bytes", "inputSchema": schema(json!({"n": {"type": "integer"}, "size": {"type": "integer"}}), json!([])) },
+        { "name": "die", "description": "Breaks its stream off", "inputSchema": schema(json!({}), json!([])) },
     ]})
 }
 
-async fn handle_post(
-    State(state): State<Arc<Mutex<FakeState>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+async fn handle_post(State(shared): State<St>, headers: HeaderMap, body: Bytes) -> Response {
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
@@ -197,7 +301,7 @@ async fn handle_post(
         .unwrap_or("")
         .to_owned();
     let (mode, known) = {
-        let mut s = state.lock().unwrap();
+        let mut s = shared.state.lock().unwrap();
         s.requests.push((method.clone(), headers.clone()));
         if s.down {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -210,7 +314,7 @@ async fn handle_post(
     let id = msg.get("id").cloned();
     if method == "initialize" {
         let sid = uuid::Uuid::new_v4().to_string();
-        state.lock().unwrap().sessions.insert(sid.clone());
+        shared.state.lock().unwrap().sessions.insert(sid.clone());
         let version = msg
             .pointer("/params/protocolVersion")
             .cloned()
@@ -235,11 +339,40 @@ async fn handle_post(
         Some(_) if !known => return (StatusCode::NOT_FOUND, "session not found").into_response(),
         Some(_) => {}
     }
+    if msg.is_array() {
+        // A batch (2025-03-26): notifications only are accepted; requests get their answers.
+        let answers: Vec<Value> = msg
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                let id = m.get("id")?;
+                m.get("method")?;
+                Some(rpc_result(id, json!({})))
+            })
+            .collect();
+        if answers.is_empty() {
+            return StatusCode::ACCEPTED.into_response();
+        }
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            Value::Array(answers).to_string(),
+        )
+            .into_response();
+    }
     let Some(id) = id else {
         // Notifications and responses are accepted without a body.
         return StatusCode::ACCEPTED.into_response();
     };
     if msg.get("method").is_none() {
+        // A response from the client to a request of ours.
+        let waiter = shared.state.lock().unwrap().asked.remove(&id.to_string());
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(msg);
+            }
+            None => shared.state.lock().unwrap().stray_responses.push(msg),
+        }
         return StatusCode::ACCEPTED.into_response();
     }
     match method.as_str() {
@@ -265,13 +398,17 @@ async fn handle_post(
                 .pointer("/params/arguments")
                 .cloned()
                 .unwrap_or(json!({}));
-            state.lock().unwrap().calls.push(RecordedCall {
+            shared.state.lock().unwrap().calls.push(RecordedCall {
                 session: session.clone(),
                 tool: tool.clone(),
                 arguments: arguments.clone(),
             });
-            if tool == "explode" {
-                return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+            match tool.as_str() {
+                "explode" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+                "ask_client" => return ask_client(shared, id, &arguments),
+                "flood" => return flood(shared, id, &arguments),
+                "die" => return die(shared, id),
+                _ => {}
             }
             let delay = if tool == "slow" {
                 Duration::from_millis(arguments.get("ms").and_then(Value::as_u64).unwrap_or(100))
@@ -283,10 +420,7 @@ async fn handle_post(
                 messages.push(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1, "total": 2}}));
             }
             let text = json!({ "tool": tool, "arguments": arguments }).to_string();
-            messages.push(rpc_result(
-                &id,
-                json!({ "content": [{ "type": "text", "text": text }], "isError": false }),
-            ));
+            messages.push(text_result(&id, text));
             answer(mode, accept_sse, messages, delay)
         }
         _ => answer(
@@ -300,33 +434,144 @@ async fn handle_post(
     }
 }
 
-async fn handle_get(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap) -> Response {
-    let known = headers
+/// Asks the client (`arguments.method`, e.g. `sampling/createMessage`) inside the SSE answer,
+/// then answers the call with the client's response.
+fn ask_client(shared: St, id: Value, arguments: &Value) -> Response {
+    let method = arguments
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("roots/list")
+        .to_owned();
+    let ask_id = format!("srv-{}", uuid::Uuid::new_v4().simple());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared
+        .state
+        .lock()
+        .unwrap()
+        .asked
+        .insert(json!(ask_id).to_string(), tx);
+    let params = match method.as_str() {
+        "sampling/createMessage" => {
+            json!({"messages": [{"role": "user", "content": {"type": "text", "text": "say hi"}}], "maxTokens": 10})
+        }
+        "elicitation/create" => {
+            json!({"message": "Your name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}})
+        }
+        _ => json!({}),
+    };
+    let question = json!({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params});
+    let stream = async_stream::stream! {
+        let mut guard = DropGuard(shared, false);
+        yield Ok::<_, std::io::Error>(sse_event(1, &question));
+        let reply = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        let text = match reply {
+            Ok(Ok(r)) => json!({ "client_said": r }).to_string(),
+            _ => json!({ "client_said": null }).to_string(),
+        };
+        yield Ok(sse_event(2, &text_result(&id, text)));
+        guard.1 = true;
+    };
+    sse_response(stream)
+}
+
+/// `n` notifications of about `size` bytes each (one every `every_ms`, if given), stamped with
+/// the time they were sent, then the answer. Counts every event as it is handed to the network.
+fn flood(shared: St, id: Value, arguments: &Value) -> Response {
+    let n = arguments.get("n").and_then(Value::as_u64).unwrap_or(100);
+    let size = arguments.get("size").and_then(Value::as_u64).unwrap_or(100) as usize;
+    let every = Duration::from_millis(
+        arguments
+            .get("every_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    );
+    let pad = "x".repeat(size);
+    let stream = async_stream::stream! {
+        let mut guard = DropGuard(shared.clone(), false);
+        for i in 0..n {
+            if !every.is_zero() {
+                tokio::time::sleep(every).await;
+            }
+            let m = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": {"i": i, "t": now_ns().to_string(), "pad": pad}}});
+            yield Ok::<_, std::io::Error>(sse_event(i + 1, &m));
+            shared.counters.flood_sent.fetch_add(1, Ordering::SeqCst);
+        }
+        yield Ok(sse_event(n + 1, &text_result(&id, format!("{n} events sent"))));
+        guard.1 = true;
+    };
+    sse_response(stream)
+}
+
+/// One notification, then the stream breaks off without an answer.
+fn die(shared: St, id: Value) -> Response {
+    let stream = async_stream::stream! {
+        let _guard = DropGuard(shared, true);
+        let m = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": format!("about to die answering {id}")}});
+        yield Ok::<_, std::io::Error>(Bytes::from(format!("event: message\ndata: {m}\n\n")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        yield Err(std::io::Error::other("upstream crashed"));
+    };
+    sse_response(stream)
+}
+
+async fn handle_get(State(shared): State<St>, headers: HeaderMap) -> Response {
+    let session = headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|id| state.lock().unwrap().sessions.contains(id));
+        .map(str::to_owned);
+    let known = {
+        let mut s = shared.state.lock().unwrap();
+        s.requests.push(("GET".to_owned(), headers.clone()));
+        session.as_ref().is_some_and(|id| s.sessions.contains(id))
+    };
     if !known {
         return (StatusCode::NOT_FOUND, "session not found").into_response();
     }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !accept.contains("text/event-stream") {
+        return StatusCode::NOT_ACCEPTABLE.into_response();
+    }
+    let mut after: u64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let stream = async_stream::stream! {
-        yield Ok::<_, Infallible>(Bytes::from_static(b": stream open\n\n"));
-        futures::future::pending::<()>().await;
+        let _guard = DropGuard(shared.clone(), true);
+        yield Ok::<_, std::io::Error>(Bytes::from_static(b": stream open\n\n"));
+        loop {
+            let notified = shared.pushed.notified();
+            let fresh: Vec<(u64, Value)> = shared
+                .state
+                .lock()
+                .unwrap()
+                .pushed
+                .iter()
+                .filter(|(id, s, _)| *id > after && s.as_ref().is_none_or(|s| Some(s) == session.as_ref()))
+                .map(|(id, _, m)| (*id, m.clone()))
+                .collect();
+            for (id, m) in fresh {
+                after = id;
+                yield Ok(sse_event(id, &m));
+            }
+            notified.await;
+        }
     };
-    let mut r = Response::new(Body::from_stream(stream));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r
+    sse_response(stream)
 }
 
-async fn handle_delete(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap) -> Response {
+async fn handle_delete(State(shared): State<St>, headers: HeaderMap) -> Response {
     let id = headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     match id {
-        Some(id) if state.lock().unwrap().sessions.remove(&id) => StatusCode::OK.into_response(),
+        Some(id) if shared.state.lock().unwrap().sessions.remove(&id) => {
+            StatusCode::OK.into_response()
+        }
         Some(_) => StatusCode::NOT_FOUND.into_response(),
         None => StatusCode::BAD_REQUEST.into_response(),
     }

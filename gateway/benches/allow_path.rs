@@ -1,0 +1,172 @@
+//! Allow path: latency at a fixed 1,000 req/s and closed-loop throughput, through the gateway
+//! and against the same upstream called directly, in one run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_test_support::upstream::{FakeUpstream, Mode};
+use common::*;
+use serde_json::json;
+
+const POLICY: &str = r#"
+version: 1
+default: deny
+rules:
+  - { name: reads, tools: ["list_*"], action: allow, read_only: true }
+  - { name: refunds, tools: ["create_refund"], action: allow }
+"#;
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    url: String,
+    token: Option<&'static str>,
+    sessions: Arc<Vec<String>>,
+    tool: &'static str,
+}
+
+async fn one(client: &reqwest::Client, t: &Target, i: u64) -> Duration {
+    let sid = &t.sessions[i as usize % t.sessions.len()];
+    let started = Instant::now();
+    let mut r = client
+        .post(&t.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", sid)
+        .body(call_body(i, t.tool, json!({"amount": 5})));
+    if let Some(tok) = t.token {
+        r = r.bearer_auth(tok);
+    }
+    let resp = r.send().await.unwrap();
+    assert!(resp.status().is_success());
+    let body = resp.bytes().await.unwrap();
+    assert!(
+        body.windows(8).any(|w| w == b"\"result\""),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    started.elapsed()
+}
+
+async fn open_loop(client: &reqwest::Client, t: &Target, rate: u64, secs: u64) -> (Summary, f64) {
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..rate * secs {
+        tick.tick().await;
+        let (c, t) = (client.clone(), t.clone());
+        handles.push(tokio::spawn(async move { one(&c, &t, i).await }));
+    }
+    let mut lat = Vec::with_capacity(handles.len());
+    for h in handles {
+        lat.push(h.await.unwrap());
+    }
+    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+    (summarize(lat), rate)
+}
+
+async fn closed_loop(client: &reqwest::Client, t: &Target, workers: usize, secs: u64) -> f64 {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let (c, t) = (client.clone(), t.clone());
+        handles.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < end {
+                one(&c, &t, w as u64 + n * workers as u64).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = airlock_test_support::fresh_db().await;
+        let redis = airlock_test_support::fresh_redis().await;
+        let upstream = FakeUpstream::spawn(Mode::Json).await;
+        let gw = start_gateway(&db, &redis, &upstream, POLICY, &[]).await;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap();
+        let mut direct_sessions = Vec::new();
+        let mut gw_sessions = Vec::new();
+        for _ in 0..64 {
+            direct_sessions.push(initialize(&client, &upstream.url(), None).await);
+            gw_sessions.push(initialize(&client, &gw.url(), Some(TOKEN)).await);
+        }
+        let direct = Target {
+            name: "direct",
+            url: upstream.url(),
+            token: None,
+            sessions: Arc::new(direct_sessions),
+            tool: "list_charges",
+        };
+        let read_only = Target {
+            name: "gateway, read-only rule",
+            url: gw.url(),
+            token: Some(TOKEN),
+            sessions: Arc::new(gw_sessions.clone()),
+            tool: "list_charges",
+        };
+        let locked = Target {
+            name: "gateway, session lock",
+            url: gw.url(),
+            token: Some(TOKEN),
+            sessions: Arc::new(gw_sessions),
+            tool: "create_refund",
+        };
+        for t in [&direct, &read_only, &locked] {
+            open_loop(&client, t, 1000, 1).await; // warm-up
+        }
+        println!("allow path at 1,000 req/s for 10 s (open loop), one process, 2 cores");
+        println!(
+            "{:<26} {:>10} {:>10} {:>10} {:>10}",
+            "target", "p50", "p99", "max", "rate"
+        );
+        let mut results = Vec::new();
+        for t in [&direct, &read_only, &locked] {
+            let (s, rate) = open_loop(&client, t, 1000, 10).await;
+            println!(
+                "{:<26} {:>10} {:>10} {:>10} {:>8.0}/s",
+                t.name,
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.max),
+                rate
+            );
+            results.push(s);
+        }
+        for (i, name) in [(1, "read-only"), (2, "session lock")] {
+            let added50 = results[i].p50.saturating_sub(results[0].p50);
+            let added99 = results[i].p99.saturating_sub(results[0].p99);
+            println!(
+                "added by the gateway ({name}): p50 {} (target <= 0.5 ms), p99 {} (target <= 2 ms)",
+                ms(added50),
+                ms(added99)
+            );
+        }
+        println!("closed-loop throughput, 32 workers, 5 s:");
+        for t in [&direct, &read_only, &locked] {
+            let rps = closed_loop(&client, t, 32, 5).await;
+            println!("  {:<26} {:>8.0} req/s", t.name, rps);
+        }
+        drop(gw);
+    });
+}

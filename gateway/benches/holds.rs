@@ -1,0 +1,139 @@
+//! 10,000 concurrent approval holds in one gateway process: memory per hold, Redis connections,
+//! and how fast every call resumes once the decisions are published.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use airlock_shared::{DecisionSignal, TicketId, TicketStatus, signal};
+use airlock_test_support::upstream::{FakeUpstream, Mode};
+use common::*;
+use serde_json::json;
+
+const POLICY: &str = r#"
+version: 1
+default: deny
+rules:
+  - { name: everything needs a person, tools: ["create_refund"], action: approve }
+"#;
+
+fn holds() -> usize {
+    std::env::var("HOLDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+async fn redis_clients(redis: &airlock_test_support::TestRedis) -> i64 {
+    let mut c = redis.conn().await;
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+fn main() {
+    let n = holds();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = airlock_test_support::fresh_db().await;
+        let redis = airlock_test_support::fresh_redis().await;
+        let upstream = FakeUpstream::spawn(Mode::Json).await;
+        let before_gateway = redis_clients(&redis).await;
+        let gw = start_gateway(&db, &redis, &upstream, POLICY, &[("APPROVAL_TIMEOUT", "10m")]).await;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(n + 16).build().unwrap();
+        // One session per hold: the session lock allows one held mutating call per session.
+        let mut sessions = Vec::with_capacity(n);
+        let mut pending = Vec::new();
+        for _ in 0..n {
+            let (c, url) = (client.clone(), gw.url());
+            pending.push(tokio::spawn(async move { initialize(&c, &url, Some(TOKEN)).await }));
+            if pending.len() == 200 {
+                for h in pending.drain(..) {
+                    sessions.push(h.await.unwrap());
+                }
+            }
+        }
+        for h in pending {
+            sessions.push(h.await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_before = gw.rss_kib();
+        let with_gateway = redis_clients(&redis).await;
+        let opened = Instant::now();
+        let mut calls = Vec::with_capacity(n);
+        for (i, sid) in sessions.iter().enumerate() {
+            // Paced opening: 10,000 simultaneous SYNs overflow the accept backlog.
+            if i % 100 == 99 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            let (c, url, sid) = (client.clone(), gw.url(), sid.clone());
+            calls.push(tokio::spawn(async move {
+                let resp = c
+                    .post(url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json")
+                    .header("mcp-session-id", sid)
+                    .body(call_body(i as u64, "create_refund", json!({"amount": 500, "n": i})))
+                    .send()
+                    .await
+                    .unwrap();
+                let body = resp.bytes().await.unwrap();
+                (Instant::now(), body.windows(8).any(|w| w == b"\"result\""))
+            }));
+        }
+        // Every call is held once its ticket exists.
+        loop {
+            let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'pending'").fetch_one(&db.pool).await.unwrap();
+            if held as usize == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let all_held = opened.elapsed();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_held = gw.rss_kib();
+        let during = redis_clients(&redis).await;
+        // Decide all, the webhook's way: rows first, then one signal per ticket.
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar("UPDATE tickets SET status = 'approved', decided_at = now(), decided_by_id = 'U1', decided_by_name = 'bench' WHERE status = 'pending' RETURNING id").fetch_all(&db.pool).await.unwrap();
+        let published = Instant::now();
+        let mut conn = redis.conn().await;
+        for chunk in ids.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                let sig = serde_json::to_string(&DecisionSignal { ticket_id: TicketId(*id), status: TicketStatus::Approved }).unwrap();
+                pipe.publish(redis.keys.decisions_channel(), sig).ignore();
+            }
+            let _: () = pipe.query_async(&mut conn).await.unwrap();
+        }
+        let _ = signal::parse(b"{}");
+        let mut last = published;
+        let mut ok = 0;
+        for c in calls {
+            let (done, good) = c.await.unwrap();
+            last = last.max(done);
+            ok += usize::from(good);
+        }
+        let executed: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'executed'").fetch_one(&db.pool).await.unwrap();
+        let per_hold = (rss_held.saturating_sub(rss_before)) as f64 / n as f64;
+        println!("{n} concurrent holds in one gateway process");
+        println!("  all held after:              {:.2} s", all_held.as_secs_f64());
+        println!("  gateway RSS before / held:   {} KiB / {} KiB", rss_before, rss_held);
+        println!("  RSS growth per hold:         {per_hold:.1} KiB (target <= 64 KiB)");
+        println!("  Redis clients: before gateway {before_gateway}, idle gateway {with_gateway}, during holds {during} (gateway's own: {})", with_gateway - before_gateway);
+        println!("  resumed after publish:       {:.3} s for all {n} (target <= 2 s)", (last - published).as_secs_f64());
+        println!("  answers with a result:       {ok}/{n}; tickets executed: {executed}");
+        println!("  upstream calls:              {}", upstream.calls().len());
+        drop(gw);
+    });
+}

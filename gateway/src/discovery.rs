@@ -1,0 +1,395 @@
+//! Discovery that survives upstream trouble: the last good `initialize` and `tools/list`
+//! answers are kept, and `tools/list` shows the tools as policy sees them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use airlock_shared::{Principal, SessionId};
+use axum::Json;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{RequestError, UpstreamError, jsonrpc_error};
+use crate::policy::Policy;
+use crate::proxy::send_in_session;
+use crate::session::SessionInfo;
+use crate::sse;
+use crate::upstream::{
+    Outgoing, Relay, SESSION_HEADER, is_event_stream, is_response_to, relay, relay_headers,
+};
+
+/// The largest discovery answer the gateway reads whole.
+const MAX_DISCOVERY: usize = 16 << 20;
+
+/// Appended to the description of a tool whose calls may wait for a person.
+pub const APPROVAL_NOTE: &str =
+    "[Airlock] Calls to this tool may need a person's approval: the answer can take minutes.";
+
+/// The last good answers, for when the upstream is down.
+#[derive(Default)]
+pub struct Cache {
+    /// `initialize` results by the protocol version the client asked for.
+    init: Mutex<HashMap<String, Value>>,
+    /// `tools/list` results by cursor ("" for the first page).
+    tools: Mutex<HashMap<String, Value>>,
+}
+
+impl Cache {
+    fn put_init(&self, version: &str, result: &Value) {
+        if let Ok(mut c) = self.init.lock() {
+            c.insert(version.to_owned(), result.clone());
+        }
+    }
+
+    /// The result the upstream gave for `version`, else for any version.
+    fn init_for(&self, version: &str) -> Option<Value> {
+        let c = self.init.lock().ok()?;
+        c.get(version).or_else(|| c.values().next()).cloned()
+    }
+
+    fn put_tools(&self, cursor: &str, result: &Value) {
+        if let Ok(mut c) = self.tools.lock() {
+            c.insert(cursor.to_owned(), result.clone());
+        }
+    }
+
+    fn tools(&self, cursor: &str) -> Option<Value> {
+        self.tools.lock().ok()?.get(cursor).cloned()
+    }
+}
+
+/// A whole upstream answer, read, with the response to our request picked out.
+struct Answer {
+    headers: HeaderMap,
+    status: StatusCode,
+    /// SSE events (the response among them), or None for a JSON body.
+    events: Option<Vec<sse::Event>>,
+    response: Option<Value>,
+}
+
+async fn read_answer(resp: reqwest::Response, id: &Value) -> Result<Answer, UpstreamError> {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = relay_headers(resp.headers(), None);
+    let sse = is_event_stream(resp.headers());
+    let mut body = Vec::new();
+    let mut resp = resp;
+    while let Some(chunk) = resp.chunk().await.map_err(UpstreamError::Body)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_DISCOVERY {
+            return Err(UpstreamError::NoAnswer("answer too large"));
+        }
+    }
+    if sse {
+        let mut parser = sse::Parser::default();
+        let mut events = parser.feed(&body);
+        // A stream that ends without the blank line still ends its last event.
+        events.extend(parser.feed(b"\n\n"));
+        let response = events
+            .iter()
+            .filter_map(sse::Event::json)
+            .find(|m| is_response_to(m, id));
+        Ok(Answer {
+            headers,
+            status,
+            events: Some(events),
+            response,
+        })
+    } else {
+        let response = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .filter(|m| is_response_to(m, id));
+        Ok(Answer {
+            headers,
+            status,
+            events: None,
+            response,
+        })
+    }
+}
+
+impl Answer {
+    /// The answer again, with the response to `id` replaced by `response`.
+    fn rebuild(self, id: &Value, response: &Value, client_session: Option<&SessionId>) -> Response {
+        let mut headers = self.headers;
+        if let Some(sid) = client_session
+            && let Ok(v) = HeaderValue::from_str(&sid.0)
+        {
+            headers.insert(SESSION_HEADER, v);
+        }
+        let body = match self.events {
+            Some(events) => {
+                let mut out = Vec::new();
+                for mut ev in events {
+                    if ev.json().is_some_and(|m| is_response_to(&m, id)) {
+                        ev.data = response.to_string();
+                    }
+                    out.extend_from_slice(&ev.to_bytes());
+                }
+                Body::from(out)
+            }
+            None => Body::from(response.to_string()),
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = self.status;
+        *r.headers_mut() = headers;
+        r
+    }
+}
+
+fn is_outage(r: &Result<reqwest::Response, UpstreamError>) -> bool {
+    match r {
+        Ok(resp) => resp.status().is_server_error(),
+        Err(_) => true,
+    }
+}
+
+/// `initialize`: opens a gateway session in front of a new upstream session. While the
+/// upstream is down, the last good answer opens a session that is initialised upstream later.
+pub async fn initialize(
+    app: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Bytes,
+    id: &Value,
+    params: &Value,
+) -> Result<Response, RequestError> {
+    let version = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let sent = app
+        .upstream
+        .send(Outgoing {
+            method: reqwest::Method::POST,
+            body: Some(body.clone()),
+            headers,
+            upstream_session: None,
+        })
+        .await;
+    let init: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if is_outage(&sent)
+        && let Some(result) = app.discovery.init_for(version)
+    {
+        match &sent {
+            Ok(r) => tracing::warn!(
+                status = r.status().as_u16(),
+                "upstream down; initialize answered from cache"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %airlock_shared::telemetry::chain(e), "upstream down; initialize answered from cache")
+            }
+        }
+        let sid = SessionId::new();
+        app.sessions
+            .create(&sid, principal, None, Some(version), Some(&init))
+            .await?;
+        let mut r = Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })).into_response();
+        if let Ok(v) = HeaderValue::from_str(&sid.0) {
+            r.headers_mut().insert(SESSION_HEADER, v);
+        }
+        return Ok(r);
+    }
+    let resp = sent?;
+    if !resp.status().is_success() {
+        return Ok(relay(
+            resp,
+            Relay {
+                client_session: None,
+                keep: (),
+                answers: None,
+                keepalive: None,
+            },
+        ));
+    }
+    let upstream_sid = resp
+        .headers()
+        .get(SESSION_HEADER.as_str())
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answer = read_answer(resp, id).await?;
+    let Some(response) = answer.response.clone() else {
+        return Err(UpstreamError::NoAnswer("initialize got no answer").into());
+    };
+    if let Some(result) = response.get("result") {
+        app.discovery.put_init(version, result);
+    }
+    let sid = SessionId::new();
+    app.sessions
+        .create(
+            &sid,
+            principal,
+            upstream_sid.as_deref(),
+            Some(version),
+            Some(&init),
+        )
+        .await?;
+    tracing::info!(session = %sid, principal = %principal, "session opened");
+    Ok(answer.rebuild(id, &response, Some(&sid)))
+}
+
+/// `tools/list`: the upstream's tools as policy sees them; the last good list while the
+/// upstream is down.
+pub async fn tools_list(
+    app: &AppState,
+    sid: &SessionId,
+    info: &SessionInfo,
+    headers: &HeaderMap,
+    body: Bytes,
+    id: &Value,
+    params: &Value,
+) -> Result<Response, RequestError> {
+    let cursor = params
+        .get("cursor")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let sent = send_in_session(app, sid, info, reqwest::Method::POST, Some(body), headers).await;
+    if is_outage(&sent) {
+        let why = match &sent {
+            Ok(r) => format!("upstream answered HTTP {}", r.status().as_u16()),
+            Err(e) => e.to_string(),
+        };
+        return Ok(match app.discovery.tools(cursor) {
+            Some(result) => {
+                tracing::warn!(why = %why, "upstream down; tools/list answered from cache");
+                let view = policy_view(&app.policy, &result);
+                Json(json!({ "jsonrpc": "2.0", "id": id, "result": view })).into_response()
+            }
+            None => {
+                tracing::warn!(why = %why, "upstream down and no tools/list cached");
+                Json(jsonrpc_error(
+                    id,
+                    -32603,
+                    "upstream error",
+                    json!({ "why": why }),
+                ))
+                .into_response()
+            }
+        });
+    }
+    let resp = sent?;
+    if !resp.status().is_success() {
+        return Ok(relay(
+            resp,
+            Relay {
+                client_session: None,
+                keep: (),
+                answers: None,
+                keepalive: None,
+            },
+        ));
+    }
+    let answer = match read_answer(resp, id).await {
+        Ok(a) => a,
+        Err(e) => {
+            return Ok(Json(jsonrpc_error(
+                id,
+                -32603,
+                "upstream error",
+                json!({ "why": e.to_string() }),
+            ))
+            .into_response());
+        }
+    };
+    let Some(mut response) = answer.response.clone() else {
+        return Ok(Json(jsonrpc_error(
+            id,
+            -32603,
+            "upstream error",
+            json!({ "why": "upstream gave no answer to tools/list" }),
+        ))
+        .into_response());
+    };
+    if let Some(result) = response.get("result") {
+        app.discovery.put_tools(cursor, result);
+        let view = policy_view(&app.policy, result);
+        response["result"] = view;
+    }
+    Ok(answer.rebuild(id, &response, None))
+}
+
+/// A `tools/list` result as policy sees it: with `hide_denied_tools`, tools that are always
+/// denied are left out, and tools that may need approval say so in their description.
+pub fn policy_view(policy: &Policy, result: &Value) -> Value {
+    if !policy.hide_denied_tools {
+        return result.clone();
+    }
+    let mut out = result.clone();
+    if let Some(tools) = out.get_mut("tools").and_then(Value::as_array_mut) {
+        tools.retain(|t| {
+            t.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(|n| !policy.always_denies(n))
+        });
+        for t in tools.iter_mut() {
+            let needs = t
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| policy.may_need_approval(n));
+            if needs && let Some(obj) = t.as_object_mut() {
+                let desc = match obj.get("description").and_then(Value::as_str) {
+                    Some(d) if !d.is_empty() => format!("{d}\n\n{APPROVAL_NOTE}"),
+                    _ => APPROVAL_NOTE.to_owned(),
+                };
+                obj.insert("description".into(), Value::String(desc));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_hides_denied_tools_and_flags_approvals() {
+        let p = Policy::parse(
+            r#"
+version: 1
+default: deny
+hide_denied_tools: true
+rules:
+  - { name: reads, tools: ["list_*"], action: allow }
+  - name: big refunds
+    tools: ["create_refund"]
+    when: [{ arg: /amount, gt: 100 }]
+    action: approve
+  - { name: small refunds, tools: ["create_refund"], action: allow }
+  - { name: wipes, tools: ["wipe"], action: approve }
+"#,
+        )
+        .unwrap();
+        let listed = json!({"tools": [
+            {"name": "list_charges", "description": "List"},
+            {"name": "create_refund", "description": "Refund"},
+            {"name": "wipe"},
+            {"name": "delete_customer", "description": "Delete"},
+        ], "nextCursor": "c2"});
+        let v = policy_view(&p, &listed);
+        let names: Vec<&str> = v["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["list_charges", "create_refund", "wipe"]);
+        assert_eq!(v["tools"][0]["description"], "List");
+        assert_eq!(
+            v["tools"][1]["description"],
+            format!("Refund\n\n{APPROVAL_NOTE}")
+        );
+        assert_eq!(v["tools"][2]["description"], APPROVAL_NOTE);
+        assert_eq!(v["nextCursor"], "c2");
+    }
+
+    #[test]
+    fn without_the_flag_the_list_is_untouched() {
+        let p = Policy::parse("version: 1\ndefault: deny\n").unwrap();
+        let listed = json!({"tools": [{"name": "x"}]});
+        assert_eq!(policy_view(&p, &listed), listed);
+    }
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Runs the official MCP SDK clients (TypeScript and Python) against the reference server
+# @modelcontextprotocol/server-everything, directly and through the gateway, plus held calls
+# with the TypeScript client. Installs what is missing. Prints "N passed, M failed" last and
+# exits non-zero on any failure.
+# Env: DATABASE_URL (a database to create a fresh one from), REDIS_URL, CARGO_TARGET_DIR,
+#      CONFORMANCE_SKIP_LITERAL=1 to skip the literal 90 s hold.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BASE_DB=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+REDIS=${REDIS_URL:-redis://127.0.0.1:6379}
+LOGS=$(mktemp -d /tmp/airlock-conformance.XXXXXX)
+PIDS=()
+DB=""
+started=$(date +%s)
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [ -n "$DB" ]; then psql "$BASE_DB" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; fi
+}
+trap cleanup EXIT
+
+fail_setup() {
+  echo "setup failed: $*" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+}
+
+cd "$HERE"
+if [ ! -d node_modules/@modelcontextprotocol/sdk ] || [ ! -d node_modules/@modelcontextprotocol/server-everything ]; then
+  echo "== npm ci"
+  npm ci --no-audit --no-fund >"$LOGS/npm.log" 2>&1 || { cat "$LOGS/npm.log"; fail_setup "npm ci"; }
+fi
+if ! python3 -c "import mcp.client.streamable_http" 2>/dev/null; then
+  echo "== pip install mcp"
+  python3 -m pip install --quiet "mcp>=2,<3" >"$LOGS/pip.log" 2>&1 || { cat "$LOGS/pip.log"; fail_setup "pip install mcp"; }
+fi
+
+echo "== cargo build -p airlock-gateway"
+(cd "$ROOT" && cargo build -q -p airlock-gateway) || fail_setup "cargo build"
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/airlock-gateway
+[ -x "$BIN" ] || fail_setup "no binary at $BIN"
+
+DB="airlock_conf_$$_$RANDOM"
+psql "$BASE_DB" -qc "CREATE DATABASE $DB" || fail_setup "create database"
+DB_URL="${BASE_DB%/*}/$DB"
+PREFIX="conf$$x$RANDOM"
+TOKEN="conformance-$RANDOM$RANDOM"
+SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
+cat >"$LOGS/agents.yaml" <<YAML
+agents:
+  - name: conformance-bot
+    token_sha256: $SHA
+YAML
+cat >"$LOGS/policy.yaml" <<'YAML'
+version: 1
+default: allow
+rules:
+  - name: held echoes
+    tools: ["echo"]
+    when: [{ arg: /message, matches: "^hold-" }]
+    action: approve
+    approvers: [U1]
+YAML
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  for _ in $(seq 1 150); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+UP_PORT=$(free_port)
+PORT=$UP_PORT node node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp >"$LOGS/everything.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$UP_PORT/mcp" || fail_setup "server-everything did not start ($LOGS/everything.log)"
+
+start_gateway() { # name keepalive
+  local port
+  port=$(free_port)
+  LISTEN_ADDR=127.0.0.1:$port DATABASE_URL=$DB_URL REDIS_URL=$REDIS REDIS_KEY_PREFIX=$PREFIX \
+    UPSTREAM_MCP_URL=http://127.0.0.1:$UP_PORT/mcp POLICY_FILE=$LOGS/policy.yaml \
+    AGENT_KEYS_FILE=$LOGS/agents.yaml KEEPALIVE_INTERVAL=$2 APPROVAL_TIMEOUT=5m LOG_FORMAT=json \
+    "$BIN" >"$LOGS/gateway-$1.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/healthz" || fail_setup "gateway $1 did not start ($LOGS/gateway-$1.log)"
+  echo "http://127.0.0.1:$port/mcp"
+}
+# One at a time: the first applies the migrations.
+GW_FAST=$(start_gateway fast 2s) || exit 1
+GW_DEFAULT=$(start_gateway default 15s) || exit 1
+DIRECT="http://127.0.0.1:$UP_PORT/mcp"
+echo "== server-everything at $DIRECT; gateways at $GW_FAST (keepalive 2s) and $GW_DEFAULT (15s); logs in $LOGS"
+
+if [ "${CONFORMANCE_SKIP_LITERAL:-0}" != 1 ]; then
+  node hold.mjs literal "$GW_DEFAULT" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" >"$LOGS/hold-literal.out" 2>&1 &
+  LITERAL=$!
+fi
+echo "== TypeScript SDK client"
+node client.mjs "$DIRECT" "$GW_FAST" "$TOKEN" 2>&1 | tee "$LOGS/ts.out"
+echo "== Python SDK client"
+python3 client.py "$DIRECT" "$GW_FAST" "$TOKEN" 2>&1 | tee "$LOGS/py.out"
+echo "== held calls, short timeouts (client 6 s, hold 9 s, keepalive 2 s)"
+node hold.mjs short "$GW_FAST" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/hold-short.out"
+if [ -n "${LITERAL:-}" ]; then
+  echo "== held call, literal (SDK default 60 s timeout, hold 90 s, keepalive 15 s)"
+  wait "$LITERAL"
+  cat "$LOGS/hold-literal.out"
+fi
+
+outs=("$LOGS"/*.out)
+passed=$(cat "${outs[@]}" | grep -c '^PASS ')
+failed=$(cat "${outs[@]}" | grep -c '^FAIL ')
+# A script that died before reporting anything is a failure too.
+for o in "${outs[@]}"; do
+  grep -q '^\(PASS\|FAIL\) ' "$o" || { echo "no results from $o"; failed=$((failed + 1)); }
+done
+echo "== done in $(( $(date +%s) - started ))s; logs in $LOGS"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
