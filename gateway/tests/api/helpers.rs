@@ -246,6 +246,19 @@ pub async fn read_answer(resp: reqwest::Response) -> Answer {
 }
 
 impl TestApp {
+    /// The configuration of another gateway instance on this test's database, Redis, upstream,
+    /// policy and agent keys (a restart, or a second replica).
+    pub fn second_config(&self) -> Config {
+        config_for(
+            &self.db,
+            &self.redis,
+            &self.upstream,
+            &self.opts,
+            self.dir.join("policy.yaml").display().to_string(),
+            self.dir.join("agents.yaml").display().to_string(),
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
     }

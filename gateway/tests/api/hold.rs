@@ -502,25 +502,7 @@ async fn a_retry_after_a_restart_reattaches_and_runs_exactly_once() {
     app.shutdown.cancel();
     assert_eq!(first.await.unwrap().message(), "approval interrupted");
     // A second gateway instance, same database, Redis and upstream.
-    let dir = std::env::temp_dir().join(format!("airlock-gw-2-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("p.yaml"), POLICY).unwrap();
-    std::fs::write(
-        dir.join("k.yaml"),
-        format!(
-            "agents:\n  - name: billing-bot\n    token_sha256: {}\n",
-            airlock_gateway::auth::token_sha256(BILLING_TOKEN)
-        ),
-    )
-    .unwrap();
-    let cfg = config_for(
-        &app.db,
-        &app.redis,
-        &app.upstream,
-        &app.opts,
-        dir.join("p.yaml").display().to_string(),
-        dir.join("k.yaml").display().to_string(),
-    );
+    let cfg = app.second_config();
     let (addr, shutdown, _h) = start_gateway(&cfg).await;
     let retry = |rid: i64| {
         let (sid, url) = (sid.clone(), format!("http://{addr}/mcp"));
@@ -570,25 +552,7 @@ async fn an_approved_ticket_that_never_ran_runs_exactly_once_on_retry() {
     assert_eq!(first.await.unwrap().message(), "approval interrupted");
     // Approved while no gateway waited.
     decide(&app.db, &app.redis, id, Decision::Approve, true).await;
-    let dir = std::env::temp_dir().join(format!("airlock-gw-3-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("p.yaml"), POLICY).unwrap();
-    std::fs::write(
-        dir.join("k.yaml"),
-        format!(
-            "agents:\n  - name: billing-bot\n    token_sha256: {}\n",
-            airlock_gateway::auth::token_sha256(BILLING_TOKEN)
-        ),
-    )
-    .unwrap();
-    let cfg = config_for(
-        &app.db,
-        &app.redis,
-        &app.upstream,
-        &app.opts,
-        dir.join("p.yaml").display().to_string(),
-        dir.join("k.yaml").display().to_string(),
-    );
+    let cfg = app.second_config();
     let (addr, shutdown, _h) = start_gateway(&cfg).await;
     let client = reqwest::Client::new();
     let send = |rid: i64| {

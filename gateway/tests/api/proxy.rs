@@ -261,28 +261,7 @@ async fn an_unreachable_upstream_is_an_upstream_error() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut cfg = config_for(
-        &app.db,
-        &app.redis,
-        &app.upstream,
-        &app.opts,
-        String::new(),
-        String::new(),
-    );
-    let dir =
-        std::env::temp_dir().join(format!("airlock-gw-dead-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("p.yaml"), POLICY).unwrap();
-    std::fs::write(
-        dir.join("k.yaml"),
-        format!(
-            "agents:\n  - name: billing-bot\n    token_sha256: {}\n",
-            airlock_gateway::auth::token_sha256(BILLING_TOKEN)
-        ),
-    )
-    .unwrap();
-    cfg.policy_file = dir.join("p.yaml").display().to_string();
-    cfg.agent_keys_file = dir.join("k.yaml").display().to_string();
+    let mut cfg = app.second_config();
     cfg.upstream_mcp_url = format!("http://{dead}/mcp");
     let (addr, shutdown, _h) = start_gateway(&cfg).await;
     let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "list_charges", "arguments": {}}});
