@@ -245,6 +245,31 @@ pub async fn read_answer(resp: reqwest::Response) -> Answer {
     }
 }
 
+/// Starts a `tools/call` in the background; the handle yields the answer when the call ends.
+pub fn spawn_call(
+    url: String,
+    session: String,
+    id: i64,
+    tool: &str,
+    args: Value,
+    accept: &'static str,
+) -> JoinHandle<Answer> {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+    tokio::spawn(async move {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(BILLING_TOKEN)
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .header("mcp-session-id", session)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        read_answer(resp).await
+    })
+}
+
 impl TestApp {
     /// The configuration of another gateway instance on this test's database, Redis, upstream,
     /// policy and agent keys (a restart, or a second replica).

@@ -17,25 +17,14 @@ fn refund(amount: i64) -> serde_json::Value {
 async fn approved_calls_run_once_and_the_ticket_records_everything() {
     let app = spawn_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
-    let call = tokio::spawn({
-        let (url, sid) = (app.url(), sid.clone());
-        async move {
-            let body = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "create_refund", "arguments": refund(150)}});
-            read_answer(
-                reqwest::Client::new()
-                    .post(url)
-                    .bearer_auth(BILLING_TOKEN)
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
-                    .header("mcp-session-id", sid)
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
-    });
+    let call = spawn_call(
+        app.url(),
+        sid.clone(),
+        41,
+        "create_refund",
+        refund(150),
+        "application/json, text/event-stream",
+    );
     let id = app.wait_for_request().await;
     let t = app.ticket(id).await;
     assert_eq!(t.status, TicketStatus::Pending);
@@ -87,22 +76,14 @@ async fn held_call(
     amount: i64,
 ) -> tokio::task::JoinHandle<Answer> {
     let (url, sid) = (app.url(), sid.to_owned());
-    tokio::spawn(async move {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "create_refund", "arguments": refund(amount)}});
-        read_answer(
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(BILLING_TOKEN)
-                .header("content-type", "application/json")
-                .header("accept", "application/json")
-                .header("mcp-session-id", sid)
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    })
+    spawn_call(
+        url,
+        sid,
+        id,
+        "create_refund",
+        refund(amount),
+        "application/json",
+    )
 }
 
 #[tokio::test]
@@ -506,21 +487,14 @@ async fn a_retry_after_a_restart_reattaches_and_runs_exactly_once() {
     let (addr, shutdown, _h) = start_gateway(&cfg).await;
     let retry = |rid: i64| {
         let (sid, url) = (sid.clone(), format!("http://{addr}/mcp"));
-        tokio::spawn(async move {
-            let body = json!({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "create_refund", "arguments": {"currency": "usd", "amount": 500}}});
-            read_answer(
-                reqwest::Client::new()
-                    .post(url)
-                    .bearer_auth(BILLING_TOKEN)
-                    .header("content-type", "application/json")
-                    .header("mcp-session-id", sid)
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        })
+        spawn_call(
+            url,
+            sid,
+            rid,
+            "create_refund",
+            json!({"currency": "usd", "amount": 500}),
+            "application/json",
+        )
     };
     // Same call, keys in another order: the same canonical request.
     let second = retry(2);

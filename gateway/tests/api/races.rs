@@ -17,21 +17,14 @@ async fn race_decision_against_timeout(decision: Decision, offset_ms: i64) {
     .await;
     let sid = app.initialize(BILLING_TOKEN).await;
     let (url, s) = (app.url(), sid.clone());
-    let call = tokio::spawn(async move {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "create_refund", "arguments": {"amount": 500}}});
-        read_answer(
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(BILLING_TOKEN)
-                .header("content-type", "application/json")
-                .header("mcp-session-id", s)
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let call = spawn_call(
+        url,
+        s,
+        1,
+        "create_refund",
+        json!({"amount": 500}),
+        "application/json",
+    );
     let id = app.wait_for_request().await;
     let t = app.ticket(id).await;
     // Aim the click at the ticket's own deadline, a little before or after.
@@ -82,21 +75,14 @@ async fn concurrent_clicks_record_exactly_one_outcome_which_the_gateway_acts_on(
     let app = spawn_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
     let (url, s) = (app.url(), sid.clone());
-    let call = tokio::spawn(async move {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "create_refund", "arguments": {"amount": 500}}});
-        read_answer(
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(BILLING_TOKEN)
-                .header("content-type", "application/json")
-                .header("mcp-session-id", s)
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let call = spawn_call(
+        url,
+        s,
+        1,
+        "create_refund",
+        json!({"amount": 500}),
+        "application/json",
+    );
     let id = app.wait_for_request().await;
     let mut clicks = Vec::new();
     for i in 0..20 {
@@ -156,21 +142,14 @@ async fn a_forged_signal_does_not_change_the_outcome() {
     .await;
     let sid = app.initialize(BILLING_TOKEN).await;
     let (url, s) = (app.url(), sid.clone());
-    let call = tokio::spawn(async move {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "create_refund", "arguments": {"amount": 500}}});
-        read_answer(
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(BILLING_TOKEN)
-                .header("content-type", "application/json")
-                .header("mcp-session-id", s)
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let call = spawn_call(
+        url,
+        s,
+        1,
+        "create_refund",
+        json!({"amount": 500}),
+        "application/json",
+    );
     let id = app.wait_for_request().await;
     // "Approved!" says the signal; the row says pending. The row wins.
     let mut conn = app.redis.conn().await;
