@@ -48,12 +48,13 @@ impl Keys {
 
     /// The lock that allows one mutating tool call per session at a time.
     pub fn session_lock(&self, session: &SessionId) -> String {
-        format!("{}:lock:{}", self.prefix, session.0)
+        format!("{}:session:{{{}}}:lock", self.prefix, session.0)
     }
 
-    /// The per-session tool-call counter.
+    /// The per-session tool-call counter. It shares the session's hash tag with the lock, because
+    /// one script counts the call and takes the lock (Redis Cluster needs one slot for that).
     pub fn budget(&self, session: &SessionId) -> String {
-        format!("{}:budget:{}", self.prefix, session.0)
+        format!("{}:session:{{{}}}:budget", self.prefix, session.0)
     }
 
     /// Per-channel pacing slot used by notifier replicas.
@@ -75,10 +76,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streams_share_a_hash_tag() {
+    fn related_keys_share_a_hash_tag() {
         let k = Keys::new("airlock");
         assert_eq!(k.notify_stream(), "{airlock}:notify");
         assert_eq!(k.dead_letter_stream(), "{airlock}:notify:dead");
-        assert_eq!(k.session_lock(&SessionId("s1".into())), "airlock:lock:s1");
+        let s1 = SessionId("s1".into());
+        assert_eq!(k.session_lock(&s1), "airlock:session:{s1}:lock");
+        assert_eq!(k.budget(&s1), "airlock:session:{s1}:budget");
     }
 }

@@ -7,7 +7,8 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TicketId;
-use crate::keys::Keys;
+use crate::job::NotifyJob;
+use crate::keys::{JOB_FIELD, Keys};
 use crate::ticket::TicketStatus;
 
 /// "This ticket changed; look at it."
@@ -31,6 +32,28 @@ pub async fn publish<C: AsyncCommands>(
         ))
     })?;
     conn.publish(keys.decisions_channel(), body).await
+}
+
+/// Publishes a signal and enqueues a job in one round trip (signal first: waiting calls matter
+/// more than the message update).
+pub async fn publish_with_job<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    signal: &DecisionSignal,
+    job: &NotifyJob,
+) -> Result<(), redis::RedisError> {
+    let ser = |e: serde_json::Error| {
+        redis::RedisError::from((redis::ErrorKind::Client, "serialisation", e.to_string()))
+    };
+    let signal = serde_json::to_string(signal).map_err(ser)?;
+    let job = serde_json::to_string(job).map_err(ser)?;
+    redis::pipe()
+        .publish(keys.decisions_channel(), signal)
+        .ignore()
+        .xadd(keys.notify_stream(), "*", &[(JOB_FIELD, job)])
+        .ignore()
+        .query_async(conn)
+        .await
 }
 
 /// Parses a signal from a pub/sub payload.

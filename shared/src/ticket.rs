@@ -185,6 +185,30 @@ pub enum Decided {
     Unchanged(Ticket),
     /// No such ticket.
     Unknown,
+    /// The clicker may not decide this ticket; it is unchanged.
+    NotApprover(Ticket),
+}
+
+/// Whether `user` may decide a ticket naming `ticket_approvers`, given the global list.
+/// The ticket's own list, when it has one, is the one that counts; no list at all lets anyone.
+pub fn may_decide(user: &str, ticket_approvers: &[String], global: &[String]) -> bool {
+    let list = if ticket_approvers.is_empty() {
+        global
+    } else {
+        ticket_approvers
+    };
+    list.is_empty() || list.iter().any(|a| a == user)
+}
+
+/// Who clicked a decision button.
+#[derive(Clone, Copy, Debug)]
+pub struct Clicker<'a> {
+    /// Slack user id.
+    pub id: &'a str,
+    /// Slack user name, for the record.
+    pub name: &'a str,
+    /// The global approver list (used for tickets that name no approvers of their own).
+    pub global_approvers: &'a [String],
 }
 
 fn interval_secs(d: Duration) -> f64 {
@@ -277,6 +301,47 @@ pub async fn decide(
     })
 }
 
+/// Decides a ticket for `clicker` if they may, in one statement on the common path (the
+/// approver check of [`may_decide`] is repeated in SQL so that check and write cannot race or
+/// cost two round trips). Only a click that changes nothing pays for a second read, to say why.
+pub async fn decide_as(
+    pool: &sqlx::PgPool,
+    id: TicketId,
+    decision: Decision,
+    clicker: Clicker<'_>,
+    message: Option<(&str, &str)>,
+) -> Result<Decided, sqlx::Error> {
+    let (channel, ts) = message.unzip();
+    let allowed_by_global = clicker.global_approvers.is_empty()
+        || clicker.global_approvers.iter().any(|a| a == clicker.id);
+    let changed: Option<Ticket> = sqlx::query_as(
+        "UPDATE tickets SET status = $2, decided_at = now(), decided_by_id = $3, decided_by_name = $4, \
+             message_channel = COALESCE(message_channel, $5), message_ts = COALESCE(message_ts, $6) \
+         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
+           AND CASE WHEN cardinality(approvers) = 0 THEN $7 ELSE $3 = ANY(approvers) END \
+         RETURNING *",
+    )
+    .bind(id.0)
+    .bind(decision.status().as_str())
+    .bind(clicker.id)
+    .bind(clicker.name)
+    .bind(channel)
+    .bind(ts)
+    .bind(allowed_by_global)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(t) = changed {
+        return Ok(Decided::Changed(t));
+    }
+    Ok(match get(pool, id).await? {
+        Some(t) if !may_decide(clicker.id, &t.approvers, clicker.global_approvers) => {
+            Decided::NotApprover(t)
+        }
+        Some(t) => Decided::Unchanged(t),
+        None => Decided::Unknown,
+    })
+}
+
 /// Moves a pending ticket to `to` (expired or cancelled); `None` when it had already left pending.
 pub async fn close_pending<'e>(
     db: impl PgExecutor<'e>,
@@ -309,6 +374,21 @@ pub async fn claim_execution<'e>(
     )
     .bind(id.0)
     .fetch_optional(db)
+    .await
+}
+
+/// Claims many approved tickets at once; returns those this call claimed (single use).
+pub async fn claim_executions<'e>(
+    db: impl PgExecutor<'e>,
+    ids: &[TicketId],
+) -> Result<Vec<Ticket>, sqlx::Error> {
+    let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+    sqlx::query_as(
+        "UPDATE tickets SET status = 'executed', executed_at = now() \
+         WHERE id = ANY($1) AND status = 'approved' RETURNING *",
+    )
+    .bind(ids)
+    .fetch_all(db)
     .await
 }
 
@@ -379,6 +459,20 @@ pub async fn sweep_expired<'e>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn ticket_list_wins_then_global_then_anyone() {
+        assert!(may_decide("U9", &[], &[]));
+        assert!(may_decide("U1", &[], &ids(&["U1"])));
+        assert!(!may_decide("U9", &[], &ids(&["U1"])));
+        assert!(may_decide("U2", &ids(&["U2"]), &ids(&["U1"])));
+        assert!(!may_decide("U1", &ids(&["U2"]), &ids(&["U1"])));
+        assert!(!may_decide("", &ids(&["U2"]), &[]));
+    }
 
     #[test]
     fn status_spellings_round_trip() {

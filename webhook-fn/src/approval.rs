@@ -70,17 +70,6 @@ pub struct Approvals {
     pub metrics: Metrics,
 }
 
-/// Whether `user` may decide a ticket naming `ticket_approvers`, given the global list.
-/// The ticket's own list, when it has one, is the one that counts.
-pub fn may_decide(user: &str, ticket_approvers: &[String], global: &[String]) -> bool {
-    let list = if ticket_approvers.is_empty() {
-        global
-    } else {
-        ticket_approvers
-    };
-    list.is_empty() || list.iter().any(|a| a == user)
-}
-
 impl Approvals {
     /// Applies one click. Only a `Postgres` failure is an error.
     pub async fn apply(&self, click: &Click) -> Result<Outcome, DecideError> {
@@ -90,21 +79,18 @@ impl Approvals {
             tracing::warn!(team_id = ?click.team_id, api_app_id = ?click.api_app_id, "click from another workspace or app ignored");
             return Ok(Outcome::Foreign);
         }
-        // Approvers never change after a ticket opens, so reading them first cannot race.
-        let Some(current) = self.db(ticket::get(&self.pool, click.ticket_id)).await? else {
-            return Ok(self.refuse(click, Refusal::UnknownTicket).await);
-        };
-        if !may_decide(&click.user_id, &current.approvers, &self.approvers) {
-            return Ok(self.refuse(click, Refusal::NotAnApprover).await);
-        }
         let message = click.channel.as_deref().zip(click.message_ts.as_deref());
+        let clicker = ticket::Clicker {
+            id: &click.user_id,
+            name: &click.user_name,
+            global_approvers: &self.approvers,
+        };
         let decided = self
-            .db(ticket::decide(
+            .db(ticket::decide_as(
                 &self.pool,
                 click.ticket_id,
                 click.decision,
-                &click.user_id,
-                &click.user_name,
+                clicker,
                 message,
             ))
             .await?;
@@ -126,6 +112,7 @@ impl Approvals {
                 };
                 Ok(self.refuse(click, refusal).await)
             }
+            Decided::NotApprover(_) => Ok(self.refuse(click, Refusal::NotAnApprover).await),
             Decided::Unknown => Ok(self.refuse(click, Refusal::UnknownTicket).await),
         }
     }
@@ -148,16 +135,21 @@ impl Approvals {
             ticket_id: t.id,
             status: t.status,
         };
-        let mut conn = self.redis.clone();
-        let published = self
-            .redis_step(signal::publish(&mut conn, &self.keys, &signal))
-            .await;
-        self.record_redis("publish", published.map(|_| ()));
         let job = NotifyJob::TicketClosed { ticket_id: t.id };
-        let enqueued = self
-            .redis_step(job::enqueue(&mut conn, &self.keys, &job))
+        let mut conn = self.redis.clone();
+        // One round trip for both; if it fails, neither step is known to have happened.
+        let announced = self
+            .redis_step(signal::publish_with_job(
+                &mut conn, &self.keys, &signal, &job,
+            ))
             .await;
-        self.record_redis("enqueue", enqueued.map(|_| ()));
+        if let Err(e) = announced {
+            self.record_redis("publish", Err(e));
+            self.metrics
+                .redis_failures
+                .with_label_values(&["enqueue"])
+                .inc();
+        }
     }
 
     async fn refuse(&self, click: &Click, refusal: Refusal) -> Outcome {
@@ -216,20 +208,6 @@ fn same_or_unset(expected: Option<&str>, got: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ids(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn ticket_list_wins_then_global_then_anyone() {
-        assert!(may_decide("U9", &[], &[]));
-        assert!(may_decide("U1", &[], &ids(&["U1"])));
-        assert!(!may_decide("U9", &[], &ids(&["U1"])));
-        assert!(may_decide("U2", &ids(&["U2"]), &ids(&["U1"])));
-        assert!(!may_decide("U1", &ids(&["U2"]), &ids(&["U1"])));
-        assert!(!may_decide("", &ids(&["U2"]), &[]));
-    }
 
     #[test]
     fn workspace_checks_apply_only_when_configured() {
