@@ -1,5 +1,6 @@
 //! The post claim: a short Redis lease that lets one worker at a time post a ticket's approval
-//! request, and that keeps the posted message's channel and ts until the ticket row has them.
+//! request, and that then keeps the posted message's channel and ts for a day, so that a worker
+//! that read the ticket before the message was recorded learns of it here instead of posting.
 //!
 //! The ticket row's `message_ts` stays the guard; the claim only narrows the window in which two
 //! workers (a duplicate job, a taken-over job) could both post before either has recorded.
@@ -10,7 +11,7 @@ use airlock_shared::{Keys, TicketId};
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
-/// How long a posted-but-unrecorded ts is kept for a successor to record.
+/// How long a posted ts is kept (for a successor to record, or to stop a duplicate post).
 const POSTED_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// What the claim said.
@@ -20,7 +21,7 @@ pub enum Claim {
     Acquired,
     /// Another worker is posting this ticket right now.
     Busy,
-    /// A message was posted and not yet recorded on the ticket: record this instead of posting.
+    /// A message was posted already: record it (a no-op once recorded) instead of posting.
     Posted { channel: String, ts: String },
 }
 
@@ -118,15 +119,6 @@ impl PostClaims {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|_| ())
-    }
-
-    /// Forgets the claim once the ticket row holds the message.
-    pub async fn clear(&self, ticket: TicketId) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("DEL")
-            .arg(self.keys.notify_post_claim(&ticket))
-            .query_async(&mut conn)
-            .await
     }
 }
 

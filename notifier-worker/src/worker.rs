@@ -600,25 +600,9 @@ impl JobRun {
                     None => continue,
                 },
             }
-            // Under the claim, read again: whoever held it before may have recorded meanwhile.
-            let t = match ticket::get(&self.p().pool, id).await {
-                Ok(Some(t)) => t,
-                Ok(None) => {
-                    let _ = self.p().claims.release(id, &holder).await;
-                    return Outcome::DeadLetter("no such ticket".into());
-                }
-                Err(e) => {
-                    let _ = self.p().claims.release(id, &holder).await;
-                    match self.failed("reading the ticket", Failure::Db(e)).await {
-                        Some(o) => return o,
-                        None => continue,
-                    }
-                }
-            };
-            if t.message_ts.is_some() {
-                let _ = self.p().claims.release(id, &holder).await;
-                return Outcome::Done;
-            }
+            // No second read under the claim: a holder that posted before us left "posted" in
+            // the claim (kept for a day), which `acquire` reported above; and if even that was
+            // lost, recording keeps the first message and deletes ours.
             let msg = message::approval_request(&t);
             let slack = self.p().slack.clone();
             let result = self
@@ -665,9 +649,6 @@ impl JobRun {
                         {
                             warn!(error = %e, "could not delete the duplicate message");
                         }
-                    }
-                    if let Err(e) = self.p().claims.clear(id).await {
-                        debug!(error = %chain(&e), "could not clear the post claim; it lapses");
                     }
                     return Outcome::Done;
                 }
