@@ -35,9 +35,14 @@ struct Waiter {
     tx: oneshot::Sender<Settled>,
 }
 
+/// A claim request: the ticket, and where to say whether this waiter won it.
+/// `None` means the batch failed and the waiter should claim on its own.
+type ClaimRequest = (TicketId, oneshot::Sender<Option<Option<Ticket>>>);
+
 struct Inner {
     waiters: Mutex<HashMap<TicketId, Vec<Waiter>>>,
     kick: mpsc::UnboundedSender<Kick>,
+    claims: mpsc::UnboundedSender<ClaimRequest>,
     next: AtomicU64,
 }
 
@@ -103,11 +108,14 @@ impl Hub {
         stop: CancellationToken,
     ) -> Self {
         let (kick, kick_rx) = mpsc::unbounded_channel();
+        let (claims, claims_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             waiters: Mutex::default(),
             kick,
+            claims,
             next: AtomicU64::new(0),
         });
+        tokio::spawn(claim_loop(pool.clone(), claims_rx, stop.clone()));
         tokio::spawn(check_loop(
             inner.clone(),
             pool,
@@ -147,6 +155,25 @@ impl Hub {
         let mut reg = self.register(ticket);
         let rx = reg.rx.take()?;
         tokio::time::timeout(timeout, rx).await.ok()?.ok()
+    }
+
+    /// Claims an approved ticket for its single execution; `Ok(None)` if someone else did.
+    ///
+    /// Claims that arrive together share one query, so thousands of calls approved at once
+    /// resume without thousands of round trips.
+    pub async fn claim(
+        &self,
+        pool: &PgPool,
+        ticket: TicketId,
+    ) -> Result<Option<Ticket>, sqlx::Error> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.claims.send((ticket, tx)).is_ok()
+            && let Ok(Some(claimed)) = rx.await
+        {
+            return Ok(claimed);
+        }
+        // The batch failed or the hub is stopping: claim alone, and report our own error.
+        ticket::claim_execution(pool, ticket).await
     }
 
     /// How many waiters of this pod wait on `ticket`.
@@ -212,6 +239,44 @@ async fn check_loop(
                 Err(e) => {
                     tracing::warn!(error = %e, "decision check failed; retrying on the next tick");
                     break;
+                }
+            }
+        }
+    }
+}
+
+async fn claim_loop(
+    pool: PgPool,
+    mut requests: mpsc::UnboundedReceiver<ClaimRequest>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            r = requests.recv() => r,
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < QUERY_CHUNK {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<TicketId> = batch.iter().map(|(id, _)| *id).collect();
+        match ticket::claim_executions(&pool, &ids).await {
+            Ok(rows) => {
+                let mut won: HashMap<TicketId, Ticket> =
+                    rows.into_iter().map(|t| (t.id, t)).collect();
+                // Two local waiters on one ticket (a reattached retry): only the first wins.
+                for (id, tx) in batch {
+                    let _ = tx.send(Some(won.remove(&id)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, claims = batch.len(), "batched claim failed; each call claims alone");
+                for (_, tx) in batch {
+                    let _ = tx.send(None);
                 }
             }
         }
@@ -331,20 +396,39 @@ impl Drop for CancelOnDrop {
 
 async fn announce_closed(a: &Approvals, ticket: TicketId, status: TicketStatus) {
     let mut conn = a.redis.clone();
-    if let Err(e) = job::enqueue(
-        &mut conn,
-        &a.keys,
-        &NotifyJob::TicketClosed { ticket_id: ticket },
-    )
-    .await
-    {
-        tracing::error!(ticket = %ticket, error = %e, "could not enqueue message update");
-    }
     let sig = airlock_shared::DecisionSignal {
         ticket_id: ticket,
         status,
     };
-    let _ = signal::publish(&mut conn, &a.keys, &sig).await;
+    let job = NotifyJob::TicketClosed { ticket_id: ticket };
+    if let Err(e) = signal::publish_with_job(&mut conn, &a.keys, &sig, &job).await {
+        tracing::error!(ticket = %ticket, error = %e, "could not enqueue message update");
+    }
+}
+
+/// Counts a call as held for as long as it waits, even if its future is dropped mid-wait.
+struct HeldGauge<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+}
+
+impl<'a> HeldGauge<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.held_calls.inc();
+        Self {
+            metrics,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for HeldGauge<'_> {
+    fn drop(&mut self) {
+        self.metrics.held_calls.dec();
+        self.metrics
+            .approval_wait
+            .observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// How the wait itself ended.
@@ -357,10 +441,12 @@ enum Waited {
 
 impl Approvals {
     /// Opens (or reattaches to) a ticket and waits until it is approved and claimed, or fails.
+    /// `ticket_seen` learns the ticket's id as soon as it exists, so an abandoned call can name it.
     pub async fn hold(
         &self,
         new: NewTicket,
         cancel: CancellationToken,
+        ticket_seen: &mut Option<TicketId>,
     ) -> Result<Cleared, CallError> {
         let rule = new.rule.clone();
         let ticket = match ticket::open(&self.pool, &new).await? {
@@ -381,16 +467,14 @@ impl Approvals {
             }
         };
         let id = ticket.id;
+        *ticket_seen = Some(id);
         if ticket.status == TicketStatus::Approved {
             return self.claim(id, &rule).await;
         }
-        let started = Instant::now();
-        self.metrics.held_calls.inc();
-        let waited = self.wait(&ticket, cancel).await;
-        self.metrics.held_calls.dec();
-        self.metrics
-            .approval_wait
-            .observe(started.elapsed().as_secs_f64());
+        let waited = {
+            let _held = HeldGauge::new(&self.metrics);
+            self.wait(&ticket, cancel).await
+        };
         let status = match waited {
             Waited::Settled(s) => s,
             Waited::Interrupted => {
@@ -445,7 +529,7 @@ impl Approvals {
     }
 
     async fn claim(&self, id: TicketId, rule: &str) -> Result<Cleared, CallError> {
-        match ticket::claim_execution(&self.pool, id).await? {
+        match self.hub.claim(&self.pool, id).await? {
             Some(ticket) => Ok(Cleared { ticket }),
             None => Err(CallError::ApprovalAlreadyUsed {
                 rule: rule.to_owned(),

@@ -24,6 +24,8 @@ pub struct Config {
     pub migrate_on_start: bool,
     pub keepalive_interval: Duration,
     pub upstream_timeout: Duration,
+    /// Requests that may wait for the upstream's answer headers at once (`UPSTREAM_CONCURRENCY`).
+    pub upstream_concurrency: usize,
     /// How often waiters re-check Postgres in case a signal was lost.
     pub decision_poll_interval: Duration,
 }
@@ -57,6 +59,10 @@ impl Config {
         let migrate_on_start = env.flag("MIGRATE_ON_START", true);
         let keepalive_interval = env.duration("KEEPALIVE_INTERVAL", Duration::from_secs(15));
         let upstream_timeout = env.duration("UPSTREAM_TIMEOUT", Duration::from_secs(300));
+        let upstream_concurrency: usize = env.or("UPSTREAM_CONCURRENCY", 256);
+        if upstream_concurrency == 0 {
+            env.problem("UPSTREAM_CONCURRENCY: must be at least 1");
+        }
         let decision_poll_interval = env.duration("DECISION_POLL_INTERVAL", Duration::from_secs(1));
         env.finish()?;
         match (
@@ -89,6 +95,7 @@ impl Config {
                 migrate_on_start,
                 keepalive_interval,
                 upstream_timeout,
+                upstream_concurrency,
                 decision_poll_interval,
             }),
             _ => Err(ConfigError {

@@ -4,6 +4,7 @@
 pub mod approval;
 pub mod audit;
 pub mod auth;
+mod batch;
 pub mod config;
 pub mod discovery;
 pub mod error;
@@ -240,7 +241,11 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         policy,
         agents,
         sessions: Sessions::new(pool.clone()),
-        upstream: Upstream::new(config.upstream_mcp_url.clone(), config.upstream_timeout)?,
+        upstream: Upstream::new(
+            config.upstream_mcp_url.clone(),
+            config.upstream_timeout,
+            config.upstream_concurrency,
+        )?,
         locks: Locks::new(
             redis.clone(),
             keys,

@@ -14,16 +14,32 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 
 const EXTEND: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+// One round trip for the common case: count the call (when a budget is set) and, unless the
+// budget is spent, try the lock once. Returns {count or -1, 1 locked | 0 not wanted | -1 busy}.
+const ADMIT: &str = r"
+local n = -1
+if tonumber(ARGV[1]) >= 0 then
+  n = redis.call('incr', KEYS[1])
+  redis.call('expire', KEYS[1], ARGV[2])
+  if n > tonumber(ARGV[1]) then return {n, 0} end
+end
+if ARGV[5] == '1' then
+  if redis.call('set', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {n, 1} end
+  return {n, -1}
+end
+return {n, 0}";
 const RELEASE: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
 /// How long a budget counter lives after the session's last call.
 const BUDGET_TTL_SECS: i64 = 7 * 24 * 3600;
 
-/// Why the lock was not taken.
+/// Why a call was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("session lock held by another call")]
     Busy,
+    #[error("tool-call budget of {0} exceeded")]
+    BudgetExceeded(u64),
     #[error("redis error")]
     Redis(#[from] redis::RedisError),
 }
@@ -35,6 +51,7 @@ pub struct Locks {
     keys: Keys,
     ttl: Duration,
     acquire_timeout: Duration,
+    admit: Arc<redis::Script>,
     extend: Arc<redis::Script>,
     release: Arc<redis::Script>,
     metrics: Metrics,
@@ -63,20 +80,57 @@ impl Locks {
             keys,
             ttl,
             acquire_timeout,
+            admit: Arc::new(redis::Script::new(ADMIT)),
             extend: Arc::new(redis::Script::new(EXTEND)),
             release: Arc::new(redis::Script::new(RELEASE)),
             metrics,
         }
     }
 
-    /// Takes the session's lock, waiting up to `LOCK_ACQUIRE_TIMEOUT`.
-    pub async fn acquire(&self, session: &SessionId) -> Result<SessionLock, LockError> {
+    /// Admits one tool call: counts it against `budget` (if any), then, if `lock` is asked
+    /// for, takes the session's lock, waiting up to `LOCK_ACQUIRE_TIMEOUT`.
+    pub async fn admit(
+        &self,
+        session: &SessionId,
+        budget: Option<u64>,
+        lock: bool,
+    ) -> Result<Option<SessionLock>, LockError> {
+        if budget.is_none() && !lock {
+            return Ok(None);
+        }
         let key = self.keys.session_lock(session);
         let token = uuid::Uuid::new_v4().simple().to_string();
         let deadline = Instant::now() + self.acquire_timeout;
-        let mut backoff = Duration::from_millis(5);
         let mut conn = self.conn.clone();
+        let limit = budget.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let (count, locked): (i64, i64) = self
+            .admit
+            .key(self.keys.budget(session))
+            .key(&key)
+            .arg(limit)
+            .arg(BUDGET_TTL_SECS)
+            .arg(&token)
+            .arg(self.ttl.as_millis() as u64)
+            .arg(u8::from(lock))
+            .invoke_async(&mut conn)
+            .await?;
+        if limit >= 0 && count > limit {
+            return Err(LockError::BudgetExceeded(limit.unsigned_abs()));
+        }
+        match locked {
+            1 => return Ok(Some(self.held(key, token))),
+            0 => return Ok(None),
+            _ => {}
+        }
+        // Busy: wait for the holder, without counting the call again.
+        let mut backoff = Duration::from_millis(5);
         loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(LockError::Busy);
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
             let ok: Option<String> = redis::cmd("SET")
                 .arg(&key)
                 .arg(&token)
@@ -86,14 +140,8 @@ impl Locks {
                 .query_async(&mut conn)
                 .await?;
             if ok.is_some() {
-                return Ok(self.held(key, token));
+                return Ok(Some(self.held(key, token)));
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(LockError::Busy);
-            }
-            tokio::time::sleep(backoff.min(deadline - now)).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -134,19 +182,6 @@ impl Locks {
             release: self.release.clone(),
             extender,
         }
-    }
-
-    /// Counts a call against the session's budget; returns the count including this call.
-    pub async fn count_call(&self, session: &SessionId) -> Result<u64, redis::RedisError> {
-        let key = self.keys.budget(session);
-        let mut conn = self.conn.clone();
-        let (n, _): (u64, i64) = redis::pipe()
-            .atomic()
-            .incr(&key, 1)
-            .expire(&key, BUDGET_TTL_SECS)
-            .query_async(&mut conn)
-            .await?;
-        Ok(n)
     }
 }
 

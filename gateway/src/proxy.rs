@@ -142,6 +142,10 @@ async fn post_inner(
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
             discovery::tools_list(&app, &sid, &info, &headers, bytes, &id, &params).await
         }
+        // Without an id nobody could be told "denied", and the upstream might run it anyway.
+        Incoming::Single(Message::Notification { method, .. }) if method == TOOLS_CALL => Err(
+            RequestError::InvalidRequest("tools/call must be a request with an id".into()),
+        ),
         Incoming::Single(Message::Notification { method, params }) if method == CANCELLED => {
             if let Some(req_id) = params.get("requestId") {
                 app.cancel_held(&sid, req_id);
@@ -155,10 +159,18 @@ async fn post_inner(
                     "JSON-RPC batches are not part of MCP protocol version {version}"
                 )));
             }
+            // A cancellation reaches a held call whether it comes alone or in a batch.
+            for m in &msgs {
+                if let Message::Notification { method, params } = m
+                    && method == CANCELLED
+                    && let Some(req_id) = params.get("requestId")
+                {
+                    app.cancel_held(&sid, req_id);
+                }
+            }
             if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) {
-                return Err(RequestError::InvalidRequest(
-                    "tools/call inside a batch is not supported; send it on its own".into(),
-                ));
+                return crate::batch::handle(app, principal, sid, info, headers, &bytes, msgs)
+                    .await;
             }
             forward(&app, &sid, &info, &headers, bytes, None).await
         }
@@ -423,8 +435,56 @@ struct CallRecord {
     upstream_status: Option<u16>,
 }
 
+/// The audit row of one call, written exactly once: when the call ends, or when its future is
+/// dropped because the client went away mid-call (a held call's ticket is cancelled then too).
+struct AuditTrail<'a> {
+    app: &'a AppState,
+    principal: &'a Principal,
+    session: &'a SessionId,
+    tool: String,
+    args: Value,
+    started: Instant,
+    rec: CallRecord,
+    written: bool,
+}
+
+impl AuditTrail<'_> {
+    fn write(&mut self, outcome: &'static str, decided_by: Option<String>) {
+        self.written = true;
+        self.app
+            .metrics
+            .tool_calls
+            .with_label_values(&[outcome])
+            .inc();
+        self.app.audit.record(AuditRecord {
+            at: chrono::Utc::now(),
+            principal: self.principal.0.clone(),
+            session_id: Some(self.session.0.clone()),
+            tool: std::mem::take(&mut self.tool),
+            arguments: Some(std::mem::take(&mut self.args)),
+            rule: self.rec.rule.take(),
+            decision: self.rec.decision.to_owned(),
+            outcome: outcome.to_owned(),
+            ticket_id: self.rec.ticket.map(|t| t.0),
+            decided_by,
+            upstream_status: self.rec.upstream_status.map(i32::from),
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+impl Drop for AuditTrail<'_> {
+    fn drop(&mut self) {
+        if !self.written {
+            tracing::info!(session = %self.session, tool = %self.tool, "client went away mid-call");
+            self.write("client_gone", None);
+        }
+    }
+}
+
+/// One `tools/call` through policy, answered as its own response (also for batch members).
 #[allow(clippy::too_many_arguments)]
-async fn tools_call(
+pub(crate) async fn tools_call(
     app: &AppState,
     principal: &Principal,
     sid: &SessionId,
@@ -434,7 +494,6 @@ async fn tools_call(
     id: Value,
     params: &Value,
 ) -> Response {
-    let started = Instant::now();
     let tool = params
         .get("name")
         .and_then(Value::as_str)
@@ -445,18 +504,36 @@ async fn tools_call(
         .cloned()
         .unwrap_or_else(|| json!({}));
     let span = tracing::info_span!("tools_call", principal = %principal, session = %sid, tool = %tool, ticket = tracing::field::Empty);
-    let mut rec = CallRecord {
-        decision: "none",
-        ..CallRecord::default()
+    let mut trail = AuditTrail {
+        app,
+        principal,
+        session: sid,
+        tool,
+        args,
+        started: Instant::now(),
+        rec: CallRecord {
+            decision: "none",
+            ..CallRecord::default()
+        },
+        written: false,
     };
     let result = call(
-        app, principal, sid, info, headers, body, &id, &tool, &args, &mut rec,
+        app,
+        principal,
+        sid,
+        info,
+        headers,
+        body,
+        &id,
+        &trail.tool,
+        &trail.args,
+        &mut trail.rec,
     )
     .instrument(span.clone())
     .await;
     let (outcome, decided_by, response) = match result {
         Ok(resp) => {
-            let outcome = if rec.ticket.is_some() {
+            let outcome = if trail.rec.ticket.is_some() {
                 "approved"
             } else {
                 "forwarded"
@@ -471,7 +548,7 @@ async fn tools_call(
             } else {
                 tracing::info!(outcome = e.outcome(), "tool call refused");
             }
-            rec.ticket = rec.ticket.or(e.ticket());
+            trail.rec.ticket = trail.rec.ticket.or(e.ticket());
             let decided_by = data
                 .get("decided_by")
                 .and_then(Value::as_str)
@@ -483,21 +560,7 @@ async fn tools_call(
             )
         }
     };
-    app.metrics.tool_calls.with_label_values(&[outcome]).inc();
-    app.audit.record(AuditRecord {
-        at: chrono::Utc::now(),
-        principal: principal.0.clone(),
-        session_id: Some(sid.0.clone()),
-        tool,
-        arguments: Some(args),
-        rule: rec.rule,
-        decision: rec.decision.to_owned(),
-        outcome: outcome.to_owned(),
-        ticket_id: rec.ticket.map(|t| t.0),
-        decided_by,
-        upstream_status: rec.upstream_status.map(i32::from),
-        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-    });
+    trail.write(outcome, decided_by);
     response
 }
 
@@ -527,27 +590,26 @@ async fn call(
     let verdict = app.policy.evaluate(tool, args).clone();
     rec.rule = Some(verdict.rule.to_string());
     rec.decision = verdict.action.as_str();
-    if let Some(limit) = app.policy.max_tool_calls_per_session {
-        let n = app.locks.count_call(sid).await?;
-        if n > limit {
-            rec.decision = "budget";
-            return Err(CallError::BudgetExceeded { limit });
-        }
-    }
+    // Counted before the rules take effect; the lock is taken in the same round trip.
+    let wants_lock = !verdict.read_only && verdict.action != Action::Deny;
+    let lock = app
+        .locks
+        .admit(sid, app.policy.max_tool_calls_per_session, wants_lock)
+        .await
+        .map_err(|e| match e {
+            LockError::BudgetExceeded(limit) => {
+                rec.decision = "budget";
+                CallError::BudgetExceeded { limit }
+            }
+            LockError::Busy => CallError::SessionBusy,
+            LockError::Redis(e) => CallError::Redis(e),
+        })?;
     if verdict.action == Action::Deny {
         return Err(CallError::DeniedByPolicy {
             rule: verdict.rule.to_string(),
             reason: verdict.reason.as_deref().map(str::to_owned),
         });
     }
-    let lock = if verdict.read_only {
-        None
-    } else {
-        Some(app.locks.acquire(sid).await.map_err(|e| match e {
-            LockError::Busy => CallError::SessionBusy,
-            LockError::Redis(e) => CallError::Redis(e),
-        })?)
-    };
     if verdict.action == Action::Approve {
         let new = NewTicket {
             id: TicketId::new(),
@@ -564,11 +626,7 @@ async fn call(
         };
         let cancel = CancellationToken::new();
         let _held = app.track_held(sid, id, cancel.clone());
-        let cleared = app.approvals.hold(new, cancel).await;
-        let cleared = match cleared {
-            Ok(c) => c,
-            Err(e) => return Err(e),
-        };
+        let cleared = app.approvals.hold(new, cancel, &mut rec.ticket).await?;
         rec.ticket = Some(cleared.ticket.id);
         tracing::Span::current().record("ticket", tracing::field::display(cleared.ticket.id));
     }

@@ -1,5 +1,6 @@
 //! The upstream MCP server: sending to it, and relaying its answers without buffering them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_shared::SessionId;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use crate::error::{UpstreamError, jsonrpc_error};
 use crate::sse;
@@ -27,6 +29,10 @@ pub struct Upstream {
     client: reqwest::Client,
     url: String,
     timeout: Duration,
+    /// Requests waiting for the upstream's headers at once. When thousands of approvals land
+    /// together, the rest queue here, on reused connections, instead of overflowing the
+    /// upstream's accept backlog with new ones (dropped SYNs are retried only after 1 s, 3 s...).
+    in_flight: Arc<Semaphore>,
 }
 
 /// One request to send upstream.
@@ -40,8 +46,9 @@ pub struct Outgoing<'a> {
 }
 
 impl Upstream {
-    /// A client for `url`; `timeout` bounds the wait for the answer's headers.
-    pub fn new(url: String, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A client for `url`; `timeout` bounds the wait for the answer's headers, and at most
+    /// `concurrency` requests wait for them at once.
+    pub fn new(url: String, timeout: Duration, concurrency: usize) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -51,6 +58,7 @@ impl Upstream {
             client,
             url,
             timeout,
+            in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
         })
     }
 
@@ -78,7 +86,12 @@ impl Upstream {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        match tokio::time::timeout(self.timeout, req.send()).await {
+        let send = async {
+            // The permit is held until the headers arrive; a streamed body does not keep it.
+            let _permit = self.in_flight.acquire().await;
+            req.send().await
+        };
+        match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),

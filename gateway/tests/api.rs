@@ -4,6 +4,7 @@
 mod api {
     pub mod helpers;
 
+    mod batch;
     mod hold;
     mod proxy;
     mod races;

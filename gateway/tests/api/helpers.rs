@@ -39,7 +39,7 @@ rules:
     tools: ["create_refund"]
     action: allow
   - name: test tools
-    tools: ["slow", "explode"]
+    tools: ["slow", "stall", "explode"]
     action: allow
   - name: never delete
     tools: ["delete_*"]
@@ -58,6 +58,7 @@ pub struct Opts {
     pub shutdown_grace: Duration,
     pub poll_interval: Duration,
     pub max_body_bytes: usize,
+    pub upstream_concurrency: usize,
 }
 
 impl Default for Opts {
@@ -71,6 +72,7 @@ impl Default for Opts {
             shutdown_grace: Duration::from_secs(2),
             poll_interval: Duration::from_secs(1),
             max_body_bytes: 64 * 1024,
+            upstream_concurrency: 256,
         }
     }
 }
@@ -135,6 +137,7 @@ pub fn config_for(
         migrate_on_start: true,
         keepalive_interval: Duration::from_secs(15),
         upstream_timeout: Duration::from_secs(30),
+        upstream_concurrency: opts.upstream_concurrency,
         decision_poll_interval: opts.poll_interval,
     }
 }
@@ -353,6 +356,17 @@ impl TestApp {
     }
 
     /// The jobs on the notification stream, oldest first.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn jobs(&self) -> Vec<NotifyJob> {
         jobs(&self.redis).await
     }

@@ -400,6 +400,91 @@ async fn a_client_that_goes_away_cancels_its_ticket() {
         Decided::Unchanged(_)
     ));
     assert!(app.upstream.calls().is_empty());
+    // The abandoned call still leaves its audit row, naming the ticket, and is no longer
+    // counted as held.
+    let rows = eventually(Duration::from_secs(5), || async {
+        let r = airlock_shared::audit::for_session(&app.db.pool, &sid)
+            .await
+            .unwrap();
+        (!r.is_empty()).then_some(r)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![(
+            "create_refund".to_owned(),
+            "approve".to_owned(),
+            "client_gone".to_owned(),
+            Some(id.0)
+        )]
+    );
+    let m = app.metrics().await;
+    assert!(m.contains("airlock_held_calls 0"), "{m}");
+    assert!(
+        m.contains(r#"airlock_tool_calls_total{outcome="client_gone"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn many_calls_approved_at_once_each_run_exactly_once() {
+    let app = spawn_app().await;
+    const N: usize = 40;
+    let mut sessions = Vec::new();
+    for _ in 0..N {
+        sessions.push(app.initialize(BILLING_TOKEN).await);
+    }
+    let mut calls = Vec::new();
+    for (i, sid) in sessions.iter().enumerate() {
+        calls.push(held_call(&app, sid, i as i64, 500 + i as i64).await);
+    }
+    let pending = eventually(Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'pending'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        (n as usize == N).then_some(())
+    })
+    .await;
+    assert!(pending.is_some(), "all {N} calls are held");
+    // Everything approved in one go, the webhook's way (rows first, then one signal each):
+    // the claims of all waiters land together and are batched.
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "UPDATE tickets SET status = 'approved', decided_at = now(), decided_by_id = 'U1' \
+         WHERE status = 'pending' RETURNING id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let mut conn = app.redis.conn().await;
+    for id in &ids {
+        let sig = airlock_shared::DecisionSignal {
+            ticket_id: airlock_shared::TicketId(*id),
+            status: TicketStatus::Approved,
+        };
+        airlock_shared::signal::publish(&mut conn, &app.redis.keys, &sig)
+            .await
+            .unwrap();
+    }
+    for c in calls {
+        let a = c.await.unwrap();
+        assert!(a.code().is_none(), "{:?}", a.body);
+    }
+    let executed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'executed'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(executed as usize, N);
+    let mut amounts: Vec<i64> = app
+        .upstream
+        .calls()
+        .iter()
+        .map(|c| c.arguments["amount"].as_i64().unwrap())
+        .collect();
+    amounts.sort_unstable();
+    assert_eq!(amounts, (0..N as i64).map(|i| 500 + i).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -224,6 +224,28 @@ async fn the_budget_is_per_session_and_checked_before_the_rules() {
         .call(BILLING_TOKEN, &sid, 10, "list_charges", json!({}))
         .await;
     assert_eq!(a.message(), "tool-call budget exceeded");
+    // A mutating call over budget is refused in the same round trip, before it takes the lock.
+    let a = app
+        .call(
+            BILLING_TOKEN,
+            &sid,
+            11,
+            "create_refund",
+            json!({"amount": 5}),
+        )
+        .await;
+    assert_eq!(a.message(), "tool-call budget exceeded");
+    let mut conn = app.redis.conn().await;
+    let lock_exists: bool = redis::cmd("EXISTS")
+        .arg(
+            app.redis
+                .keys
+                .session_lock(&airlock_shared::SessionId(sid.clone())),
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!lock_exists);
     // Another session has its own budget.
     let other = app.initialize(BILLING_TOKEN).await;
     assert!(
@@ -233,6 +255,46 @@ async fn the_budget_is_per_session_and_checked_before_the_rules() {
             .is_none()
     );
     assert_eq!(app.upstream.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn requests_beyond_upstream_concurrency_queue_instead_of_piling_onto_the_upstream() {
+    let app = spawn_with(Opts {
+        upstream_concurrency: 2,
+        ..Opts::default()
+    })
+    .await;
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(app.initialize(BILLING_TOKEN).await);
+    }
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, sid)| {
+            spawn_call(
+                app.url(),
+                sid.clone(),
+                i as i64,
+                "stall",
+                json!({"ms": 200}),
+                "application/json",
+            )
+        })
+        .collect();
+    for c in calls {
+        let a = c.await.unwrap();
+        assert!(a.code().is_none(), "{:?}", a.body);
+    }
+    // Six calls of 200 ms, two at a time: three rounds.
+    assert!(
+        started.elapsed() >= Duration::from_millis(590),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.upstream.max_posts_in_flight(), 2);
+    assert_eq!(app.upstream.calls().len(), 6);
 }
 
 #[tokio::test]
@@ -329,13 +391,27 @@ async fn malformed_bodies_get_clear_errors() {
     assert_eq!(r.status(), 415);
     let bad_params = app.call(BILLING_TOKEN, &sid, 3, "", json!({})).await;
     assert_eq!(bad_params.code(), Some(-32602));
+    // Batches ended with 2025-06-18 (earlier versions get policy per call: see batch.rs).
     let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "list_charges"}}]).to_string();
     let r = app
         .post(Some(BILLING_TOKEN), Some(&sid), batch)
+        .header("mcp-protocol-version", "2025-06-18")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A tools/call without an id is refused, not passed on unchecked.
+    let no_id =
+        json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "list_charges"}})
+            .to_string();
+    let r = app
+        .post(Some(BILLING_TOKEN), Some(&sid), no_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600, "{body}");
     // Nothing of the above reached the upstream as a tool call.
     assert!(app.upstream.calls().is_empty());
 }

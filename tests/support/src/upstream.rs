@@ -64,6 +64,26 @@ struct Counters {
     flood_sent: AtomicU64,
     streams_dropped: AtomicU64,
     next_event: AtomicU64,
+    /// POSTs between arrival and their answer's headers, now and at most.
+    posts_in_flight: AtomicU64,
+    max_posts_in_flight: AtomicU64,
+}
+
+/// Counts a POST as in flight until its answer's headers are handed back.
+struct PostInFlight<'a>(&'a Counters);
+
+impl<'a> PostInFlight<'a> {
+    fn new(c: &'a Counters) -> Self {
+        let now = c.posts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_posts_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(c)
+    }
+}
+
+impl Drop for PostInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.posts_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug)]
@@ -152,6 +172,14 @@ impl FakeUpstream {
         self.shared.counters.flood_sent.load(Ordering::SeqCst)
     }
 
+    /// The most POSTs that were ever waiting for their answer's headers at once.
+    pub fn max_posts_in_flight(&self) -> u64 {
+        self.shared
+            .counters
+            .max_posts_in_flight
+            .load(Ordering::SeqCst)
+    }
+
     /// How many answer streams were dropped before their end (the reader went away).
     pub fn streams_dropped(&self) -> u64 {
         self.shared.counters.streams_dropped.load(Ordering::SeqCst)
@@ -170,6 +198,11 @@ impl FakeUpstream {
     /// Every `tools/call` received so far.
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.state().calls.clone()
+    }
+
+    /// How many `tools/call` were received so far (cheap enough to poll).
+    pub fn call_count(&self) -> usize {
+        self.state().calls.len()
     }
 
     /// The method and headers of every POST received so far.
@@ -258,6 +291,7 @@ fn tools() -> Value {
         { "name": "list_charges", "description": "List charges", "inputSchema": schema(json!({"limit": {"type": "integer"}}), json!([])) },
         { "name": "create_refund", "description": "Refund a charge", "inputSchema": schema(json!({"amount": {"type": "number"}, "currency": {"type": "string"}}), json!(["amount"])) },
         { "name": "delete_customer", "description": "Delete a customer", "inputSchema": schema(json!({"id": {"type": "string"}}), json!(["id"])) },
+        { "name": "stall", "description": "Sends nothing, not even headers, for ms milliseconds", "inputSchema": schema(json!({"ms": {"type": "integer"}}), json!([])) },
         { "name": "slow", "description": "Answers after ms milliseconds", "inputSchema": schema(json!({"ms": {"type": "integer"}}), json!([])) },
         { "name": "ask_client", "description": "Sends a request to the client and returns its response", "inputSchema": schema(json!({"method": {"type": "string"}}), json!(["method"])) },
         { "name": "flood", "description": "Streams n notifications of size bytes", "inputSchema": schema(json!({"n": {"type": "integer"}, "size": {"type": "integer"}}), json!([])) },
@@ -273,6 +307,8 @@ fn now_ns() -> u128 {
 }
 
 async fn handle_post(State(shared): State<St>, headers: HeaderMap, body: Bytes) -> Response {
+    let counted = shared.clone();
+    let _in_flight = PostInFlight::new(&counted.counters);
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
@@ -403,6 +439,11 @@ async fn handle_post(State(shared): State<St>, headers: HeaderMap, body: Bytes) 
                 tool: tool.clone(),
                 arguments: arguments.clone(),
             });
+            if tool == "stall" {
+                // A server slow to answer at all: nothing, not even headers, for `ms`.
+                let ms = arguments.get("ms").and_then(Value::as_u64).unwrap_or(100);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             match tool.as_str() {
                 "explode" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
                 "ask_client" => return ask_client(shared, id, &arguments),

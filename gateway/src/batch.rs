@@ -1,0 +1,503 @@
+//! JSON-RPC batches that hold `tools/call`s (MCP 2025-03-26 only).
+//!
+//! Policy works on one call at a time, so the batch is split: every `tools/call` takes the
+//! single-call path of its own (deny, budget, session lock, approval hold, audit row), and the
+//! rest of the batch goes upstream as one smaller batch. The parts run concurrently, and their
+//! answers are matched back to the batch's request ids.
+//!
+//! Every part is driven by the response itself (the SSE body, or the handler's future for a
+//! JSON answer), never by a detached task: a client that goes away drops the parts, and with
+//! them the drop guards that cancel held tickets and write the audit rows.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use airlock_shared::{Principal, SessionId};
+use axum::Json;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{RequestError, jsonrpc_error};
+use crate::mcp::{Message, TOOLS_CALL};
+use crate::session::SessionInfo;
+use crate::upstream::{is_event_stream, is_response_to};
+use crate::{proxy, sse, transport};
+
+/// The largest JSON answer of one part (as for a single call's collected answer).
+const MAX_COLLECTED: usize = 64 << 20;
+
+/// What every part of one batch shares.
+struct Ctx {
+    app: AppState,
+    principal: Principal,
+    sid: SessionId,
+    info: Arc<SessionInfo>,
+    headers: HeaderMap,
+}
+
+/// One `tools/call` of the batch, with its own body for the single-call path.
+struct Call {
+    id: Value,
+    params: Value,
+    body: Bytes,
+}
+
+/// The batch taken apart.
+struct Plan {
+    calls: Vec<Call>,
+    /// The messages that are not `tools/call`s, as one batch body, and the ids it must answer.
+    rest: Option<(Bytes, Vec<Value>)>,
+    /// Every request id of the batch, in the batch's order.
+    order: Vec<Value>,
+}
+
+/// What a part hands back.
+enum Out {
+    /// The response to one of the batch's requests.
+    Answer(Value),
+    /// A request or notification from the server to the client.
+    Aside(Value),
+}
+
+/// Answers a batch that holds at least one `tools/call`: over SSE, one event per response as
+/// soon as it is known, if the client takes SSE; otherwise one JSON array once all are known.
+pub(crate) async fn handle(
+    app: AppState,
+    principal: Principal,
+    sid: SessionId,
+    info: Arc<SessionInfo>,
+    headers: HeaderMap,
+    body: &[u8],
+    msgs: Vec<Message>,
+) -> Result<Response, RequestError> {
+    let plan = split(body, msgs)?;
+    tracing::debug!(session = %sid, calls = plan.calls.len(), rest = plan.rest.is_some(), "batch split");
+    let ctx = Ctx {
+        app,
+        principal,
+        sid,
+        info,
+        headers,
+    };
+    if plan.order.is_empty() {
+        // Only notifications and responses went upstream: nothing to answer.
+        parts(&ctx, plan.calls, plan.rest)
+            .for_each(|_| async {})
+            .await;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    if transport::accepts_sse(&ctx.headers) {
+        return Ok(sse_answer(ctx, plan));
+    }
+    Ok(json_answer(&ctx, plan).await)
+}
+
+/// Takes the batch apart; the raw messages are re-read because the parsed ones keep only what
+/// routing needs, and the upstream must get every message exactly as the client sent it.
+fn split(body: &[u8], msgs: Vec<Message>) -> Result<Plan, RequestError> {
+    let raw: Vec<Value> =
+        serde_json::from_slice(body).map_err(|e| RequestError::Parse(e.to_string()))?;
+    if raw.len() != msgs.len() {
+        return Err(RequestError::InvalidRequest(
+            "the batch changed between reads".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut calls = Vec::new();
+    let mut rest = Vec::new();
+    let mut rest_ids = Vec::new();
+    let mut order = Vec::new();
+    for (raw, msg) in raw.into_iter().zip(msgs) {
+        match msg {
+            Message::Request { id, method, params } => {
+                // Answers are matched by id, and held calls are cancelled by id.
+                if !seen.insert(id.to_string()) {
+                    return Err(RequestError::InvalidRequest(format!(
+                        "request id {id} appears twice in the batch"
+                    )));
+                }
+                order.push(id.clone());
+                if method == TOOLS_CALL {
+                    let body = Bytes::from(raw.to_string());
+                    calls.push(Call { id, params, body });
+                } else {
+                    rest_ids.push(id);
+                    rest.push(raw);
+                }
+            }
+            Message::Notification { method, .. } if method == TOOLS_CALL => {
+                // A call without an id cannot be answered, so it cannot be held or refused
+                // either: it must not reach the upstream past policy.
+                tracing::info!("a tools/call without an id in a batch was not forwarded");
+            }
+            Message::Notification { .. } | Message::Response { .. } => rest.push(raw),
+        }
+    }
+    let rest = (!rest.is_empty()).then(|| (Bytes::from(Value::Array(rest).to_string()), rest_ids));
+    Ok(Plan { calls, rest, order })
+}
+
+/// Every part of the batch as one stream of what they hand back.
+fn parts(
+    ctx: &Ctx,
+    calls: Vec<Call>,
+    rest: Option<(Bytes, Vec<Value>)>,
+) -> SelectAll<BoxStream<'_, Out>> {
+    let mut all: SelectAll<BoxStream<'_, Out>> = SelectAll::new();
+    for call in calls {
+        all.push(call_part(ctx, call));
+    }
+    if let Some((body, ids)) = rest {
+        all.push(rest_part(ctx, body, ids));
+    }
+    all
+}
+
+fn call_part(ctx: &Ctx, call: Call) -> BoxStream<'_, Out> {
+    Box::pin(async_stream::stream! {
+        let Call { id, params, body } = call;
+        let resp = proxy::tools_call(
+            &ctx.app,
+            &ctx.principal,
+            &ctx.sid,
+            &ctx.info,
+            &ctx.headers,
+            body,
+            id.clone(),
+            &params,
+        )
+        .await;
+        let sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
+        // The single-call path has logged whatever went wrong on its way.
+        let msgs = messages(resp.into_body().into_data_stream(), sse);
+        for await out in settle(vec![id], msgs) {
+            yield out;
+        }
+    })
+}
+
+fn rest_part(ctx: &Ctx, body: Bytes, ids: Vec<Value>) -> BoxStream<'_, Out> {
+    Box::pin(async_stream::stream! {
+        let sent = proxy::send_in_session(
+            &ctx.app,
+            &ctx.sid,
+            &ctx.info,
+            reqwest::Method::POST,
+            Some(body),
+            &ctx.headers,
+        )
+        .await;
+        let msgs: BoxStream<'_, Result<Value, String>> = match sent {
+            Ok(resp) if resp.status().is_success() => {
+                let sse = is_event_stream(resp.headers());
+                let sid = &ctx.sid;
+                let body = resp.bytes_stream().inspect_err(move |e| {
+                    tracing::warn!(session = %sid, error = %airlock_shared::telemetry::chain(e), "upstream batch answer broke off");
+                });
+                Box::pin(messages(body, sse))
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                tracing::warn!(session = %ctx.sid, status, "upstream refused the rest of a batch");
+                Box::pin(futures::stream::iter([Err(format!("upstream answered HTTP {status}"))]))
+            }
+            Err(e) => {
+                tracing::warn!(session = %ctx.sid, error = %airlock_shared::telemetry::chain(&e), "upstream failed on the rest of a batch");
+                Box::pin(futures::stream::iter([Err(e.to_string())]))
+            }
+        };
+        for await out in settle(ids, msgs) {
+            yield out;
+        }
+    })
+}
+
+/// The JSON-RPC messages of one answer body, JSON or SSE; an `Err` ends it and says why.
+fn messages<'a, S, E>(body: S, sse: bool) -> impl Stream<Item = Result<Value, String>> + Send + 'a
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'a,
+    E: std::fmt::Display + Send + 'a,
+{
+    async_stream::stream! {
+        futures::pin_mut!(body);
+        let mut parser = sse::Parser::default();
+        let mut collected = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    yield Err(format!("upstream answer broke off: {e}"));
+                    return;
+                }
+            };
+            if !sse {
+                // Only a JSON body is held whole; events pass one by one, however many come.
+                if collected.len() + chunk.len() > MAX_COLLECTED {
+                    yield Err("answer too large".to_owned());
+                    return;
+                }
+                collected.extend_from_slice(&chunk);
+                continue;
+            }
+            for ev in parser.feed(&chunk) {
+                // Events without JSON (priming events, empty data) carry no message.
+                for m in ev.json().map(unbatch).unwrap_or_default() {
+                    yield Ok(m);
+                }
+            }
+        }
+        if !sse {
+            match serde_json::from_slice::<Value>(&collected) {
+                Ok(v) => {
+                    for m in unbatch(v) {
+                        yield Ok(m);
+                    }
+                }
+                Err(e) => yield Err(format!("upstream answer is not JSON: {e}")),
+            }
+        }
+    }
+}
+
+/// A message, or the messages of a batch.
+fn unbatch(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        other => vec![other],
+    }
+}
+
+/// Matches a part's messages to the ids it must answer: server-to-client messages pass, stray
+/// responses are dropped, and every id still unanswered when the part ends gets an error.
+fn settle<'a>(
+    ids: Vec<Value>,
+    msgs: impl Stream<Item = Result<Value, String>> + Send + 'a,
+) -> impl Stream<Item = Out> + Send + 'a {
+    async_stream::stream! {
+        futures::pin_mut!(msgs);
+        let mut pending = ids;
+        let mut why: Option<String> = None;
+        // Reading stops at the last answer: whatever the upstream sends after it answers nothing.
+        while !pending.is_empty() {
+            let m = match msgs.next().await {
+                None => break,
+                Some(Err(e)) => {
+                    why = Some(e);
+                    break;
+                }
+                Some(Ok(m)) => m,
+            };
+            if m.get("method").is_some() {
+                yield Out::Aside(m);
+                continue;
+            }
+            if let Some(i) = pending.iter().position(|id| is_response_to(&m, id)) {
+                pending.swap_remove(i);
+                yield Out::Answer(m);
+            } else if m.get("id").is_some_and(Value::is_null) && m.get("error").is_some() {
+                // The upstream refused the body as a whole; its reason is the best one to give.
+                why = m.pointer("/error/message").and_then(Value::as_str).map(str::to_owned);
+            } else {
+                tracing::debug!(message = %m, "dropped a message that answers no request of the batch");
+            }
+        }
+        for id in pending {
+            let why = why.as_deref().unwrap_or("upstream closed the stream without an answer");
+            yield Out::Answer(jsonrpc_error(&id, -32603, "upstream error", json!({ "why": why })));
+        }
+    }
+}
+
+/// One JSON array with every response, in the batch's order, once every part has finished.
+async fn json_answer(ctx: &Ctx, plan: Plan) -> Response {
+    let Plan { calls, rest, order } = plan;
+    let mut answers: HashMap<String, Value> = HashMap::new();
+    let mut dropped = 0usize;
+    let mut all = parts(ctx, calls, rest);
+    while let Some(out) = all.next().await {
+        match out {
+            Out::Answer(v) => {
+                let key = v.get("id").map(Value::to_string).unwrap_or_default();
+                answers.insert(key, v);
+            }
+            Out::Aside(_) => dropped += 1,
+        }
+    }
+    if dropped > 0 {
+        tracing::info!(session = %ctx.sid, dropped, "server-to-client messages of a batch dropped: the client takes only JSON");
+    }
+    let list: Vec<Value> = order
+        .iter()
+        .filter_map(|id| answers.remove(&id.to_string()))
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+enum Step {
+    Out(Option<Out>),
+    Tick,
+}
+
+/// An SSE stream that carries every response (and server-to-client message) as its own event
+/// as soon as it is known, with comments while the parts are quiet.
+fn sse_answer(ctx: Ctx, plan: Plan) -> Response {
+    let keepalive = ctx.app.keepalive;
+    let Plan { calls, rest, .. } = plan;
+    let stream = async_stream::stream! {
+        let ctx = ctx;
+        let mut all = parts(&ctx, calls, rest);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = tokio::select! {
+                out = all.next() => Step::Out(out),
+                _ = tick.tick() => Step::Tick,
+            };
+            match step {
+                Step::Out(Some(Out::Answer(m) | Out::Aside(m))) => {
+                    tick.reset();
+                    yield Ok::<Bytes, std::io::Error>(sse::message(&m));
+                }
+                Step::Out(None) => break,
+                Step::Tick => yield Ok(sse::comment("waiting for the batch")),
+            }
+        }
+    };
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::{Incoming, parse};
+
+    fn plan(body: &str) -> Result<Plan, RequestError> {
+        let Ok(Incoming::Batch(msgs)) = parse(body.as_bytes()) else {
+            panic!("not a batch: {body}");
+        };
+        split(body.as_bytes(), msgs)
+    }
+
+    #[test]
+    fn calls_go_alone_and_the_rest_goes_as_sent() {
+        let p = plan(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},
+               {"jsonrpc":"2.0","id":"p","method":"ping","extra":true},
+               {"jsonrpc":"2.0","method":"notifications/initialized"},
+               {"jsonrpc":"2.0","id":"s1","result":{"roots":[]}},
+               {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"b"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(p.order, vec![json!(1), json!("p"), json!(2)]);
+        assert_eq!(p.calls.len(), 2);
+        assert_eq!(p.calls[1].id, json!(2));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&p.calls[0].body).unwrap(),
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}})
+        );
+        let (rest, ids) = p.rest.unwrap();
+        assert_eq!(ids, vec![json!("p")]);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&rest).unwrap(),
+            json!([
+                {"jsonrpc":"2.0","id":"p","method":"ping","extra":true},
+                {"jsonrpc":"2.0","method":"notifications/initialized"},
+                {"jsonrpc":"2.0","id":"s1","result":{"roots":[]}},
+            ])
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_and_calls_without_an_id_are_not_passed_on() {
+        assert!(matches!(
+            plan(
+                r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}},{"jsonrpc":"2.0","id":1,"method":"ping"}]"#
+            ),
+            Err(RequestError::InvalidRequest(_))
+        ));
+        let p = plan(r#"[{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}]"#).unwrap();
+        assert!(p.calls.is_empty() && p.rest.is_none() && p.order.is_empty());
+    }
+
+    async fn settled(ids: Vec<Value>, msgs: Vec<Result<Value, String>>) -> Vec<(bool, Value)> {
+        settle(ids, futures::stream::iter(msgs))
+            .map(|o| match o {
+                Out::Answer(v) => (true, v),
+                Out::Aside(v) => (false, v),
+            })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn answers_are_matched_by_id_and_missing_ones_become_errors() {
+        let got = settled(
+            vec![json!(1), json!("two")],
+            vec![
+                Ok(json!({"jsonrpc":"2.0","method":"notifications/progress"})),
+                Ok(json!({"jsonrpc":"2.0","id":9,"result":{}})),
+                Ok(json!({"jsonrpc":"2.0","id":"two","result":{"ok":true}})),
+                Err("upstream answer broke off: reset".into()),
+            ],
+        )
+        .await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(!got[0].0);
+        assert_eq!(
+            got[1],
+            (
+                true,
+                json!({"jsonrpc":"2.0","id":"two","result":{"ok":true}})
+            )
+        );
+        assert_eq!(got[2].1["id"], 1);
+        assert_eq!(got[2].1["error"]["code"], -32603);
+        assert_eq!(
+            got[2].1["error"]["data"]["why"],
+            "upstream answer broke off: reset"
+        );
+    }
+
+    #[tokio::test]
+    async fn sse_and_json_bodies_give_the_same_messages() {
+        let a = json!({"jsonrpc":"2.0","id":1,"result":{}});
+        let n = json!({"jsonrpc":"2.0","method":"notifications/message"});
+        let wire =
+            format!("id: 1\ndata: {n}\n\n: keepalive\n\ndata: \n\nevent: message\ndata: {a}\n\n");
+        let chunks: Vec<Result<Bytes, std::io::Error>> = wire
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let from_sse: Vec<_> = messages(futures::stream::iter(chunks), true)
+            .collect()
+            .await;
+        assert_eq!(from_sse, vec![Ok(n.clone()), Ok(a.clone())]);
+        let body = Value::Array(vec![n.clone(), a.clone()]).to_string();
+        let from_json: Vec<_> = messages(
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body))]),
+            false,
+        )
+        .collect()
+        .await;
+        assert_eq!(from_json, vec![Ok(n), Ok(a)]);
+    }
+}
