@@ -1,10 +1,12 @@
 //! The worker: reads jobs through the consumer group, runs each against Slack, and settles it on
 //! the stream only once its effect is done (acknowledged, dead-lettered, or given back).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use airlock_shared::batch::Batcher;
 use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, Ticket};
 use airlock_shared::{NotifyJob, Refusal, TicketId};
@@ -65,6 +67,10 @@ pub struct Parts {
 struct Ctx {
     parts: Parts,
     slots: Arc<Semaphore>,
+    /// Ticket reads of concurrent jobs, one statement per batch.
+    reads: Batcher<TicketId, Option<Ticket>>,
+    /// Posted messages of concurrent jobs, recorded in one statement (one commit) per batch.
+    records: Batcher<(TicketId, String, String), Option<Ticket>>,
 }
 
 /// A notifier replica's job loop.
@@ -113,8 +119,38 @@ impl Worker {
     /// A worker over `parts`.
     pub fn new(parts: Parts) -> Self {
         let slots = Arc::new(Semaphore::new(parts.concurrency.max(1)));
+        let batch = parts.concurrency.max(1);
+        let pool = parts.pool.clone();
+        let reads = Batcher::start(batch, move |ids: Vec<TicketId>| {
+            let pool = pool.clone();
+            async move {
+                let rows: HashMap<TicketId, Ticket> = ticket::get_many(&pool, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.id, t))
+                    .collect();
+                Ok::<_, sqlx::Error>(ids.iter().map(|id| rows.get(id).cloned()).collect())
+            }
+        });
+        let pool = parts.pool.clone();
+        let records = Batcher::start(batch, move |posts: Vec<(TicketId, String, String)>| {
+            let pool = pool.clone();
+            async move {
+                let rows: HashMap<TicketId, Ticket> = ticket::record_messages(&pool, &posts)
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.id, t))
+                    .collect();
+                Ok::<_, sqlx::Error>(posts.iter().map(|p| rows.get(&p.0).cloned()).collect())
+            }
+        });
         Self {
-            ctx: Arc::new(Ctx { parts, slots }),
+            ctx: Arc::new(Ctx {
+                parts,
+                slots,
+                reads,
+                records,
+            }),
         }
     }
 
@@ -531,6 +567,9 @@ impl JobRun {
     }
 
     async fn load(&mut self, id: TicketId) -> Result<Option<Ticket>, Outcome> {
+        if let Some(t) = self.ctx.reads.submit(id).await {
+            return Ok(t);
+        }
         loop {
             match ticket::get(&self.p().pool, id).await {
                 Ok(t) => return Ok(t),
@@ -636,8 +675,20 @@ impl JobRun {
 
     /// Stores the posted message on the ticket; if another message won, deletes ours.
     async fn record_posted(&mut self, id: TicketId, posted: &Posted) -> Outcome {
+        let mut batched = self
+            .ctx
+            .records
+            .submit((id, posted.channel.clone(), posted.ts.clone()))
+            .await
+            .map(Ok::<_, sqlx::Error>);
         loop {
-            match ticket::record_message(&self.p().pool, id, &posted.channel, &posted.ts).await {
+            let recorded = match batched.take() {
+                Some(r) => r,
+                None => {
+                    ticket::record_message(&self.p().pool, id, &posted.channel, &posted.ts).await
+                }
+            };
+            match recorded {
                 Ok(Some(row)) => {
                     if row.message_ts.as_deref() != Some(posted.ts.as_str()) {
                         warn!(ours = %posted.ts, kept = ?row.message_ts, "another message was recorded first; deleting ours");

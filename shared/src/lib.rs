@@ -4,6 +4,7 @@
 //! nowhere else, so the gateway, the webhook and the notifier cannot drift apart.
 
 pub mod audit;
+pub mod batch;
 pub mod canonical;
 pub mod config;
 pub mod db;

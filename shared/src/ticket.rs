@@ -312,8 +312,7 @@ pub async fn decide_as(
     message: Option<(&str, &str)>,
 ) -> Result<Decided, sqlx::Error> {
     let (channel, ts) = message.unzip();
-    let allowed_by_global = clicker.global_approvers.is_empty()
-        || clicker.global_approvers.iter().any(|a| a == clicker.id);
+    let allowed_by_global = may_decide(clicker.id, &[], clicker.global_approvers);
     let changed: Option<Ticket> = sqlx::query_as(
         "UPDATE tickets SET status = $2, decided_at = now(), decided_by_id = $3, decided_by_name = $4, \
              message_channel = COALESCE(message_channel, $5), message_ts = COALESCE(message_ts, $6) \
@@ -340,6 +339,66 @@ pub async fn decide_as(
         Some(t) => Decided::Unchanged(t),
         None => Decided::Unknown,
     })
+}
+
+/// One click for [`decide_many`].
+#[derive(Clone, Debug)]
+pub struct ClickDecision {
+    pub ticket: TicketId,
+    pub decision: Decision,
+    pub user_id: String,
+    pub user_name: String,
+    pub message: Option<(String, String)>,
+    /// Whether the global approver list lets this user decide tickets that name no approvers.
+    pub allowed_by_global: bool,
+}
+
+/// [`decide_as`] for many clicks in one statement and one commit, for bursts. Returns, per
+/// click, the ticket if this click decided it. A ticket must appear at most once per call (the
+/// caller decides duplicates alone); a click that changed nothing is answered `None`, and its
+/// caller learns why with [`decide_as`].
+pub async fn decide_many(
+    pool: &sqlx::PgPool,
+    clicks: &[ClickDecision],
+) -> Result<Vec<Option<Ticket>>, sqlx::Error> {
+    let ids: Vec<Uuid> = clicks.iter().map(|c| c.ticket.0).collect();
+    let statuses: Vec<&str> = clicks
+        .iter()
+        .map(|c| c.decision.status().as_str())
+        .collect();
+    let users: Vec<&str> = clicks.iter().map(|c| c.user_id.as_str()).collect();
+    let names: Vec<&str> = clicks.iter().map(|c| c.user_name.as_str()).collect();
+    let channels: Vec<Option<&str>> = clicks
+        .iter()
+        .map(|c| c.message.as_ref().map(|m| m.0.as_str()))
+        .collect();
+    let ts: Vec<Option<&str>> = clicks
+        .iter()
+        .map(|c| c.message.as_ref().map(|m| m.1.as_str()))
+        .collect();
+    let allowed: Vec<bool> = clicks.iter().map(|c| c.allowed_by_global).collect();
+    let changed: Vec<Ticket> = sqlx::query_as(
+        "UPDATE tickets t SET status = v.status, decided_at = now(), decided_by_id = v.uid, \
+             decided_by_name = v.uname, message_channel = COALESCE(t.message_channel, v.ch), \
+             message_ts = COALESCE(t.message_ts, v.ts) \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) \
+             AS v(id, status, uid, uname, ch, ts, allowed) \
+         WHERE t.id = v.id AND t.status = 'pending' AND t.expires_at > now() \
+           AND CASE WHEN cardinality(t.approvers) = 0 THEN v.allowed ELSE v.uid = ANY(t.approvers) END \
+         RETURNING t.*",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .bind(users)
+    .bind(names)
+    .bind(channels)
+    .bind(ts)
+    .bind(allowed)
+    .fetch_all(pool)
+    .await?;
+    let mut by_id: std::collections::HashMap<TicketId, Ticket> =
+        changed.into_iter().map(|t| (t.id, t)).collect();
+    Ok(clicks.iter().map(|c| by_id.remove(&c.ticket)).collect())
 }
 
 /// Moves a pending ticket to `to` (expired or cancelled); `None` when it had already left pending.
@@ -403,6 +462,40 @@ pub async fn settled<'e>(
          WHERE id = ANY($1) AND status <> 'pending'",
     )
     .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Many tickets by id in one statement; ids with no ticket are simply absent.
+pub async fn get_many<'e>(
+    db: impl PgExecutor<'e>,
+    ids: &[TicketId],
+) -> Result<Vec<Ticket>, sqlx::Error> {
+    let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+    sqlx::query_as("SELECT * FROM tickets WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// [`record_message`] for many tickets in one statement (and one commit). Two posts for one
+/// ticket in the same batch: one is kept, and the returned row says which.
+pub async fn record_messages<'e>(
+    db: impl PgExecutor<'e>,
+    posts: &[(TicketId, String, String)],
+) -> Result<Vec<Ticket>, sqlx::Error> {
+    let ids: Vec<Uuid> = posts.iter().map(|p| p.0.0).collect();
+    let channels: Vec<&str> = posts.iter().map(|p| p.1.as_str()).collect();
+    let ts: Vec<&str> = posts.iter().map(|p| p.2.as_str()).collect();
+    sqlx::query_as(
+        "UPDATE tickets t SET message_channel = COALESCE(t.message_channel, v.channel), \
+             message_ts = COALESCE(t.message_ts, v.ts) \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, channel, ts) \
+         WHERE t.id = v.id RETURNING t.*",
+    )
+    .bind(ids)
+    .bind(channels)
+    .bind(ts)
     .fetch_all(db)
     .await
 }

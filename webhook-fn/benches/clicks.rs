@@ -98,7 +98,7 @@ fn report(name: &str, mut v: Vec<Duration>) {
 }
 
 fn env_for(db_url: &str, redis_url: &str, prefix: &str, port: u16) -> HashMap<String, String> {
-    HashMap::from([
+    let mut env = HashMap::from([
         ("DATABASE_URL".to_owned(), db_url.to_owned()),
         ("REDIS_URL".to_owned(), redis_url.to_owned()),
         ("SLACK_SIGNING_SECRET".to_owned(), SECRET.to_owned()),
@@ -106,7 +106,12 @@ fn env_for(db_url: &str, redis_url: &str, prefix: &str, port: u16) -> HashMap<St
         ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
         ("RUST_LOG".to_owned(), "info".to_owned()),
-    ])
+    ]);
+    // The pool size is the knob that matters most for a burst; let a run try others.
+    if let Ok(n) = std::env::var("DATABASE_MAX_CONNECTIONS") {
+        env.insert("DATABASE_MAX_CONNECTIONS".to_owned(), n);
+    }
+    env
 }
 
 async fn free_port() -> u16 {

@@ -104,6 +104,7 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
     Ok(AppState(Arc::new(Inner {
         verifier: Verifier::new(secret),
         approvals: Approvals {
+            batch: approval::decision_batcher(pool.clone(), 256),
             pool,
             redis,
             keys: config.keys.clone(),
