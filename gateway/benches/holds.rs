@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use airlock_shared::{DecisionSignal, TicketId, TicketStatus, signal};
@@ -70,6 +72,7 @@ fn main() {
         let rss_before = gw.rss_kib();
         let with_gateway = redis_clients(&redis).await;
         let opened = Instant::now();
+        let answered = Arc::new(AtomicUsize::new(0));
         let mut calls = Vec::with_capacity(n);
         for (i, sid) in sessions.iter().enumerate() {
             // Paced opening: 10,000 simultaneous SYNs overflow the accept backlog.
@@ -77,6 +80,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
             let (c, url, sid) = (client.clone(), gw.url(), sid.clone());
+            let answered = answered.clone();
             calls.push(tokio::spawn(async move {
                 let resp = c
                     .post(url)
@@ -89,7 +93,9 @@ fn main() {
                     .await
                     .unwrap();
                 let body = resp.bytes().await.unwrap();
-                (Instant::now(), body.windows(8).any(|w| w == b"\"result\""))
+                let good = body.windows(8).any(|w| w == b"\"result\"");
+                answered.fetch_add(1, Ordering::Relaxed);
+                (Instant::now(), good, if good { None } else { Some(body) })
             }));
         }
         // Every call is held once its ticket exists.
@@ -117,13 +123,38 @@ fn main() {
             let _: () = pipe.query_async(&mut conn).await.unwrap();
         }
         let _ = signal::parse(b"{}");
+        // Where the time goes: tickets claimed (Postgres), upstream calls made, answers read.
+        let timeline = {
+            let (pool, answered) = (db.pool.clone(), answered.clone());
+            let upstream_calls = upstream.clone();
+            tokio::spawn(async move {
+                let mut seen = [None::<Duration>; 3];
+                loop {
+                    let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'executed'").fetch_one(&pool).await.unwrap();
+                    let counts = [claimed as usize, upstream_calls.call_count(), answered.load(Ordering::Relaxed)];
+                    for (slot, c) in seen.iter_mut().zip(counts) {
+                        if slot.is_none() && c >= n {
+                            *slot = Some(published.elapsed());
+                        }
+                    }
+                    if seen.iter().all(Option::is_some) || published.elapsed() > Duration::from_secs(60) {
+                        return seen;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
         let mut last = published;
         let mut ok = 0;
+        let mut bad = Vec::new();
         for c in calls {
-            let (done, good) = c.await.unwrap();
+            let (done, good, body) = c.await.unwrap();
             last = last.max(done);
             ok += usize::from(good);
+            bad.extend(body);
         }
+        let timeline = timeline.await.unwrap();
+        let at = |d: Option<Duration>| d.map_or("never".into(), |d| format!("{:.3} s", d.as_secs_f64()));
         let executed: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'executed'").fetch_one(&db.pool).await.unwrap();
         let per_hold = (rss_held.saturating_sub(rss_before)) as f64 / n as f64;
         println!("{n} concurrent holds in one gateway process");
@@ -132,7 +163,11 @@ fn main() {
         println!("  RSS growth per hold:         {per_hold:.1} KiB (target <= 64 KiB)");
         println!("  Redis clients: before gateway {before_gateway}, idle gateway {with_gateway}, during holds {during} (gateway's own: {})", with_gateway - before_gateway);
         println!("  resumed after publish:       {:.3} s for all {n} (target <= 2 s)", (last - published).as_secs_f64());
+        println!("  all claimed / upstream-called / answered after: {} / {} / {}", at(timeline[0]), at(timeline[1]), at(timeline[2]));
         println!("  answers with a result:       {ok}/{n}; tickets executed: {executed}");
+        for b in bad.iter().take(3) {
+            println!("  an answer without a result:  {}", String::from_utf8_lossy(&b[..b.len().min(300)]));
+        }
         println!("  upstream calls:              {}", upstream.calls().len());
         drop(gw);
     });
