@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::{RequestError, jsonrpc_error};
 use crate::mcp::{Message, TOOLS_CALL};
+use crate::policy::Action;
 use crate::session::SessionInfo;
 use crate::upstream::{is_event_stream, is_response_to};
 use crate::{proxy, sse, transport};
@@ -353,9 +354,32 @@ enum Step {
 fn sse_answer(ctx: Ctx, plan: Plan) -> Response {
     let keepalive = ctx.app.keepalive;
     let Plan { calls, rest, .. } = plan;
+    // Held calls that carry a progress token get progress notifications while they wait, as a
+    // single held call does; everything else gets comments.
+    let mut held: Vec<(Value, Value, String)> = calls
+        .iter()
+        .filter_map(|c| {
+            let token = c.params.pointer("/_meta/progressToken")?.clone();
+            let tool = c.params.get("name").and_then(Value::as_str)?;
+            let args = c
+                .params
+                .get("arguments")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            let verdict = ctx.app.policy.evaluate(tool, &args);
+            (verdict.action == Action::Approve).then(|| {
+                (
+                    c.id.clone(),
+                    token,
+                    transport::waiting_for(&verdict.approvers),
+                )
+            })
+        })
+        .collect();
     let stream = async_stream::stream! {
         let ctx = ctx;
         let mut all = parts(&ctx, calls, rest);
+        let mut ticks: u64 = 0;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -364,12 +388,25 @@ fn sse_answer(ctx: Ctx, plan: Plan) -> Response {
                 _ = tick.tick() => Step::Tick,
             };
             match step {
-                Step::Out(Some(Out::Answer(m) | Out::Aside(m))) => {
+                Step::Out(Some(Out::Answer(m))) => {
+                    tick.reset();
+                    held.retain(|(id, _, _)| m.get("id") != Some(id));
+                    yield Ok::<Bytes, std::io::Error>(sse::message(&m));
+                }
+                Step::Out(Some(Out::Aside(m))) => {
                     tick.reset();
                     yield Ok::<Bytes, std::io::Error>(sse::message(&m));
                 }
                 Step::Out(None) => break,
-                Step::Tick => yield Ok(sse::comment("waiting for the batch")),
+                Step::Tick if held.is_empty() => yield Ok(sse::comment("waiting for the batch")),
+                Step::Tick => {
+                    ticks += 1;
+                    let mut out = Vec::new();
+                    for (_, token, waiting_for) in &held {
+                        out.extend_from_slice(&transport::progress_event(token, ticks, waiting_for));
+                    }
+                    yield Ok(Bytes::from(out));
+                }
             }
         }
     };

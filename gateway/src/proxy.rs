@@ -414,11 +414,7 @@ async fn tools_call_entry(
     if verdict.action != Action::Approve || !transport::accepts_sse(&headers) {
         return tools_call(&app, &principal, &sid, &info, &headers, body, id, &params).await;
     }
-    let waiting_for = if verdict.approvers.is_empty() {
-        "a person in Slack".to_owned()
-    } else {
-        verdict.approvers.join(", ")
-    };
+    let waiting_for = transport::waiting_for(&verdict.approvers);
     let token = params.pointer("/_meta/progressToken").cloned();
     let keepalive = app.keepalive;
     let fut =

@@ -24,6 +24,28 @@ pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";
 /// The largest SSE answer collected for a client that takes only JSON.
 const MAX_COLLECTED: usize = 64 << 20;
 
+/// Who a held call waits for, as the progress message says it.
+pub fn waiting_for(approvers: &[String]) -> String {
+    if approvers.is_empty() {
+        "a person in Slack".to_owned()
+    } else {
+        approvers.join(", ")
+    }
+}
+
+/// The `n`th progress notification of a held call.
+pub fn progress_event(token: &Value, n: u64, waiting_for: &str) -> Bytes {
+    sse::message(&json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": {
+            "progressToken": token,
+            "progress": n,
+            "message": format!("waiting for approval by {waiting_for}"),
+        },
+    }))
+}
+
 /// Whether the client takes an SSE answer.
 pub fn accepts_sse(headers: &HeaderMap) -> bool {
     headers
@@ -131,15 +153,7 @@ where
                 Step::Tick => {
                     n += 1;
                     yield Ok::<Bytes, std::io::Error>(match &progress_token {
-                        Some(t) => sse::message(&json!({
-                            "jsonrpc": "2.0",
-                            "method": "notifications/progress",
-                            "params": {
-                                "progressToken": t,
-                                "progress": n,
-                                "message": format!("waiting for approval by {waiting_for}"),
-                            },
-                        })),
+                        Some(t) => progress_event(t, n, &waiting_for),
                         None => sse::comment("waiting for approval"),
                     });
                 }

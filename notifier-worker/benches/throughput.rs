@@ -18,6 +18,8 @@ use notifier_worker::{Config, Notifier};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "xoxb-bench";
+/// Jobs handled before timing starts, so that pool connections are not in the figure.
+const WARM_UP: usize = 200;
 
 fn var(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -43,8 +45,8 @@ async fn main() {
     let redis = fresh_redis().await;
     let slack = FakeSlack::spawn(FakeSlackConfig::new(TOKEN)).await;
 
-    let mut ids = Vec::with_capacity(jobs + rate * 5);
-    for _ in 0..jobs + rate * 5 {
+    let mut ids = Vec::with_capacity(WARM_UP + jobs + rate * 5);
+    for _ in 0..WARM_UP + jobs + rate * 5 {
         let new = NewTicket {
             id: TicketId::new(),
             principal: "bench-agent".into(),
@@ -63,20 +65,28 @@ async fn main() {
             Opened::Reattached(_) => unreachable!(),
         }
     }
-    let (backlog, steady) = ids.split_at(jobs);
+    let (warm, rest) = ids.split_at(WARM_UP);
+    let (backlog, steady) = rest.split_at(jobs);
 
     let mut conn = redis.conn().await;
-    let mut pipe = redis::pipe();
-    for id in backlog {
-        let body = serde_json::to_string(&NotifyJob::ApprovalRequest { ticket_id: *id }).unwrap();
-        pipe.cmd("XADD")
-            .arg(redis.keys.notify_stream())
-            .arg("*")
-            .arg(JOB_FIELD)
-            .arg(body)
-            .ignore();
-    }
-    pipe.query_async::<()>(&mut conn).await.unwrap();
+    let enqueue_all = |batch: &[TicketId]| {
+        let mut pipe = redis::pipe();
+        for id in batch {
+            let body =
+                serde_json::to_string(&NotifyJob::ApprovalRequest { ticket_id: *id }).unwrap();
+            pipe.cmd("XADD")
+                .arg(redis.keys.notify_stream())
+                .arg("*")
+                .arg(JOB_FIELD)
+                .arg(body)
+                .ignore();
+        }
+        pipe
+    };
+    enqueue_all(warm)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
 
     let vars: HashMap<String, String> = [
         ("REDIS_URL", redis.url.clone()),
@@ -98,11 +108,20 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = CancellationToken::new();
 
+    // Warm-up: the worker connects its pools and joins the group on a first few jobs.
+    let worker = tokio::spawn(notifier.run(listener, stop.clone()));
+    slack
+        .wait_for_calls("chat.postMessage", WARM_UP, Duration::from_secs(60))
+        .await;
+
     // Phase 1: drain a backlog.
     let started = Instant::now();
-    let worker = tokio::spawn(notifier.run(listener, stop.clone()));
+    enqueue_all(backlog)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
     let calls = slack
-        .wait_for_calls("chat.postMessage", jobs, Duration::from_secs(600))
+        .wait_for_calls("chat.postMessage", WARM_UP + jobs, Duration::from_secs(600))
         .await;
     let to_last_call = started.elapsed();
     loop {
@@ -117,7 +136,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let to_drained = started.elapsed();
-    assert_eq!(calls.len(), jobs, "every job posted once");
+    assert_eq!(calls.len(), WARM_UP + jobs, "every job posted once");
 
     // Phase 2: a steady arrival rate; latency from stream entry to the Slack call.
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -139,12 +158,12 @@ async fn main() {
     let all = slack
         .wait_for_calls(
             "chat.postMessage",
-            jobs + steady.len(),
+            WARM_UP + jobs + steady.len(),
             Duration::from_secs(120),
         )
         .await;
     let mut latencies = Vec::new();
-    for c in &all[jobs..] {
+    for c in &all[WARM_UP + jobs..] {
         let text = c.args["blocks"].to_string();
         let Some((_, entered_ms)) = entered.iter().find(|(id, _)| text.contains(id.as_str()))
         else {
@@ -165,7 +184,7 @@ async fn main() {
     println!("notifier-worker benchmark (one worker, fake Slack answering at once, pacing off)");
     println!("  concurrency             {concurrency}");
     println!(
-        "  backlog of {jobs} jobs:   {:.0} jobs/s to the last Slack call ({:.2} s), {:.0} jobs/s until all acknowledged ({:.2} s)",
+        "  backlog of {jobs} jobs (after {WARM_UP} warm-up jobs):   {:.0} jobs/s to the last Slack call ({:.2} s), {:.0} jobs/s until all acknowledged ({:.2} s)",
         jobs as f64 / to_last_call.as_secs_f64(),
         to_last_call.as_secs_f64(),
         jobs as f64 / to_drained.as_secs_f64(),

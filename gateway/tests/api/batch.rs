@@ -710,3 +710,37 @@ async fn each_call_in_a_batch_counts_against_the_budget() {
     let outcomes: Vec<String> = g.audit(&sid, 3).await.into_iter().map(|r| r.2).collect();
     assert_eq!(outcomes, ["budget_exceeded", "forwarded", "forwarded"]);
 }
+
+#[tokio::test]
+async fn a_held_call_with_a_progress_token_gets_progress_while_the_batch_waits() {
+    let g = gw(Opts::default()).await;
+    let sid = g.session().await;
+    let mut held = call(1, "create_refund", json!({"amount": 500}));
+    held["params"]["_meta"] = json!({"progressToken": "tok-1"});
+    let batch = json!([held, call(2, "list_charges", json!({}))]);
+    let mut r = g.sse_batch(&sid, &batch).await;
+    assert_eq!(r.next().await.unwrap()["id"], 2);
+    // Two keepalive ticks while the refund waits: each is a progress notification for its token.
+    let mut progress = Vec::new();
+    while progress.len() < 2 {
+        let m = r.next().await.expect("progress before the end");
+        assert_eq!(m["method"], "notifications/progress", "{m}");
+        progress.push(m);
+    }
+    assert_eq!(progress[0]["params"]["progressToken"], "tok-1");
+    assert_eq!(progress[0]["params"]["progress"], 1);
+    assert_eq!(progress[1]["params"]["progress"], 2);
+    assert_eq!(
+        progress[0]["params"]["message"],
+        "waiting for approval by U0123ABCD"
+    );
+    let ticket = g.app.wait_for_request().await;
+    decide(&g.app.db, &g.app.redis, ticket, Decision::Approve, true).await;
+    let rest = r.rest().await;
+    let answer = rest
+        .iter()
+        .find(|m| m.get("id").is_some())
+        .expect("the answer");
+    assert_eq!(answer["id"], 1);
+    assert_eq!(echoed(answer)["tool"], "create_refund");
+}
