@@ -93,6 +93,7 @@ impl Notifier {
         let pool = airlock_shared::db::connect_lazy(
             config.database_url.expose_secret(),
             (config.concurrency as u32).clamp(2, 32),
+            0,
             Duration::from_secs(5),
         )
         .map_err(RunError::Db)?;

@@ -96,7 +96,7 @@ mod tests {
         let answers = futures_join(b.clone(), (0..100).collect()).await;
         assert_eq!(answers, (0..100).map(|x| Some(x * 10)).collect::<Vec<_>>());
         let n = batches.load(Ordering::SeqCst);
-        assert!(n < 100 && n >= 100 / 16, "{n} batches");
+        assert!((100 / 16..100).contains(&n), "{n} batches");
     }
 
     #[tokio::test]

@@ -85,12 +85,24 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
         SecretSource::Plain(s) => s.clone(),
         SecretSource::SecretsManager { arn } => secrets::fetch(arn, config.secrets_timeout).await?,
     };
+    // As a long-running server, keep a few connections open and warm: a click burst must not
+    // wait for new TLS connections (batched decisions need about two). A Lambda instance serves
+    // one click at a time and must start fast.
+    let min_connections = if config.lambda {
+        0
+    } else {
+        config.db_max_connections.min(WARM_CONNECTIONS)
+    };
     let pool = db::connect_lazy(
         &config.database_url,
         config.db_max_connections,
+        min_connections,
         config.db_timeout,
     )
     .map_err(StartError::Database)?;
+    if !config.lambda {
+        db::warm(&pool, min_connections);
+    }
     let client = redis::Client::open(config.redis_url.as_str()).map_err(StartError::Redis)?;
     let redis = ConnectionManager::new_lazy_with_config(
         client,
@@ -119,6 +131,9 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
         body_timeout: config.body_timeout,
     })))
 }
+
+/// Connections a long-running webhook server keeps open.
+const WARM_CONNECTIONS: u32 = 2;
 
 /// The routes, for both the HTTP server and Lambda.
 pub fn app(state: AppState) -> Router {
