@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use airlock_shared::batch::Batcher;
 use airlock_shared::job::{self, NotifyJob};
 use airlock_shared::ticket::{self, NewTicket, Opened, Settled, Ticket};
 use airlock_shared::{Keys, TicketId, TicketStatus, signal};
@@ -35,14 +36,11 @@ struct Waiter {
     tx: oneshot::Sender<Settled>,
 }
 
-/// A claim request: the ticket, and where to say whether this waiter won it.
-/// `None` means the batch failed and the waiter should claim on its own.
-type ClaimRequest = (TicketId, oneshot::Sender<Option<Option<Ticket>>>);
-
 struct Inner {
     waiters: Mutex<HashMap<TicketId, Vec<Waiter>>>,
     kick: mpsc::UnboundedSender<Kick>,
-    claims: mpsc::UnboundedSender<ClaimRequest>,
+    /// Claims that land together share one statement.
+    claims: Batcher<TicketId, Option<Ticket>>,
     next: AtomicU64,
 }
 
@@ -108,14 +106,25 @@ impl Hub {
         stop: CancellationToken,
     ) -> Self {
         let (kick, kick_rx) = mpsc::unbounded_channel();
-        let (claims, claims_rx) = mpsc::unbounded_channel();
+        let claim_pool = pool.clone();
+        let claims = Batcher::start(QUERY_CHUNK, move |ids: Vec<TicketId>| {
+            let pool = claim_pool.clone();
+            async move {
+                let mut won: HashMap<TicketId, Ticket> = ticket::claim_executions(&pool, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.id, t))
+                    .collect();
+                // Two local waiters on one ticket (a reattached retry): only the first wins.
+                Ok::<_, sqlx::Error>(ids.iter().map(|id| won.remove(id)).collect())
+            }
+        });
         let inner = Arc::new(Inner {
             waiters: Mutex::default(),
             kick,
             claims,
             next: AtomicU64::new(0),
         });
-        tokio::spawn(claim_loop(pool.clone(), claims_rx, stop.clone()));
         tokio::spawn(check_loop(
             inner.clone(),
             pool,
@@ -166,13 +175,10 @@ impl Hub {
         pool: &PgPool,
         ticket: TicketId,
     ) -> Result<Option<Ticket>, sqlx::Error> {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.claims.send((ticket, tx)).is_ok()
-            && let Ok(Some(claimed)) = rx.await
-        {
+        if let Some(claimed) = self.inner.claims.submit(ticket).await {
             return Ok(claimed);
         }
-        // The batch failed or the hub is stopping: claim alone, and report our own error.
+        // The batch failed: claim alone, and report our own error.
         ticket::claim_execution(pool, ticket).await
     }
 
@@ -239,44 +245,6 @@ async fn check_loop(
                 Err(e) => {
                     tracing::warn!(error = %e, "decision check failed; retrying on the next tick");
                     break;
-                }
-            }
-        }
-    }
-}
-
-async fn claim_loop(
-    pool: PgPool,
-    mut requests: mpsc::UnboundedReceiver<ClaimRequest>,
-    stop: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            r = requests.recv() => r,
-            () = stop.cancelled() => None,
-        };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        while batch.len() < QUERY_CHUNK {
-            match requests.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let ids: Vec<TicketId> = batch.iter().map(|(id, _)| *id).collect();
-        match ticket::claim_executions(&pool, &ids).await {
-            Ok(rows) => {
-                let mut won: HashMap<TicketId, Ticket> =
-                    rows.into_iter().map(|t| (t.id, t)).collect();
-                // Two local waiters on one ticket (a reattached retry): only the first wins.
-                for (id, tx) in batch {
-                    let _ = tx.send(Some(won.remove(&id)));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, claims = batch.len(), "batched claim failed; each call claims alone");
-                for (_, tx) in batch {
-                    let _ = tx.send(None);
                 }
             }
         }
