@@ -47,6 +47,16 @@ impl Env {
         }
     }
 
+    /// An environment of exactly these pairs (tests and benches).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
     /// The raw value, if set and not empty.
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.vars
