@@ -12,46 +12,32 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use airlock_shared::{Principal, SessionId};
 use axum::Json;
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt, TryStreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::AppState;
-use crate::error::{RequestError, jsonrpc_error};
-use crate::mcp::{Message, TOOLS_CALL};
-use crate::policy::Action;
-use crate::session::SessionInfo;
-use crate::upstream::{is_event_stream, is_response_to};
-use crate::{proxy, sse, transport};
-
-/// The largest JSON answer of one part (as for a single call's collected answer).
-const MAX_COLLECTED: usize = 64 << 20;
+use crate::answer::messages;
+use crate::call::{Caller, Pipeline};
+use crate::error::{RequestError, upstream_error};
+use crate::mcp::{Message, TOOLS_CALL, is_response_to};
+use crate::policy::Policy;
+use crate::sse;
+use crate::tool_call::ToolCall;
+use crate::transport::{accepts_sse, is_event_stream, progress_event, sse_response, waiting_for};
 
 /// What every part of one batch shares.
 struct Ctx {
-    app: AppState,
-    principal: Principal,
-    sid: SessionId,
-    info: Arc<SessionInfo>,
-    headers: HeaderMap,
-}
-
-/// One `tools/call` of the batch, with its own body for the single-call path.
-struct Call {
-    id: Value,
-    params: Value,
-    body: Bytes,
+    pipeline: Arc<Pipeline>,
+    caller: Caller,
 }
 
 /// The batch taken apart.
 struct Plan {
-    calls: Vec<Call>,
+    calls: Vec<ToolCall>,
     /// The messages that are not `tools/call`s, as one batch body, and the ids it must answer.
     rest: Option<(Bytes, Vec<Value>)>,
     /// Every request id of the batch, in the batch's order.
@@ -68,24 +54,15 @@ enum Out {
 
 /// Answers a batch that holds at least one `tools/call`: over SSE, one event per response as
 /// soon as it is known, if the client takes SSE; otherwise one JSON array once all are known.
-pub(crate) async fn handle(
-    app: AppState,
-    principal: Principal,
-    sid: SessionId,
-    info: Arc<SessionInfo>,
-    headers: HeaderMap,
+pub async fn handle(
+    pipeline: Arc<Pipeline>,
+    caller: Caller,
     body: &[u8],
     msgs: Vec<Message>,
 ) -> Result<Response, RequestError> {
-    let plan = split(body, msgs)?;
-    tracing::debug!(session = %sid, calls = plan.calls.len(), rest = plan.rest.is_some(), "batch split");
-    let ctx = Ctx {
-        app,
-        principal,
-        sid,
-        info,
-        headers,
-    };
+    let plan = split(body, msgs, &pipeline.policy)?;
+    tracing::debug!(session = %caller.sid, calls = plan.calls.len(), rest = plan.rest.is_some(), "batch split");
+    let ctx = Ctx { pipeline, caller };
     if plan.order.is_empty() {
         // Only notifications and responses went upstream: nothing to answer.
         parts(&ctx, plan.calls, plan.rest)
@@ -93,7 +70,7 @@ pub(crate) async fn handle(
             .await;
         return Ok(StatusCode::ACCEPTED.into_response());
     }
-    if transport::accepts_sse(&ctx.headers) {
+    if accepts_sse(&ctx.caller.headers) {
         return Ok(sse_answer(ctx, plan));
     }
     Ok(json_answer(&ctx, plan).await)
@@ -101,7 +78,7 @@ pub(crate) async fn handle(
 
 /// Takes the batch apart; the raw messages are re-read because the parsed ones keep only what
 /// routing needs, and the upstream must get every message exactly as the client sent it.
-fn split(body: &[u8], msgs: Vec<Message>) -> Result<Plan, RequestError> {
+fn split(body: &[u8], msgs: Vec<Message>, policy: &Policy) -> Result<Plan, RequestError> {
     let raw: Vec<Value> =
         serde_json::from_slice(body).map_err(|e| RequestError::Parse(e.to_string()))?;
     if raw.len() != msgs.len() {
@@ -126,7 +103,7 @@ fn split(body: &[u8], msgs: Vec<Message>) -> Result<Plan, RequestError> {
                 order.push(id.clone());
                 if method == TOOLS_CALL {
                     let body = Bytes::from(raw.to_string());
-                    calls.push(Call { id, params, body });
+                    calls.push(ToolCall::new(id, &params, body, policy));
                 } else {
                     rest_ids.push(id);
                     rest.push(raw);
@@ -147,7 +124,7 @@ fn split(body: &[u8], msgs: Vec<Message>) -> Result<Plan, RequestError> {
 /// Every part of the batch as one stream of what they hand back.
 fn parts(
     ctx: &Ctx,
-    calls: Vec<Call>,
+    calls: Vec<ToolCall>,
     rest: Option<(Bytes, Vec<Value>)>,
 ) -> SelectAll<BoxStream<'_, Out>> {
     let mut all: SelectAll<BoxStream<'_, Out>> = SelectAll::new();
@@ -160,25 +137,11 @@ fn parts(
     all
 }
 
-fn call_part(ctx: &Ctx, call: Call) -> BoxStream<'_, Out> {
+fn call_part(ctx: &Ctx, call: ToolCall) -> BoxStream<'_, Out> {
     Box::pin(async_stream::stream! {
-        let Call { id, params, body } = call;
-        let resp = proxy::tools_call(
-            &ctx.app,
-            &ctx.principal,
-            &ctx.sid,
-            &ctx.info,
-            &ctx.headers,
-            body,
-            id.clone(),
-            &params,
-        )
-        .await;
-        let sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
+        let id = call.id.clone();
+        let resp = ctx.pipeline.run(&ctx.caller, call).await;
+        let sse = is_event_stream(resp.headers());
         // The single-call path has logged whatever went wrong on its way.
         let msgs = messages(resp.into_body().into_data_stream(), sse);
         for await out in settle(vec![id], msgs) {
@@ -189,19 +152,16 @@ fn call_part(ctx: &Ctx, call: Call) -> BoxStream<'_, Out> {
 
 fn rest_part(ctx: &Ctx, body: Bytes, ids: Vec<Value>) -> BoxStream<'_, Out> {
     Box::pin(async_stream::stream! {
-        let sent = proxy::send_in_session(
-            &ctx.app,
-            &ctx.sid,
-            &ctx.info,
-            reqwest::Method::POST,
-            Some(body),
-            &ctx.headers,
-        )
-        .await;
+        let c = &ctx.caller;
+        let sent = ctx
+            .pipeline
+            .link
+            .send(&c.sid, &c.info, reqwest::Method::POST, Some(body), &c.headers)
+            .await;
         let msgs: BoxStream<'_, Result<Value, String>> = match sent {
             Ok(resp) if resp.status().is_success() => {
                 let sse = is_event_stream(resp.headers());
-                let sid = &ctx.sid;
+                let sid = &c.sid;
                 let body = resp.bytes_stream().inspect_err(move |e| {
                     tracing::warn!(session = %sid, error = %airlock_shared::telemetry::chain(e), "upstream batch answer broke off");
                 });
@@ -209,11 +169,11 @@ fn rest_part(ctx: &Ctx, body: Bytes, ids: Vec<Value>) -> BoxStream<'_, Out> {
             }
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                tracing::warn!(session = %ctx.sid, status, "upstream refused the rest of a batch");
+                tracing::warn!(session = %c.sid, status, "upstream refused the rest of a batch");
                 Box::pin(futures::stream::iter([Err(format!("upstream answered HTTP {status}"))]))
             }
             Err(e) => {
-                tracing::warn!(session = %ctx.sid, error = %airlock_shared::telemetry::chain(&e), "upstream failed on the rest of a batch");
+                tracing::warn!(session = %c.sid, error = %airlock_shared::telemetry::chain(&e), "upstream failed on the rest of a batch");
                 Box::pin(futures::stream::iter([Err(e.to_string())]))
             }
         };
@@ -221,61 +181,6 @@ fn rest_part(ctx: &Ctx, body: Bytes, ids: Vec<Value>) -> BoxStream<'_, Out> {
             yield out;
         }
     })
-}
-
-/// The JSON-RPC messages of one answer body, JSON or SSE; an `Err` ends it and says why.
-fn messages<'a, S, E>(body: S, sse: bool) -> impl Stream<Item = Result<Value, String>> + Send + 'a
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'a,
-    E: std::fmt::Display + Send + 'a,
-{
-    async_stream::stream! {
-        futures::pin_mut!(body);
-        let mut parser = sse::Parser::default();
-        let mut collected = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    yield Err(format!("upstream answer broke off: {e}"));
-                    return;
-                }
-            };
-            if !sse {
-                // Only a JSON body is held whole; events pass one by one, however many come.
-                if collected.len() + chunk.len() > MAX_COLLECTED {
-                    yield Err("answer too large".to_owned());
-                    return;
-                }
-                collected.extend_from_slice(&chunk);
-                continue;
-            }
-            for ev in parser.feed(&chunk) {
-                // Events without JSON (priming events, empty data) carry no message.
-                for m in ev.json().map(unbatch).unwrap_or_default() {
-                    yield Ok(m);
-                }
-            }
-        }
-        if !sse {
-            match serde_json::from_slice::<Value>(&collected) {
-                Ok(v) => {
-                    for m in unbatch(v) {
-                        yield Ok(m);
-                    }
-                }
-                Err(e) => yield Err(format!("upstream answer is not JSON: {e}")),
-            }
-        }
-    }
-}
-
-/// A message, or the messages of a batch.
-fn unbatch(v: Value) -> Vec<Value> {
-    match v {
-        Value::Array(items) => items,
-        other => vec![other],
-    }
 }
 
 /// Matches a part's messages to the ids it must answer: server-to-client messages pass, stray
@@ -314,7 +219,7 @@ fn settle<'a>(
         }
         for id in pending {
             let why = why.as_deref().unwrap_or("upstream closed the stream without an answer");
-            yield Out::Answer(jsonrpc_error(&id, -32603, "upstream error", json!({ "why": why })));
+            yield Out::Answer(upstream_error(&id, why));
         }
     }
 }
@@ -335,7 +240,7 @@ async fn json_answer(ctx: &Ctx, plan: Plan) -> Response {
         }
     }
     if dropped > 0 {
-        tracing::info!(session = %ctx.sid, dropped, "server-to-client messages of a batch dropped: the client takes only JSON");
+        tracing::info!(session = %ctx.caller.sid, dropped, "server-to-client messages of a batch dropped: the client takes only JSON");
     }
     let list: Vec<Value> = order
         .iter()
@@ -352,28 +257,16 @@ enum Step {
 /// An SSE stream that carries every response (and server-to-client message) as its own event
 /// as soon as it is known, with comments while the parts are quiet.
 fn sse_answer(ctx: Ctx, plan: Plan) -> Response {
-    let keepalive = ctx.app.keepalive;
+    let keepalive = ctx.pipeline.keepalive;
     let Plan { calls, rest, .. } = plan;
     // Held calls that carry a progress token get progress notifications while they wait, as a
     // single held call does; everything else gets comments.
     let mut held: Vec<(Value, Value, String)> = calls
         .iter()
+        .filter(|c| c.is_held())
         .filter_map(|c| {
-            let token = c.params.pointer("/_meta/progressToken")?.clone();
-            let tool = c.params.get("name").and_then(Value::as_str)?;
-            let args = c
-                .params
-                .get("arguments")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            let verdict = ctx.app.policy.evaluate(tool, &args);
-            (verdict.action == Action::Approve).then(|| {
-                (
-                    c.id.clone(),
-                    token,
-                    transport::waiting_for(&verdict.approvers),
-                )
-            })
+            let token = c.progress_token.clone()?;
+            Some((c.id.clone(), token, waiting_for(&c.verdict.approvers)))
         })
         .collect();
     let stream = async_stream::stream! {
@@ -403,34 +296,28 @@ fn sse_answer(ctx: Ctx, plan: Plan) -> Response {
                     ticks += 1;
                     let mut out = Vec::new();
                     for (_, token, waiting_for) in &held {
-                        out.extend_from_slice(&transport::progress_event(token, ticks, waiting_for));
+                        out.extend_from_slice(&progress_event(token, ticks, waiting_for));
                     }
                     yield Ok(Bytes::from(out));
                 }
             }
         }
     };
-    let mut r = Response::new(Body::from_stream(stream));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
+    sse_response(stream)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::mcp::{Incoming, parse};
+    use serde_json::json;
 
     fn plan(body: &str) -> Result<Plan, RequestError> {
         let Ok(Incoming::Batch(msgs)) = parse(body.as_bytes()) else {
             panic!("not a batch: {body}");
         };
-        split(body.as_bytes(), msgs)
+        let policy = Policy::parse("version: 1\ndefault: deny\n").unwrap();
+        split(body.as_bytes(), msgs, &policy)
     }
 
     #[test]
@@ -511,30 +398,5 @@ mod tests {
             got[2].1["error"]["data"]["why"],
             "upstream answer broke off: reset"
         );
-    }
-
-    #[tokio::test]
-    async fn sse_and_json_bodies_give_the_same_messages() {
-        let a = json!({"jsonrpc":"2.0","id":1,"result":{}});
-        let n = json!({"jsonrpc":"2.0","method":"notifications/message"});
-        let wire =
-            format!("id: 1\ndata: {n}\n\n: keepalive\n\ndata: \n\nevent: message\ndata: {a}\n\n");
-        let chunks: Vec<Result<Bytes, std::io::Error>> = wire
-            .as_bytes()
-            .chunks(7)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        let from_sse: Vec<_> = messages(futures::stream::iter(chunks), true)
-            .collect()
-            .await;
-        assert_eq!(from_sse, vec![Ok(n.clone()), Ok(a.clone())]);
-        let body = Value::Array(vec![n.clone(), a.clone()]).to_string();
-        let from_json: Vec<_> = messages(
-            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body))]),
-            false,
-        )
-        .collect()
-        .await;
-        assert_eq!(from_json, vec![Ok(n), Ok(a)]);
     }
 }

@@ -2,28 +2,22 @@
 //! answers are kept, and `tools/list` shows the tools as policy sees them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use airlock_shared::{Principal, SessionId};
 use axum::Json;
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::error::{RequestError, UpstreamError, jsonrpc_error};
+use crate::answer::Whole;
+use crate::error::{RequestError, UpstreamError, upstream_error};
 use crate::policy::Policy;
-use crate::proxy::send_in_session;
+use crate::relay::{Relay, relay};
 use crate::session::SessionInfo;
-use crate::sse;
-use crate::upstream::{
-    Outgoing, Relay, SESSION_HEADER, is_event_stream, is_response_to, relay, relay_headers,
-};
-
-/// The largest discovery answer the gateway reads whole.
-const MAX_DISCOVERY: usize = 16 << 20;
+use crate::upstream::{Outgoing, SESSION_HEADER};
+use crate::upstream_session::UpstreamSessions;
 
 /// Appended to the description of a tool whose calls may wait for a person.
 pub const APPROVAL_NOTE: &str =
@@ -36,6 +30,13 @@ pub struct Cache {
     init: Mutex<HashMap<String, Value>>,
     /// `tools/list` results by cursor ("" for the first page).
     tools: Mutex<HashMap<String, Value>>,
+}
+
+/// What discovery uses: the cache, policy for the tools' view, and the upstream sessions.
+pub struct Discovery {
+    pub cache: Cache,
+    pub policy: Arc<Policy>,
+    pub link: UpstreamSessions,
 }
 
 impl Cache {
@@ -62,84 +63,6 @@ impl Cache {
     }
 }
 
-/// A whole upstream answer, read, with the response to our request picked out.
-struct Answer {
-    headers: HeaderMap,
-    status: StatusCode,
-    /// SSE events (the response among them), or None for a JSON body.
-    events: Option<Vec<sse::Event>>,
-    response: Option<Value>,
-}
-
-async fn read_answer(resp: reqwest::Response, id: &Value) -> Result<Answer, UpstreamError> {
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let headers = relay_headers(resp.headers(), None);
-    let sse = is_event_stream(resp.headers());
-    let mut body = Vec::new();
-    let mut resp = resp;
-    while let Some(chunk) = resp.chunk().await.map_err(UpstreamError::Body)? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_DISCOVERY {
-            return Err(UpstreamError::NoAnswer("answer too large"));
-        }
-    }
-    if sse {
-        let mut parser = sse::Parser::default();
-        let mut events = parser.feed(&body);
-        // A stream that ends without the blank line still ends its last event.
-        events.extend(parser.feed(b"\n\n"));
-        let response = events
-            .iter()
-            .filter_map(sse::Event::json)
-            .find(|m| is_response_to(m, id));
-        Ok(Answer {
-            headers,
-            status,
-            events: Some(events),
-            response,
-        })
-    } else {
-        let response = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .filter(|m| is_response_to(m, id));
-        Ok(Answer {
-            headers,
-            status,
-            events: None,
-            response,
-        })
-    }
-}
-
-impl Answer {
-    /// The answer again, with the response to `id` replaced by `response`.
-    fn rebuild(self, id: &Value, response: &Value, client_session: Option<&SessionId>) -> Response {
-        let mut headers = self.headers;
-        if let Some(sid) = client_session
-            && let Ok(v) = HeaderValue::from_str(&sid.0)
-        {
-            headers.insert(SESSION_HEADER, v);
-        }
-        let body = match self.events {
-            Some(events) => {
-                let mut out = Vec::new();
-                for mut ev in events {
-                    if ev.json().is_some_and(|m| is_response_to(&m, id)) {
-                        ev.data = response.to_string();
-                    }
-                    out.extend_from_slice(&ev.to_bytes());
-                }
-                Body::from(out)
-            }
-            None => Body::from(response.to_string()),
-        };
-        let mut r = Response::new(body);
-        *r.status_mut() = self.status;
-        *r.headers_mut() = headers;
-        r
-    }
-}
-
 fn is_outage(r: &Result<reqwest::Response, UpstreamError>) -> bool {
     match r {
         Ok(resp) => resp.status().is_server_error(),
@@ -147,168 +70,169 @@ fn is_outage(r: &Result<reqwest::Response, UpstreamError>) -> bool {
     }
 }
 
-/// `initialize`: opens a gateway session in front of a new upstream session. While the
-/// upstream is down, the last good answer opens a session that is initialised upstream later.
-pub async fn initialize(
-    app: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    body: Bytes,
-    id: &Value,
-    params: &Value,
-) -> Result<Response, RequestError> {
-    let version = params
-        .get("protocolVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let sent = app
-        .upstream
-        .send(Outgoing {
-            method: reqwest::Method::POST,
-            body: Some(body.clone()),
-            headers,
-            upstream_session: None,
-        })
-        .await;
-    let init: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if is_outage(&sent)
-        && let Some(result) = app.discovery.init_for(version)
-    {
-        match &sent {
-            Ok(r) => tracing::warn!(
-                status = r.status().as_u16(),
-                "upstream down; initialize answered from cache"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %airlock_shared::telemetry::chain(e), "upstream down; initialize answered from cache")
+impl Discovery {
+    /// `initialize`: opens a gateway session in front of a new upstream session. While the
+    /// upstream is down, the last good answer opens a session that is initialised upstream
+    /// later.
+    pub async fn initialize(
+        &self,
+        principal: &Principal,
+        headers: &HeaderMap,
+        body: Bytes,
+        id: &Value,
+        params: &Value,
+    ) -> Result<Response, RequestError> {
+        let version = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let sent = self
+            .link
+            .upstream
+            .send(Outgoing {
+                method: reqwest::Method::POST,
+                body: Some(body.clone()),
+                headers,
+                upstream_session: None,
+            })
+            .await;
+        let init: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if is_outage(&sent)
+            && let Some(result) = self.cache.init_for(version)
+        {
+            match &sent {
+                Ok(r) => tracing::warn!(
+                    status = r.status().as_u16(),
+                    "upstream down; initialize answered from cache"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %airlock_shared::telemetry::chain(e), "upstream down; initialize answered from cache")
+                }
             }
+            return self
+                .open_from_cache(principal, id, version, &init, result)
+                .await;
+        }
+        let resp = sent?;
+        if !resp.status().is_success() {
+            return Ok(relay_as_is(resp));
+        }
+        let upstream_sid = resp
+            .headers()
+            .get(SESSION_HEADER.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer = Whole::read(resp, id).await?;
+        let Some(response) = answer.response.clone() else {
+            return Err(UpstreamError::NoAnswer("initialize got no answer").into());
+        };
+        if let Some(result) = response.get("result") {
+            self.cache.put_init(version, result);
         }
         let sid = SessionId::new();
-        app.sessions
-            .create(&sid, principal, None, Some(version), Some(&init))
+        self.link
+            .sessions
+            .create(
+                &sid,
+                principal,
+                upstream_sid.as_deref(),
+                Some(version),
+                Some(&init),
+            )
+            .await?;
+        tracing::info!(session = %sid, principal = %principal, "session opened");
+        Ok(answer.rebuild(id, &response, Some(&sid)))
+    }
+
+    /// A session opened on the cached `initialize` result; it gets an upstream session later.
+    async fn open_from_cache(
+        &self,
+        principal: &Principal,
+        id: &Value,
+        version: &str,
+        init: &Value,
+        result: Value,
+    ) -> Result<Response, RequestError> {
+        let sid = SessionId::new();
+        self.link
+            .sessions
+            .create(&sid, principal, None, Some(version), Some(init))
             .await?;
         let mut r = Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })).into_response();
         if let Ok(v) = HeaderValue::from_str(&sid.0) {
             r.headers_mut().insert(SESSION_HEADER, v);
         }
-        return Ok(r);
+        Ok(r)
     }
-    let resp = sent?;
-    if !resp.status().is_success() {
-        return Ok(relay(
-            resp,
-            Relay {
-                client_session: None,
-                keep: (),
-                answers: None,
-                keepalive: None,
-            },
-        ));
+
+    /// `tools/list`: the upstream's tools as policy sees them; the last good list while the
+    /// upstream is down.
+    pub async fn tools_list(
+        &self,
+        sid: &SessionId,
+        info: &SessionInfo,
+        headers: &HeaderMap,
+        body: Bytes,
+        id: &Value,
+        params: &Value,
+    ) -> Result<Response, RequestError> {
+        let cursor = params
+            .get("cursor")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let sent = self
+            .link
+            .send(sid, info, reqwest::Method::POST, Some(body), headers)
+            .await;
+        if is_outage(&sent) {
+            let why = match &sent {
+                Ok(r) => format!("upstream answered HTTP {}", r.status().as_u16()),
+                Err(e) => e.to_string(),
+            };
+            return Ok(match self.cache.tools(cursor) {
+                Some(result) => {
+                    tracing::warn!(why = %why, "upstream down; tools/list answered from cache");
+                    let view = policy_view(&self.policy, &result);
+                    Json(json!({ "jsonrpc": "2.0", "id": id, "result": view })).into_response()
+                }
+                None => {
+                    tracing::warn!(why = %why, "upstream down and no tools/list cached");
+                    Json(upstream_error(id, &why)).into_response()
+                }
+            });
+        }
+        let resp = sent?;
+        if !resp.status().is_success() {
+            return Ok(relay_as_is(resp));
+        }
+        let answer = match Whole::read(resp, id).await {
+            Ok(a) => a,
+            Err(e) => return Ok(Json(upstream_error(id, &e.to_string())).into_response()),
+        };
+        let Some(mut response) = answer.response.clone() else {
+            let why = "upstream gave no answer to tools/list";
+            return Ok(Json(upstream_error(id, why)).into_response());
+        };
+        if let Some(result) = response.get("result") {
+            self.cache.put_tools(cursor, result);
+            let view = policy_view(&self.policy, result);
+            response["result"] = view;
+        }
+        Ok(answer.rebuild(id, &response, None))
     }
-    let upstream_sid = resp
-        .headers()
-        .get(SESSION_HEADER.as_str())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let answer = read_answer(resp, id).await?;
-    let Some(response) = answer.response.clone() else {
-        return Err(UpstreamError::NoAnswer("initialize got no answer").into());
-    };
-    if let Some(result) = response.get("result") {
-        app.discovery.put_init(version, result);
-    }
-    let sid = SessionId::new();
-    app.sessions
-        .create(
-            &sid,
-            principal,
-            upstream_sid.as_deref(),
-            Some(version),
-            Some(&init),
-        )
-        .await?;
-    tracing::info!(session = %sid, principal = %principal, "session opened");
-    Ok(answer.rebuild(id, &response, Some(&sid)))
 }
 
-/// `tools/list`: the upstream's tools as policy sees them; the last good list while the
-/// upstream is down.
-pub async fn tools_list(
-    app: &AppState,
-    sid: &SessionId,
-    info: &SessionInfo,
-    headers: &HeaderMap,
-    body: Bytes,
-    id: &Value,
-    params: &Value,
-) -> Result<Response, RequestError> {
-    let cursor = params
-        .get("cursor")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let sent = send_in_session(app, sid, info, reqwest::Method::POST, Some(body), headers).await;
-    if is_outage(&sent) {
-        let why = match &sent {
-            Ok(r) => format!("upstream answered HTTP {}", r.status().as_u16()),
-            Err(e) => e.to_string(),
-        };
-        return Ok(match app.discovery.tools(cursor) {
-            Some(result) => {
-                tracing::warn!(why = %why, "upstream down; tools/list answered from cache");
-                let view = policy_view(&app.policy, &result);
-                Json(json!({ "jsonrpc": "2.0", "id": id, "result": view })).into_response()
-            }
-            None => {
-                tracing::warn!(why = %why, "upstream down and no tools/list cached");
-                Json(jsonrpc_error(
-                    id,
-                    -32603,
-                    "upstream error",
-                    json!({ "why": why }),
-                ))
-                .into_response()
-            }
-        });
-    }
-    let resp = sent?;
-    if !resp.status().is_success() {
-        return Ok(relay(
-            resp,
-            Relay {
-                client_session: None,
-                keep: (),
-                answers: None,
-                keepalive: None,
-            },
-        ));
-    }
-    let answer = match read_answer(resp, id).await {
-        Ok(a) => a,
-        Err(e) => {
-            return Ok(Json(jsonrpc_error(
-                id,
-                -32603,
-                "upstream error",
-                json!({ "why": e.to_string() }),
-            ))
-            .into_response());
-        }
-    };
-    let Some(mut response) = answer.response.clone() else {
-        return Ok(Json(jsonrpc_error(
-            id,
-            -32603,
-            "upstream error",
-            json!({ "why": "upstream gave no answer to tools/list" }),
-        ))
-        .into_response());
-    };
-    if let Some(result) = response.get("result") {
-        app.discovery.put_tools(cursor, result);
-        let view = policy_view(&app.policy, result);
-        response["result"] = view;
-    }
-    Ok(answer.rebuild(id, &response, None))
+/// A refusal passed on as the upstream gave it.
+fn relay_as_is(resp: reqwest::Response) -> Response {
+    relay(
+        resp,
+        Relay {
+            client_session: None,
+            keep: (),
+            answers: None,
+            keepalive: None,
+        },
+    )
 }
 
 /// A `tools/list` result as policy sees it: with `hide_denied_tools`, tools that are always

@@ -40,7 +40,7 @@ pub enum CallError {
     SessionBusy,
     #[error("invalid params: {0}")]
     InvalidParams(String),
-    #[error("upstream error")]
+    #[error("{}", UPSTREAM_ERROR)]
     Upstream(#[from] UpstreamError),
     #[error("storage error")]
     Store(#[from] sqlx::Error),
@@ -61,11 +61,45 @@ pub enum UpstreamError {
     Body(#[source] reqwest::Error),
     #[error("{0}")]
     NoAnswer(&'static str),
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+/// The message of every JSON-RPC error that stands for the upstream's trouble.
+const UPSTREAM_ERROR: &str = "upstream error";
+
+/// The JSON-RPC answer to `id` when the upstream failed it (`why` says how).
+pub fn upstream_error(id: &Value, why: &str) -> Value {
+    jsonrpc_error(id, -32603, UPSTREAM_ERROR, json!({ "why": why }))
 }
 
 impl CallError {
-    /// The JSON-RPC error object for this failure.
-    pub fn to_jsonrpc(&self) -> (i64, &'static str, Value) {
+    /// The JSON-RPC error response to `id` for this failure.
+    pub fn to_jsonrpc(&self, id: &Value) -> Value {
+        let (code, message, data) = self.wire();
+        jsonrpc_error(id, code, message, data)
+    }
+
+    /// Who decided, for a denied approval.
+    pub fn decided_by(&self) -> Option<&str> {
+        match self {
+            Self::ApprovalDenied { decided_by, .. } => decided_by.as_deref(),
+            Self::DeniedByPolicy { .. }
+            | Self::ApprovalTimeout { .. }
+            | Self::ApprovalCancelled { .. }
+            | Self::ApprovalInterrupted { .. }
+            | Self::ApprovalAlreadyUsed { .. }
+            | Self::NotifyFailed { .. }
+            | Self::BudgetExceeded { .. }
+            | Self::SessionBusy
+            | Self::InvalidParams(_)
+            | Self::Upstream(_)
+            | Self::Store(_)
+            | Self::Redis(_) => None,
+        }
+    }
+
+    fn wire(&self) -> (i64, &'static str, Value) {
         match self {
             Self::DeniedByPolicy { rule, reason } => (
                 -32001,
@@ -113,7 +147,7 @@ impl CallError {
             ),
             Self::SessionBusy => (-32002, "session busy", Value::Null),
             Self::InvalidParams(why) => (-32602, "invalid params", json!({ "why": why })),
-            Self::Upstream(e) => (-32603, "upstream error", json!({ "why": e.to_string() })),
+            Self::Upstream(e) => (-32603, UPSTREAM_ERROR, json!({ "why": e.to_string() })),
             Self::Store(_) | Self::Redis(_) => (-32603, "internal error", Value::Null),
         }
     }
@@ -165,7 +199,7 @@ impl CallError {
 }
 
 /// A JSON-RPC error response body.
-pub fn jsonrpc_error(id: &Value, code: i64, message: &str, data: Value) -> Value {
+fn jsonrpc_error(id: &Value, code: i64, message: &str, data: Value) -> Value {
     let mut error = json!({ "code": code, "message": message });
     if !data.is_null() {
         error["data"] = data;
@@ -218,7 +252,8 @@ impl IntoResponse for RequestError {
                 UpstreamError::Unreachable(_)
                 | UpstreamError::Timeout(_)
                 | UpstreamError::Body(_)
-                | UpstreamError::NoAnswer(_),
+                | UpstreamError::NoAnswer(_)
+                | UpstreamError::Unreadable(_),
             ) => (StatusCode::BAD_GATEWAY, Some(-32603)),
         };
         let mut resp = match code {

@@ -38,28 +38,16 @@ impl Message {
     }
 }
 
+/// Whether a JSON-RPC message is the response to `id`.
+pub fn is_response_to(msg: &Value, id: &Value) -> bool {
+    msg.get("id") == Some(id) && (msg.get("result").is_some() || msg.get("error").is_some())
+}
+
 /// A POST body: one message or a batch.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Incoming {
     Single(Message),
     Batch(Vec<Message>),
-}
-
-impl Incoming {
-    /// Every message in the body.
-    pub fn messages(&self) -> &[Message] {
-        match self {
-            Self::Single(m) => std::slice::from_ref(m),
-            Self::Batch(b) => b,
-        }
-    }
-
-    /// Whether the body holds at least one request (and so expects an answer).
-    pub fn has_request(&self) -> bool {
-        self.messages()
-            .iter()
-            .any(|m| matches!(m, Message::Request { .. }))
-    }
 }
 
 /// Parses and checks a POST body.

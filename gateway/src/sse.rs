@@ -79,6 +79,11 @@ impl Parser {
         out
     }
 
+    /// Bytes of the event being read, not yet complete.
+    pub fn pending(&self) -> usize {
+        self.buf.len() + self.current.data.len()
+    }
+
     /// Whether everything fed so far ended exactly at an event boundary.
     pub fn at_boundary(&self) -> bool {
         self.buf.is_empty() && !self.has_data && self.current == Event::default()

@@ -1,4 +1,4 @@
-//! Approval holds: open a ticket, wait for a person, and act on what Postgres says.
+//! The pod-wide decision hub: which held calls wait on which tickets, and when to look.
 //!
 //! Waiters never trust a signal's payload. The pod has one pub/sub subscription; a signal, a
 //! new waiter, or a periodic tick marks tickets "dirty", and one batched query reads the settled
@@ -10,18 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_shared::batch::Batcher;
-use airlock_shared::job::{self, NotifyJob};
-use airlock_shared::ticket::{self, NewTicket, Opened, Settled, Ticket};
-use airlock_shared::{Keys, TicketId, TicketStatus, signal};
+// `batch` means a JSON-RPC batch in the gateway; this one coalesces queries.
+use airlock_shared::batch::Batcher as QueryCoalescer;
+use airlock_shared::ticket::{self, Settled, Ticket};
+use airlock_shared::{Keys, TicketId, signal};
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::CallError;
 use crate::metrics::Metrics;
 
 const QUERY_CHUNK: usize = 5_000;
@@ -40,7 +37,7 @@ struct Inner {
     waiters: Mutex<HashMap<TicketId, Vec<Waiter>>>,
     kick: mpsc::UnboundedSender<Kick>,
     /// Claims that land together share one statement.
-    claims: Batcher<TicketId, Option<Ticket>>,
+    claims: QueryCoalescer<TicketId, Option<Ticket>>,
     next: AtomicU64,
 }
 
@@ -77,9 +74,9 @@ pub struct Hub {
 /// A waiter's place in the hub; leaving it (drop) unregisters.
 pub struct Registration {
     inner: Arc<Inner>,
-    ticket: TicketId,
+    pub(super) ticket: TicketId,
     id: u64,
-    rx: Option<oneshot::Receiver<Settled>>,
+    pub(super) rx: Option<oneshot::Receiver<Settled>>,
 }
 
 impl Drop for Registration {
@@ -107,7 +104,7 @@ impl Hub {
     ) -> Self {
         let (kick, kick_rx) = mpsc::unbounded_channel();
         let claim_pool = pool.clone();
-        let claims = Batcher::start(QUERY_CHUNK, move |ids: Vec<TicketId>| {
+        let claims = QueryCoalescer::start(QUERY_CHUNK, move |ids: Vec<TicketId>| {
             let pool = claim_pool.clone();
             async move {
                 let mut won: HashMap<TicketId, Ticket> = ticket::claim_executions(&pool, &ids)
@@ -306,231 +303,5 @@ async fn subscribe_loop(
             () = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
-}
-
-/// What a hold needs from the gateway.
-#[derive(Clone)]
-pub struct Approvals {
-    pub pool: PgPool,
-    pub redis: ConnectionManager,
-    pub keys: Keys,
-    pub hub: Hub,
-    pub metrics: Metrics,
-    /// Cancelled when the shutdown grace has passed: held calls answer "interrupted".
-    pub interrupt: CancellationToken,
-}
-
-/// How a hold ended well: the ticket is claimed for its single execution.
-#[derive(Debug)]
-pub struct Cleared {
-    pub ticket: Ticket,
-}
-
-/// Cancels the ticket if the waiting call goes away (client disconnect drops the future).
-struct CancelOnDrop {
-    approvals: Approvals,
-    registration: Option<Registration>,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        let Some(reg) = self.registration.take() else {
-            return;
-        };
-        let ticket = reg.ticket;
-        // Another local waiter (a retry that reattached) still wants the decision.
-        let others = self.approvals.hub.local_waiters(ticket) > 1;
-        drop(reg);
-        if !self.armed || others {
-            return;
-        }
-        let a = self.approvals.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                match ticket::close_pending(&a.pool, ticket, TicketStatus::Cancelled).await {
-                    Ok(Some(_)) => {
-                        tracing::info!(ticket = %ticket, "caller went away; ticket cancelled");
-                        announce_closed(&a, ticket, TicketStatus::Cancelled).await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(ticket = %ticket, error = %e, "could not cancel abandoned ticket"),
-                }
-            });
-        }
-    }
-}
-
-async fn announce_closed(a: &Approvals, ticket: TicketId, status: TicketStatus) {
-    let mut conn = a.redis.clone();
-    let sig = airlock_shared::DecisionSignal {
-        ticket_id: ticket,
-        status,
-    };
-    let job = NotifyJob::TicketClosed { ticket_id: ticket };
-    if let Err(e) = signal::publish_with_job(&mut conn, &a.keys, &sig, &job).await {
-        tracing::error!(ticket = %ticket, error = %e, "could not enqueue message update");
-    }
-}
-
-/// Counts a call as held for as long as it waits, even if its future is dropped mid-wait.
-struct HeldGauge<'a> {
-    metrics: &'a Metrics,
-    started: Instant,
-}
-
-impl<'a> HeldGauge<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        metrics.held_calls.inc();
-        Self {
-            metrics,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for HeldGauge<'_> {
-    fn drop(&mut self) {
-        self.metrics.held_calls.dec();
-        self.metrics
-            .approval_wait
-            .observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
-/// How the wait itself ended.
-enum Waited {
-    Settled(Settled),
-    Deadline,
-    Interrupted,
-    Cancelled,
-}
-
-impl Approvals {
-    /// Opens (or reattaches to) a ticket and waits until it is approved and claimed, or fails.
-    /// `ticket_seen` learns the ticket's id as soon as it exists, so an abandoned call can name it.
-    pub async fn hold(
-        &self,
-        new: NewTicket,
-        cancel: CancellationToken,
-        ticket_seen: &mut Option<TicketId>,
-    ) -> Result<Cleared, CallError> {
-        let rule = new.rule.clone();
-        let ticket = match ticket::open(&self.pool, &new).await? {
-            Opened::Created(t) => {
-                let mut conn = self.redis.clone();
-                let job = NotifyJob::ApprovalRequest { ticket_id: t.id };
-                if let Err(source) = job::enqueue(&mut conn, &self.keys, &job).await {
-                    // Nobody would ever be asked: close the ticket and fail fast.
-                    let _ = ticket::close_pending(&self.pool, t.id, TicketStatus::Cancelled).await;
-                    return Err(CallError::NotifyFailed { rule, source });
-                }
-                tracing::info!(ticket = %t.id, "approval requested");
-                t
-            }
-            Opened::Reattached(t) => {
-                tracing::info!(ticket = %t.id, status = %t.status, "retry reattached to its ticket");
-                t
-            }
-        };
-        let id = ticket.id;
-        *ticket_seen = Some(id);
-        if ticket.status == TicketStatus::Approved {
-            return self.claim(id, &rule).await;
-        }
-        let waited = {
-            let _held = HeldGauge::new(&self.metrics);
-            self.wait(&ticket, cancel).await
-        };
-        let status = match waited {
-            Waited::Settled(s) => s,
-            Waited::Interrupted => {
-                return Err(CallError::ApprovalInterrupted { rule, ticket: id });
-            }
-            Waited::Deadline => {
-                match ticket::close_pending(&self.pool, id, TicketStatus::Expired).await? {
-                    Some(_) => {
-                        announce_closed(self, id, TicketStatus::Expired).await;
-                        return Err(CallError::ApprovalTimeout { rule, ticket: id });
-                    }
-                    // A decision landed in the same instant: it wins.
-                    None => self.current(id).await?,
-                }
-            }
-            Waited::Cancelled => {
-                match ticket::close_pending(&self.pool, id, TicketStatus::Cancelled).await? {
-                    Some(_) => {
-                        announce_closed(self, id, TicketStatus::Cancelled).await;
-                        return Err(CallError::ApprovalCancelled { rule, ticket: id });
-                    }
-                    None => self.current(id).await?,
-                }
-            }
-        };
-        match status.status {
-            TicketStatus::Approved => self.claim(id, &rule).await,
-            TicketStatus::Denied => Err(CallError::ApprovalDenied {
-                rule,
-                ticket: id,
-                decided_by: status.decided_by_name.or(status.decided_by_id),
-            }),
-            TicketStatus::Expired => Err(CallError::ApprovalTimeout { rule, ticket: id }),
-            TicketStatus::Cancelled => Err(CallError::ApprovalCancelled { rule, ticket: id }),
-            TicketStatus::Executed => Err(CallError::ApprovalAlreadyUsed { rule, ticket: id }),
-            // The checker only reports settled tickets; a pending one here means a bug upstream
-            // of us, and waiting again is the safe answer the caller can retry.
-            TicketStatus::Pending => Err(CallError::ApprovalInterrupted { rule, ticket: id }),
-        }
-    }
-
-    async fn current(&self, id: TicketId) -> Result<Settled, CallError> {
-        let t = ticket::get(&self.pool, id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        Ok(Settled {
-            id,
-            status: t.status,
-            decided_by_id: t.decided_by_id,
-            decided_by_name: t.decided_by_name,
-        })
-    }
-
-    async fn claim(&self, id: TicketId, rule: &str) -> Result<Cleared, CallError> {
-        match self.hub.claim(&self.pool, id).await? {
-            Some(ticket) => Ok(Cleared { ticket }),
-            None => Err(CallError::ApprovalAlreadyUsed {
-                rule: rule.to_owned(),
-                ticket: id,
-            }),
-        }
-    }
-
-    async fn wait(&self, ticket: &Ticket, cancel: CancellationToken) -> Waited {
-        let mut guard = CancelOnDrop {
-            approvals: self.clone(),
-            registration: Some(self.hub.register(ticket.id)),
-            armed: true,
-        };
-        let Some(rx) = guard.registration.as_mut().and_then(|r| r.rx.take()) else {
-            return Waited::Interrupted;
-        };
-        // The row's deadline, in this pod's clock.
-        let remaining = (ticket.expires_at - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        let deadline = Instant::now() + remaining;
-        let out = tokio::select! {
-            s = rx => match s {
-                Ok(s) => Waited::Settled(s),
-                Err(_) => Waited::Interrupted,
-            },
-            () = tokio::time::sleep_until(deadline) => Waited::Deadline,
-            () = self.interrupt.cancelled() => Waited::Interrupted,
-            () = cancel.cancelled() => Waited::Cancelled,
-        };
-        // Every ending above is handled by the caller; only a dropped future cancels.
-        guard.armed = false;
-        out
     }
 }

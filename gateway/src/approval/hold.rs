@@ -1,0 +1,317 @@
+//! A held call: open a ticket, wait for a person through the hub, and act on what Postgres
+//! says; beside it, the table of held calls (for `notifications/cancelled`) and the sweeper of
+//! tickets nobody waits on any more.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use airlock_shared::job::{self, NotifyJob};
+use airlock_shared::ticket::{self, NewTicket, Opened, Settled, Ticket};
+use airlock_shared::{Keys, SessionId, TicketId, TicketStatus, signal};
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Hub, Registration};
+use crate::error::CallError;
+use crate::metrics::Metrics;
+
+/// Holds calls for approval: what a hold needs from the gateway.
+#[derive(Clone)]
+pub struct Holds {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    /// Cancelled when the shutdown grace has passed: held calls answer "interrupted".
+    pub interrupt: CancellationToken,
+}
+
+/// How a hold ended well: the ticket is claimed for its single execution.
+#[derive(Debug)]
+pub struct Cleared {
+    pub ticket: Ticket,
+}
+
+/// Cancels the ticket if the waiting call goes away (client disconnect drops the future).
+struct CancelOnDrop {
+    holds: Holds,
+    registration: Option<Registration>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(reg) = self.registration.take() else {
+            return;
+        };
+        let ticket = reg.ticket;
+        // Another local waiter (a retry that reattached) still wants the decision.
+        let others = self.holds.hub.local_waiters(ticket) > 1;
+        drop(reg);
+        if !self.armed || others {
+            return;
+        }
+        let a = self.holds.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                match ticket::close_pending(&a.pool, ticket, TicketStatus::Cancelled).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(ticket = %ticket, "caller went away; ticket cancelled");
+                        announce_closed(&a, ticket, TicketStatus::Cancelled).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(ticket = %ticket, error = %e, "could not cancel abandoned ticket"),
+                }
+            });
+        }
+    }
+}
+
+async fn announce_closed(a: &Holds, ticket: TicketId, status: TicketStatus) {
+    let mut conn = a.redis.clone();
+    let sig = airlock_shared::DecisionSignal {
+        ticket_id: ticket,
+        status,
+    };
+    let job = NotifyJob::TicketClosed { ticket_id: ticket };
+    if let Err(e) = signal::publish_with_job(&mut conn, &a.keys, &sig, &job).await {
+        tracing::error!(ticket = %ticket, error = %e, "could not enqueue message update");
+    }
+}
+
+/// Counts a call as held for as long as it waits, even if its future is dropped mid-wait.
+struct HeldGauge<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+}
+
+impl<'a> HeldGauge<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.held_calls.inc();
+        Self {
+            metrics,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for HeldGauge<'_> {
+    fn drop(&mut self) {
+        self.metrics.held_calls.dec();
+        self.metrics
+            .approval_wait
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// How the wait itself ended.
+enum Waited {
+    Settled(Settled),
+    Deadline,
+    Interrupted,
+    Cancelled,
+}
+
+impl Holds {
+    /// Opens (or reattaches to) a ticket and waits until it is approved and claimed, or fails.
+    /// `ticket_seen` learns the ticket's id as soon as it exists, so an abandoned call can name it.
+    pub async fn hold(
+        &self,
+        new: NewTicket,
+        cancel: CancellationToken,
+        ticket_seen: &mut Option<TicketId>,
+    ) -> Result<Cleared, CallError> {
+        let rule = new.rule.clone();
+        let ticket = match ticket::open(&self.pool, &new).await? {
+            Opened::Created(t) => {
+                let mut conn = self.redis.clone();
+                let job = NotifyJob::ApprovalRequest { ticket_id: t.id };
+                if let Err(source) = job::enqueue(&mut conn, &self.keys, &job).await {
+                    // Nobody would ever be asked: close the ticket and fail fast.
+                    let _ = ticket::close_pending(&self.pool, t.id, TicketStatus::Cancelled).await;
+                    return Err(CallError::NotifyFailed { rule, source });
+                }
+                tracing::info!(ticket = %t.id, "approval requested");
+                t
+            }
+            Opened::Reattached(t) => {
+                tracing::info!(ticket = %t.id, status = %t.status, "retry reattached to its ticket");
+                t
+            }
+        };
+        let id = ticket.id;
+        *ticket_seen = Some(id);
+        if ticket.status == TicketStatus::Approved {
+            return self.claim(id, &rule).await;
+        }
+        let waited = {
+            let _held = HeldGauge::new(&self.metrics);
+            self.wait(&ticket, cancel).await
+        };
+        let status = match waited {
+            Waited::Settled(s) => s,
+            Waited::Interrupted => {
+                return Err(CallError::ApprovalInterrupted { rule, ticket: id });
+            }
+            Waited::Deadline => {
+                match ticket::close_pending(&self.pool, id, TicketStatus::Expired).await? {
+                    Some(_) => {
+                        announce_closed(self, id, TicketStatus::Expired).await;
+                        return Err(CallError::ApprovalTimeout { rule, ticket: id });
+                    }
+                    // A decision landed in the same instant: it wins.
+                    None => self.current(id).await?,
+                }
+            }
+            Waited::Cancelled => {
+                match ticket::close_pending(&self.pool, id, TicketStatus::Cancelled).await? {
+                    Some(_) => {
+                        announce_closed(self, id, TicketStatus::Cancelled).await;
+                        return Err(CallError::ApprovalCancelled { rule, ticket: id });
+                    }
+                    None => self.current(id).await?,
+                }
+            }
+        };
+        match status.status {
+            TicketStatus::Approved => self.claim(id, &rule).await,
+            TicketStatus::Denied => Err(CallError::ApprovalDenied {
+                rule,
+                ticket: id,
+                decided_by: status.decided_by_name.or(status.decided_by_id),
+            }),
+            TicketStatus::Expired => Err(CallError::ApprovalTimeout { rule, ticket: id }),
+            TicketStatus::Cancelled => Err(CallError::ApprovalCancelled { rule, ticket: id }),
+            TicketStatus::Executed => Err(CallError::ApprovalAlreadyUsed { rule, ticket: id }),
+            // The checker only reports settled tickets; a pending one here means a bug upstream
+            // of us, and waiting again is the safe answer the caller can retry.
+            TicketStatus::Pending => Err(CallError::ApprovalInterrupted { rule, ticket: id }),
+        }
+    }
+
+    async fn current(&self, id: TicketId) -> Result<Settled, CallError> {
+        let t = ticket::get(&self.pool, id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok(Settled {
+            id,
+            status: t.status,
+            decided_by_id: t.decided_by_id,
+            decided_by_name: t.decided_by_name,
+        })
+    }
+
+    async fn claim(&self, id: TicketId, rule: &str) -> Result<Cleared, CallError> {
+        match self.hub.claim(&self.pool, id).await? {
+            Some(ticket) => Ok(Cleared { ticket }),
+            None => Err(CallError::ApprovalAlreadyUsed {
+                rule: rule.to_owned(),
+                ticket: id,
+            }),
+        }
+    }
+
+    async fn wait(&self, ticket: &Ticket, cancel: CancellationToken) -> Waited {
+        let mut guard = CancelOnDrop {
+            holds: self.clone(),
+            registration: Some(self.hub.register(ticket.id)),
+            armed: true,
+        };
+        let Some(rx) = guard.registration.as_mut().and_then(|r| r.rx.take()) else {
+            return Waited::Interrupted;
+        };
+        // The row's deadline, in this pod's clock.
+        let remaining = (ticket.expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let deadline = Instant::now() + remaining;
+        let out = tokio::select! {
+            s = rx => match s {
+                Ok(s) => Waited::Settled(s),
+                Err(_) => Waited::Interrupted,
+            },
+            () = tokio::time::sleep_until(deadline) => Waited::Deadline,
+            () = self.interrupt.cancelled() => Waited::Interrupted,
+            () = cancel.cancelled() => Waited::Cancelled,
+        };
+        // Every ending above is handled by the caller; only a dropped future cancels.
+        guard.armed = false;
+        out
+    }
+}
+
+/// Held calls by (session, JSON-RPC id), so that `notifications/cancelled` can reach them.
+#[derive(Default)]
+pub struct HeldCalls(Mutex<HashMap<(SessionId, String), CancellationToken>>);
+
+/// Removes a held call from the table when it ends.
+pub struct HeldEntry<'a> {
+    table: &'a HeldCalls,
+    key: (SessionId, String),
+}
+
+impl Drop for HeldEntry<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.0.lock() {
+            t.remove(&self.key);
+        }
+    }
+}
+
+impl HeldCalls {
+    /// Enters a held call; it leaves the table when the entry is dropped.
+    pub fn track(&self, sid: &SessionId, id: &Value, cancel: CancellationToken) -> HeldEntry<'_> {
+        let key = (sid.clone(), id.to_string());
+        if let Ok(mut t) = self.0.lock() {
+            t.insert(key.clone(), cancel);
+        }
+        HeldEntry { table: self, key }
+    }
+
+    /// Cancels the held call `id` of `sid`, if there is one.
+    pub fn cancel(&self, sid: &SessionId, id: &Value) {
+        let token = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&(sid.clone(), id.to_string())).cloned());
+        if let Some(t) = token {
+            tracing::info!(session = %sid, request = %id, "client cancelled a held call");
+            t.cancel();
+        }
+    }
+}
+
+/// Expires tickets whose waiter vanished (a crashed pod), so their messages are updated.
+pub async fn sweep_loop(
+    pool: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match ticket::sweep_expired(&pool, Duration::from_secs(5)).await {
+            Ok(expired) => {
+                for t in expired {
+                    tracing::info!(ticket = %t.id, "swept an expired ticket nobody waited on");
+                    let mut conn = redis.clone();
+                    let job = NotifyJob::TicketClosed { ticket_id: t.id };
+                    if let Err(e) = job::enqueue(&mut conn, &keys, &job).await {
+                        tracing::error!(ticket = %t.id, error = %e, "could not enqueue message update");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ticket sweep failed"),
+        }
+    }
+}

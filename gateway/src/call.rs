@@ -1,0 +1,348 @@
+//! One call's pipeline: the verdict it carries, budget and session lock, the hold, the
+//! upstream, and the audit row. Held calls answer over SSE (with keepalives) when the client
+//! accepts it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_shared::audit::AuditRecord;
+use airlock_shared::ticket::NewTicket;
+use airlock_shared::{Principal, SessionId, TicketId, canonical};
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::answer::deliver;
+use crate::approval::{HeldCalls, Holds};
+use crate::audit::AuditSink;
+use crate::error::{CallError, UpstreamError, upstream_error};
+use crate::lock::{LockError, Locks};
+use crate::metrics::Metrics;
+use crate::policy::{Action, Policy};
+use crate::session::SessionInfo;
+use crate::sse;
+use crate::tool_call::ToolCall;
+use crate::transport::{accepts_sse, is_event_stream, progress_event, sse_response, waiting_for};
+use crate::upstream_session::UpstreamSessions;
+
+/// Everything one call's pipeline uses.
+pub struct Pipeline {
+    pub policy: Arc<Policy>,
+    pub locks: Locks,
+    pub holds: Holds,
+    /// The calls held right now, for `notifications/cancelled`.
+    pub held: HeldCalls,
+    pub link: UpstreamSessions,
+    pub audit: AuditSink,
+    pub metrics: Metrics,
+    pub approval_timeout: Duration,
+    /// How often idle SSE streams and held calls get a keepalive.
+    pub keepalive: Duration,
+}
+
+/// Who makes a call, and in which session.
+#[derive(Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub sid: SessionId,
+    pub info: Arc<SessionInfo>,
+    /// The client's request headers.
+    pub headers: HeaderMap,
+}
+
+/// What the audit row of one call says.
+#[derive(Default)]
+struct CallRecord {
+    rule: Option<String>,
+    decision: &'static str,
+    ticket: Option<TicketId>,
+    upstream_status: Option<u16>,
+}
+
+/// The audit row of one call, written exactly once: when the call ends, or when its future is
+/// dropped because the client went away mid-call (a held call's ticket is cancelled then too).
+struct AuditTrail<'a> {
+    p: &'a Pipeline,
+    caller: &'a Caller,
+    tool: String,
+    args: Value,
+    started: Instant,
+    rec: CallRecord,
+    written: bool,
+}
+
+impl AuditTrail<'_> {
+    fn write(&mut self, outcome: &'static str, decided_by: Option<String>) {
+        self.written = true;
+        self.p
+            .metrics
+            .tool_calls
+            .with_label_values(&[outcome])
+            .inc();
+        self.p.audit.record(AuditRecord {
+            at: chrono::Utc::now(),
+            principal: self.caller.principal.0.clone(),
+            session_id: Some(self.caller.sid.0.clone()),
+            tool: std::mem::take(&mut self.tool),
+            arguments: Some(std::mem::take(&mut self.args)),
+            rule: self.rec.rule.take(),
+            decision: self.rec.decision.to_owned(),
+            outcome: outcome.to_owned(),
+            ticket_id: self.rec.ticket.map(|t| t.0),
+            decided_by,
+            upstream_status: self.rec.upstream_status.map(i32::from),
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+impl Drop for AuditTrail<'_> {
+    fn drop(&mut self) {
+        if !self.written {
+            tracing::info!(session = %self.caller.sid, tool = %self.tool, "client went away mid-call");
+            self.write("client_gone", None);
+        }
+    }
+}
+
+impl Pipeline {
+    /// A `tools/call` on its own: a held one answers over SSE at once if the client takes it.
+    pub async fn answer(self: Arc<Self>, caller: Caller, call: ToolCall) -> Response {
+        if !call.is_held() || !accepts_sse(&caller.headers) {
+            return self.run(&caller, call).await;
+        }
+        let waiting = waiting_for(&call.verdict.approvers);
+        let token = call.progress_token.clone();
+        let keepalive = self.keepalive;
+        let fut = async move { self.run(&caller, call).await };
+        held_stream(fut, keepalive, token, waiting)
+    }
+
+    /// One `tools/call` through the pipeline, answered as its own response (also for batch
+    /// members).
+    pub async fn run(&self, caller: &Caller, call: ToolCall) -> Response {
+        let ToolCall {
+            id,
+            tool,
+            arguments,
+            body,
+            verdict,
+            invalid,
+            ..
+        } = call;
+        let span = tracing::info_span!("tools_call", principal = %caller.principal, session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
+        let mut trail = AuditTrail {
+            p: self,
+            caller,
+            tool,
+            args: arguments,
+            started: Instant::now(),
+            rec: CallRecord {
+                decision: "none",
+                ..CallRecord::default()
+            },
+            written: false,
+        };
+        let checked = match invalid {
+            Some(why) => Err(CallError::InvalidParams(why.to_owned())),
+            None => Ok(verdict),
+        };
+        let steps = Steps {
+            p: self,
+            caller,
+            id: &id,
+            tool: &trail.tool,
+            args: &trail.args,
+        };
+        let result = steps
+            .go(checked, body, &mut trail.rec)
+            .instrument(span.clone())
+            .await;
+        let (outcome, decided_by, response) = match result {
+            Ok(resp) => {
+                let outcome = if trail.rec.ticket.is_some() {
+                    "approved"
+                } else {
+                    "forwarded"
+                };
+                (outcome, None, resp)
+            }
+            Err(e) => {
+                let _enter = span.enter();
+                if e.is_fault() {
+                    tracing::error!(error = %airlock_shared::telemetry::chain(&e), "tool call failed");
+                } else {
+                    tracing::info!(outcome = e.outcome(), "tool call refused");
+                }
+                trail.rec.ticket = trail.rec.ticket.or(e.ticket());
+                let decided_by = e.decided_by().map(str::to_owned);
+                (
+                    e.outcome(),
+                    decided_by,
+                    Json(e.to_jsonrpc(&id)).into_response(),
+                )
+            }
+        };
+        trail.write(outcome, decided_by);
+        response
+    }
+}
+
+/// The steps of one call, in order.
+struct Steps<'a> {
+    p: &'a Pipeline,
+    caller: &'a Caller,
+    id: &'a Value,
+    tool: &'a str,
+    args: &'a Value,
+}
+
+impl Steps<'_> {
+    async fn go(
+        &self,
+        checked: Result<crate::policy::Verdict, CallError>,
+        body: Bytes,
+        rec: &mut CallRecord,
+    ) -> Result<Response, CallError> {
+        let verdict = checked?;
+        let (p, c) = (self.p, self.caller);
+        rec.rule = Some(verdict.rule.to_string());
+        rec.decision = verdict.action.as_str();
+        // Counted before the rules take effect; the lock is taken in the same round trip.
+        let wants_lock = !verdict.read_only && verdict.action != Action::Deny;
+        let lock = p
+            .locks
+            .admit(&c.sid, p.policy.max_tool_calls_per_session, wants_lock)
+            .await
+            .map_err(|e| match e {
+                LockError::BudgetExceeded(limit) => {
+                    rec.decision = "budget";
+                    CallError::BudgetExceeded { limit }
+                }
+                LockError::Busy => CallError::SessionBusy,
+                LockError::Redis(e) => CallError::Redis(e),
+            })?;
+        if verdict.action == Action::Deny {
+            return Err(CallError::DeniedByPolicy {
+                rule: verdict.rule.to_string(),
+                reason: verdict.reason.as_deref().map(str::to_owned),
+            });
+        }
+        if verdict.action == Action::Approve {
+            self.hold(&verdict, rec).await?;
+        }
+        let resp = p
+            .link
+            .send(
+                &c.sid,
+                &c.info,
+                reqwest::Method::POST,
+                Some(body),
+                &c.headers,
+            )
+            .await?;
+        rec.upstream_status = Some(resp.status().as_u16());
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Status(resp.status().as_u16()).into());
+        }
+        Ok(deliver(resp, &c.headers, Some(self.id.clone()), lock, p.keepalive).await?)
+    }
+
+    async fn hold(
+        &self,
+        verdict: &crate::policy::Verdict,
+        rec: &mut CallRecord,
+    ) -> Result<(), CallError> {
+        let (p, c) = (self.p, self.caller);
+        let new = NewTicket {
+            id: TicketId::new(),
+            principal: c.principal.0.clone(),
+            session_id: c.sid.0.clone(),
+            tool: self.tool.to_owned(),
+            arguments: self.args.clone(),
+            rule: verdict.rule.to_string(),
+            reason: verdict.reason.as_deref().map(str::to_owned),
+            approvers: verdict.approvers.to_vec(),
+            slack_channel: verdict.channel.as_deref().map(str::to_owned),
+            request_hash: canonical::request_hash(self.tool, self.args),
+            timeout: verdict.timeout.unwrap_or(p.approval_timeout),
+        };
+        let cancel = CancellationToken::new();
+        let _held = p.held.track(&c.sid, self.id, cancel.clone());
+        let cleared = p.holds.hold(new, cancel, &mut rec.ticket).await?;
+        rec.ticket = Some(cleared.ticket.id);
+        tracing::Span::current().record("ticket", tracing::field::display(cleared.ticket.id));
+        Ok(())
+    }
+}
+
+enum Step {
+    Done(Response),
+    Tick,
+}
+
+/// Answers a held call over SSE at once: keepalives while `fut` waits for a person (progress
+/// notifications if the request carried a progress token, else comments), then whatever
+/// `fut` answers, in the same stream. Dropping the stream (client gone) drops `fut`.
+pub fn held_stream<F>(
+    fut: F,
+    keepalive: Duration,
+    progress_token: Option<Value>,
+    waiting_for: String,
+) -> Response
+where
+    F: Future<Output = Response> + Send + 'static,
+{
+    sse_response(async_stream::stream! {
+        let mut fut = Box::pin(fut);
+        let mut tick = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        let resp = loop {
+            let step = tokio::select! {
+                r = &mut fut => Step::Done(r),
+                _ = tick.tick() => Step::Tick,
+            };
+            match step {
+                Step::Done(r) => break r,
+                Step::Tick => {
+                    n += 1;
+                    yield Ok::<Bytes, std::io::Error>(match &progress_token {
+                        Some(t) => progress_event(t, n, &waiting_for),
+                        None => sse::comment("waiting for approval"),
+                    });
+                }
+            }
+        };
+        if is_event_stream(resp.headers()) {
+            let mut body = resp.into_body().into_data_stream();
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(b) => yield Ok(b),
+                    Err(e) => {
+                        yield Err(std::io::Error::other(e));
+                        break;
+                    }
+                }
+            }
+        } else {
+            // A JSON answer becomes one event; `data:` must be a single line.
+            let out = match resp.into_body().collect().await {
+                Ok(c) => match serde_json::from_slice::<Value>(&c.to_bytes()) {
+                    Ok(v) => sse::message(&v),
+                    Err(e) => sse::message(&upstream_error(&Value::Null, &e.to_string())),
+                },
+                Err(e) => sse::message(&upstream_error(&Value::Null, &e.to_string())),
+            };
+            yield Ok(out);
+        }
+    })
+}

@@ -1,0 +1,304 @@
+//! The `/mcp` endpoint: authentication, sessions, and dispatch of each message to its step.
+
+use std::sync::Arc;
+
+use airlock_shared::{Principal, SessionId};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+
+use crate::answer::deliver;
+use crate::batch;
+use crate::call::Caller;
+use crate::error::{RequestError, upstream_error};
+use crate::mcp::{self, CANCELLED, INITIALIZE, Incoming, Message, TOOLS_CALL, TOOLS_LIST};
+use crate::relay::{Relay, relay};
+use crate::session::SessionInfo;
+use crate::state::AppState;
+use crate::tool_call::ToolCall;
+use crate::transport::{allows_batches, protocol_version};
+use crate::upstream::{Outgoing, SESSION_HEADER};
+
+/// Rejects requests without a known agent's bearer token, before any other work.
+pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let principal = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer)
+        .and_then(|t| app.agents.authenticate(t))
+        .cloned();
+    match principal {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => refuse(RequestError::Unauthorized),
+    }
+}
+
+/// Logs why a request was refused (once, here) and answers it.
+fn refuse(err: RequestError) -> Response {
+    match &err {
+        RequestError::Store(e) => {
+            tracing::error!(error = %airlock_shared::telemetry::chain(e), "request failed")
+        }
+        RequestError::Upstream(e) => {
+            tracing::warn!(error = %airlock_shared::telemetry::chain(e), "upstream failed")
+        }
+        RequestError::Unauthorized
+        | RequestError::TooLarge { .. }
+        | RequestError::BodyRead
+        | RequestError::Parse(_)
+        | RequestError::InvalidRequest(_)
+        | RequestError::UnsupportedMediaType
+        | RequestError::MissingSession
+        | RequestError::UnknownSession => tracing::debug!(error = %err, "request refused"),
+    }
+    err.into_response()
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RequestError::TooLarge { limit })
+        }
+        Err(_) => Err(RequestError::BodyRead),
+    }
+}
+
+fn session_id(headers: &HeaderMap) -> Option<SessionId> {
+    headers
+        .get(&SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .map(|s| SessionId(s.to_owned()))
+}
+
+async fn owned_session(
+    app: &AppState,
+    headers: &HeaderMap,
+    principal: &Principal,
+) -> Result<(SessionId, Arc<SessionInfo>), RequestError> {
+    let sid = session_id(headers).ok_or(RequestError::MissingSession)?;
+    let info = app
+        .link()
+        .sessions
+        .owned_by(&sid, principal)
+        .await?
+        .ok_or(RequestError::UnknownSession)?;
+    Ok((sid, info))
+}
+
+/// `POST /mcp`.
+pub async fn post(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match post_inner(app, principal, headers, body).await {
+        Ok(r) => r,
+        Err(e) => refuse(e),
+    }
+}
+
+async fn post_inner(
+    app: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RequestError> {
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json_body {
+        return Err(RequestError::UnsupportedMediaType);
+    }
+    let bytes = read_body(body, app.max_body_bytes).await?;
+    let incoming = mcp::parse(&bytes)?;
+    if let Incoming::Single(Message::Request { id, method, params }) = &incoming
+        && method == INITIALIZE
+    {
+        return app
+            .discovery
+            .initialize(&principal, &headers, bytes.clone(), id, params)
+            .await;
+    }
+    let (sid, info) = owned_session(&app, &headers, &principal).await?;
+    match incoming {
+        Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
+            let call = ToolCall::new(id, &params, bytes, &app.pipeline.policy);
+            let caller = Caller {
+                principal,
+                sid,
+                info,
+                headers,
+            };
+            Ok(app.pipeline.clone().answer(caller, call).await)
+        }
+        Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
+            app.discovery
+                .tools_list(&sid, &info, &headers, bytes, &id, &params)
+                .await
+        }
+        // Without an id nobody could be told "denied", and the upstream might run it anyway.
+        Incoming::Single(Message::Notification { method, .. }) if method == TOOLS_CALL => Err(
+            RequestError::InvalidRequest("tools/call must be a request with an id".into()),
+        ),
+        Incoming::Single(Message::Notification { method, params }) if method == CANCELLED => {
+            if let Some(req_id) = params.get("requestId") {
+                app.pipeline.held.cancel(&sid, req_id);
+            }
+            forward(&app, &sid, &info, &headers, bytes, None).await
+        }
+        Incoming::Batch(msgs) => {
+            let version = protocol_version(&headers);
+            if !allows_batches(version) {
+                return Err(RequestError::InvalidRequest(format!(
+                    "JSON-RPC batches are not part of MCP protocol version {version}"
+                )));
+            }
+            // A cancellation reaches a held call whether it comes alone or in a batch.
+            for m in &msgs {
+                if let Message::Notification { method, params } = m
+                    && method == CANCELLED
+                    && let Some(req_id) = params.get("requestId")
+                {
+                    app.pipeline.held.cancel(&sid, req_id);
+                }
+            }
+            if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) {
+                let caller = Caller {
+                    principal,
+                    sid,
+                    info,
+                    headers,
+                };
+                return batch::handle(app.pipeline.clone(), caller, &bytes, msgs).await;
+            }
+            forward(&app, &sid, &info, &headers, bytes, None).await
+        }
+        Incoming::Single(m) => {
+            let single_id = match m {
+                Message::Request { id, .. } => Some(id),
+                Message::Notification { .. } | Message::Response { .. } => None,
+            };
+            forward(&app, &sid, &info, &headers, bytes, single_id).await
+        }
+    }
+}
+
+async fn forward(
+    app: &AppState,
+    sid: &SessionId,
+    info: &SessionInfo,
+    headers: &HeaderMap,
+    body: Bytes,
+    request_id: Option<Value>,
+) -> Result<Response, RequestError> {
+    let sent = app
+        .link()
+        .send(sid, info, reqwest::Method::POST, Some(body), headers)
+        .await;
+    let delivered = match sent {
+        Ok(resp) => {
+            deliver(
+                resp,
+                headers,
+                request_id.clone(),
+                (),
+                app.pipeline.keepalive,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match (delivered, request_id) {
+        (Ok(resp), _) => Ok(resp),
+        // A request still gets a JSON-RPC answer it can match to its id.
+        (Err(e), Some(id)) => {
+            tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream failed");
+            Ok(Json(upstream_error(&id, &e.to_string())).into_response())
+        }
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+/// `GET /mcp`: the standalone server-to-client stream.
+pub async fn get(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
+    let res = async {
+        let (sid, info) = owned_session(&app, &headers, &principal).await?;
+        let resp = app
+            .link()
+            .send(&sid, &info, reqwest::Method::GET, None, &headers)
+            .await?;
+        Ok::<_, RequestError>(relay(
+            resp,
+            Relay {
+                client_session: None,
+                keep: (),
+                answers: None,
+                keepalive: Some(app.pipeline.keepalive),
+            },
+        ))
+    }
+    .await;
+    res.unwrap_or_else(refuse)
+}
+
+/// `DELETE /mcp`: ends the session here and upstream.
+pub async fn delete(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
+    let res = async {
+        let (sid, info) = owned_session(&app, &headers, &principal).await?;
+        let resp = app
+            .link()
+            .upstream
+            .send(Outgoing {
+                method: reqwest::Method::DELETE,
+                body: None,
+                headers: &headers,
+                upstream_session: info.upstream_session_id.as_deref(),
+            })
+            .await;
+        app.link().sessions.delete(&sid).await?;
+        tracing::info!(session = %sid, "session deleted");
+        Ok::<_, RequestError>(match resp {
+            Ok(r) => relay(
+                r,
+                Relay {
+                    client_session: None,
+                    keep: (),
+                    answers: None,
+                    keepalive: None,
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream delete failed");
+                StatusCode::OK.into_response()
+            }
+        })
+    }
+    .await;
+    res.unwrap_or_else(refuse)
+}

@@ -1,0 +1,275 @@
+//! Building a gateway from its configuration, serving it, and shutting it down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_shared::Keys;
+use axum::Router;
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
+use redis::aio::ConnectionManager;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::approval::hold::sweep_loop;
+use crate::approval::{HeldCalls, Holds, Hub};
+use crate::audit::AuditSink;
+use crate::auth::{self, AgentKeys};
+use crate::call::Pipeline;
+use crate::config::Config;
+use crate::discovery::{Cache, Discovery};
+use crate::lock::Locks;
+use crate::metrics::Metrics;
+use crate::policy::{self, Policy};
+use crate::session::Sessions;
+use crate::state::{AppState, Inner};
+use crate::upstream::Upstream;
+use crate::upstream_session::UpstreamSessions;
+use crate::{endpoint, health};
+
+/// The header that carries each request's id; set when the client sent none, and echoed.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] airlock_shared::config::ConfigError),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    AgentKeys(#[from] auth::KeysError),
+    #[error("cannot connect to PostgreSQL")]
+    Postgres(#[source] sqlx::Error),
+    #[error("cannot apply migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot connect to Redis")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot build the upstream client")]
+    Upstream(#[from] reqwest::Error),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built gateway, ready to serve.
+pub struct Gateway {
+    pub state: AppState,
+    /// Stops background tasks (hub, sweeper).
+    pub background: CancellationToken,
+    /// Cancelled when the shutdown grace ends: held calls answer "approval interrupted".
+    pub interrupt: CancellationToken,
+    audit_writer: JoinHandle<()>,
+    shutdown_grace: Duration,
+}
+
+/// The gateway's routes, each request in a span named by its request id.
+pub fn app(state: AppState) -> Router {
+    let mcp = Router::new()
+        .route(
+            "/mcp",
+            get(endpoint::get)
+                .post(endpoint::post)
+                .delete(endpoint::delete),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            endpoint::authenticate,
+        ));
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        let id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+    });
+    Router::new()
+        .merge(mcp)
+        .merge(health::routes())
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Connects to everything and loads policy and keys.
+pub async fn build(config: &Config) -> Result<Gateway, StartError> {
+    let policy = Arc::new(Policy::load(&config.policy_file)?);
+    let agents = Arc::new(AgentKeys::load(&config.agent_keys_file)?);
+    let pool = airlock_shared::db::connect(&config.database_url, 16, Duration::from_secs(5))
+        .await
+        .map_err(StartError::Postgres)?;
+    if config.migrate_on_start {
+        airlock_shared::db::migrate(&pool).await?;
+    }
+    let redis_client = redis::Client::open(config.redis_url.as_str())?;
+    let redis = ConnectionManager::new(redis_client.clone()).await?;
+    let keys = Keys::new(config.redis_key_prefix.clone());
+    let metrics = Metrics::new();
+    let background = CancellationToken::new();
+    let interrupt = CancellationToken::new();
+    let hub = Hub::start(
+        pool.clone(),
+        redis_client,
+        &keys,
+        config.decision_poll_interval,
+        metrics.clone(),
+        background.clone(),
+    );
+    let holds = Holds {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        keys: keys.clone(),
+        hub,
+        metrics: metrics.clone(),
+        interrupt: interrupt.clone(),
+    };
+    tokio::spawn(sweep_loop(
+        pool.clone(),
+        redis.clone(),
+        keys.clone(),
+        background.clone(),
+    ));
+    let (audit, audit_writer) = AuditSink::start(pool.clone(), 10_000, metrics.clone());
+    let upstream = Upstream::new(
+        config.upstream_mcp_url.clone(),
+        config.upstream_timeout,
+        config.upstream_concurrency,
+    )?;
+    let link = UpstreamSessions::new(upstream, Sessions::new(pool.clone()), pool.clone());
+    let pipeline = Arc::new(Pipeline {
+        policy: policy.clone(),
+        locks: Locks::new(
+            redis.clone(),
+            keys,
+            config.session_lock_ttl,
+            config.lock_acquire_timeout,
+            metrics.clone(),
+        ),
+        holds,
+        held: HeldCalls::default(),
+        link: link.clone(),
+        audit,
+        metrics: metrics.clone(),
+        approval_timeout: config.approval_timeout,
+        keepalive: config.keepalive_interval,
+    });
+    let state = AppState(Arc::new(Inner {
+        agents,
+        pipeline,
+        discovery: Discovery {
+            cache: Cache::default(),
+            policy,
+            link,
+        },
+        metrics,
+        pool,
+        redis,
+        max_body_bytes: config.max_body_bytes,
+    }));
+    Ok(Gateway {
+        state,
+        background,
+        interrupt,
+        audit_writer,
+        shutdown_grace: config.shutdown_grace,
+    })
+}
+
+impl Gateway {
+    /// Serves until `shutdown` is cancelled; then stops accepting, lets held calls run for the
+    /// grace period, interrupts the rest, and returns once every response is out.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let Gateway {
+            state,
+            background,
+            interrupt,
+            audit_writer,
+            shutdown_grace,
+        } = self;
+        let router = app(state.clone());
+        let grace_timer = {
+            let (shutdown, interrupt) = (shutdown.clone(), interrupt.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tracing::info!(grace = ?shutdown_grace, "shutting down: no new connections; held calls may finish");
+                tokio::time::sleep(shutdown_grace).await;
+                interrupt.cancel();
+            })
+        };
+        // Relayed bodies are written in several small pieces; without TCP_NODELAY, Nagle and
+        // delayed ACKs add ~40 ms to every streamed answer.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, router).with_graceful_shutdown({
+            let s = shutdown.clone();
+            async move { s.cancelled().await }
+        });
+        let hard_stop = async {
+            shutdown.cancelled().await;
+            // Interrupted calls need a moment to write their answers.
+            tokio::time::sleep(shutdown_grace + Duration::from_secs(5)).await;
+        };
+        tokio::select! {
+            r = server => if let Err(e) = r { tracing::error!(error = %e, "server error"); },
+            () = hard_stop => tracing::warn!("connections still open after the grace period; closing"),
+        }
+        interrupt.cancel();
+        grace_timer.abort();
+        background.cancel();
+        drop(state);
+        let _ = tokio::time::timeout(Duration::from_secs(5), audit_writer).await;
+    }
+}
+
+/// Builds and serves the gateway until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let gateway = build(&config).await?;
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    tracing::info!(addr = %config.listen_addr, "gateway listening");
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            shutdown.cancel();
+        }
+    });
+    gateway.serve(listener, shutdown).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,43 @@
+//! The state one gateway instance shares between requests.
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::auth::AgentKeys;
+use crate::call::Pipeline;
+use crate::discovery::Discovery;
+use crate::metrics::Metrics;
+use crate::upstream_session::UpstreamSessions;
+
+/// Shared state of one gateway instance.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    pub agents: Arc<AgentKeys>,
+    /// One call's pipeline, shared by single calls and batch parts.
+    pub pipeline: Arc<Pipeline>,
+    pub discovery: Discovery,
+    pub metrics: Metrics,
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub max_body_bytes: usize,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Inner {
+    /// The upstream sessions behind the gateway's.
+    pub fn link(&self) -> &UpstreamSessions {
+        &self.pipeline.link
+    }
+}

@@ -1,0 +1,62 @@
+//! A `tools/call` taken apart once, with the verdict policy gave it.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::policy::{Action, Policy, Verdict};
+
+/// One `tools/call` request, parsed once and evaluated by policy once.
+#[derive(Clone, Debug)]
+pub struct ToolCall {
+    /// The JSON-RPC id the answer must carry.
+    pub id: Value,
+    /// The tool's name ("" when the request named none).
+    pub tool: String,
+    /// The call's arguments (`{}` when the request gave none).
+    pub arguments: Value,
+    /// `params._meta.progressToken`, for progress notifications while the call is held.
+    pub progress_token: Option<Value>,
+    /// The request exactly as the client sent it, for the upstream.
+    pub body: Bytes,
+    /// What policy says about this call.
+    pub verdict: Verdict,
+    /// Why the params are unusable, if they are; such a call never reaches the upstream.
+    pub invalid: Option<&'static str>,
+}
+
+impl ToolCall {
+    /// Takes a `tools/call` request apart and asks policy about it.
+    pub fn new(id: Value, params: &Value, body: Bytes, policy: &Policy) -> Self {
+        let tool = params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let arguments = params
+            .get("arguments")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let invalid = if tool.is_empty() {
+            Some("params.name must be a tool name")
+        } else if !arguments.is_object() {
+            Some("params.arguments must be an object")
+        } else {
+            None
+        };
+        let verdict = policy.evaluate(&tool, &arguments).clone();
+        Self {
+            id,
+            progress_token: params.pointer("/_meta/progressToken").cloned(),
+            tool,
+            arguments,
+            body,
+            verdict,
+            invalid,
+        }
+    }
+
+    /// Whether the call will wait for a person.
+    pub fn is_held(&self) -> bool {
+        self.invalid.is_none() && self.verdict.action == Action::Approve
+    }
+}
