@@ -165,31 +165,13 @@ async fn post_inner(
             forward(&app, &sid, &info, &headers, bytes, None).await
         }
         Incoming::Batch(msgs) => {
-            let version = protocol_version(&headers);
-            if !allows_batches(version) {
-                return Err(RequestError::InvalidRequest(format!(
-                    "JSON-RPC batches are not part of MCP protocol version {version}"
-                )));
-            }
-            // A cancellation reaches a held call whether it comes alone or in a batch.
-            for m in &msgs {
-                if let Message::Notification { method, params } = m
-                    && method == CANCELLED
-                    && let Some(req_id) = params.get("requestId")
-                {
-                    app.pipeline.held.cancel(&sid, req_id);
-                }
-            }
-            if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) {
-                let caller = Caller {
-                    principal,
-                    sid,
-                    info,
-                    headers,
-                };
-                return batch::handle(app.pipeline.clone(), caller, &bytes, msgs).await;
-            }
-            forward(&app, &sid, &info, &headers, bytes, None).await
+            let caller = Caller {
+                principal,
+                sid,
+                info,
+                headers,
+            };
+            post_batch(&app, caller, bytes, msgs).await
         }
         Incoming::Single(m) => {
             let single_id = match m {
@@ -199,6 +181,35 @@ async fn post_inner(
             forward(&app, &sid, &info, &headers, bytes, single_id).await
         }
     }
+}
+
+/// A batch: its cancellations reach held calls, and its calls go through policy one by one.
+async fn post_batch(
+    app: &AppState,
+    caller: Caller,
+    bytes: Bytes,
+    msgs: Vec<Message>,
+) -> Result<Response, RequestError> {
+    let version = protocol_version(&caller.headers);
+    if !allows_batches(version) {
+        return Err(RequestError::InvalidRequest(format!(
+            "JSON-RPC batches are not part of MCP protocol version {version}"
+        )));
+    }
+    // A cancellation reaches a held call whether it comes alone or in a batch.
+    for m in &msgs {
+        if let Message::Notification { method, params } = m
+            && method == CANCELLED
+            && let Some(req_id) = params.get("requestId")
+        {
+            app.pipeline.held.cancel(&caller.sid, req_id);
+        }
+    }
+    if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) {
+        return batch::handle(app.pipeline.clone(), caller, &bytes, msgs).await;
+    }
+    let c = &caller;
+    forward(app, &c.sid, &c.info, &c.headers, bytes, None).await
 }
 
 async fn forward(

@@ -33,6 +33,40 @@ use crate::{endpoint, health};
 /// The header that carries each request's id; set when the client sent none, and echoed.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The hub and the ticket sweeper, started; the holds that use them.
+fn start_holds(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    redis_client: redis::Client,
+    redis: &ConnectionManager,
+    keys: &Keys,
+    metrics: &Metrics,
+    background: &CancellationToken,
+) -> Holds {
+    let hub = Hub::start(
+        pool.clone(),
+        redis_client,
+        keys,
+        config.decision_poll_interval,
+        metrics.clone(),
+        background.clone(),
+    );
+    tokio::spawn(sweep_loop(
+        pool.clone(),
+        redis.clone(),
+        keys.clone(),
+        background.clone(),
+    ));
+    Holds {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        keys: keys.clone(),
+        hub,
+        metrics: metrics.clone(),
+        interrupt: CancellationToken::new(),
+    }
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -82,6 +116,17 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             endpoint::authenticate,
         ));
+    traced(
+        Router::new()
+            .merge(mcp)
+            .merge(health::routes())
+            .with_state(state),
+    )
+}
+
+/// Gives every request an id (the client's `x-request-id`, else a new one), echoes it, and
+/// runs the request in a span that carries it, so even a refused request logs with it.
+fn traced(router: Router) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
         let id = req
             .headers()
@@ -90,10 +135,7 @@ pub fn app(state: AppState) -> Router {
             .unwrap_or_default();
         tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
     });
-    Router::new()
-        .merge(mcp)
-        .merge(health::routes())
-        .with_state(state)
+    router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -115,28 +157,16 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let metrics = Metrics::new();
     let background = CancellationToken::new();
     let interrupt = CancellationToken::new();
-    let hub = Hub::start(
-        pool.clone(),
+    let mut holds = start_holds(
+        config,
+        &pool,
         redis_client,
+        &redis,
         &keys,
-        config.decision_poll_interval,
-        metrics.clone(),
-        background.clone(),
+        &metrics,
+        &background,
     );
-    let holds = Holds {
-        pool: pool.clone(),
-        redis: redis.clone(),
-        keys: keys.clone(),
-        hub,
-        metrics: metrics.clone(),
-        interrupt: interrupt.clone(),
-    };
-    tokio::spawn(sweep_loop(
-        pool.clone(),
-        redis.clone(),
-        keys.clone(),
-        background.clone(),
-    ));
+    holds.interrupt = interrupt.clone();
     let (audit, audit_writer) = AuditSink::start(pool.clone(), 10_000, metrics.clone());
     let upstream = Upstream::new(
         config.upstream_mcp_url.clone(),
@@ -144,15 +174,16 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         config.upstream_concurrency,
     )?;
     let link = UpstreamSessions::new(upstream, Sessions::new(pool.clone()), pool.clone());
+    let locks = Locks::new(
+        redis.clone(),
+        keys,
+        config.session_lock_ttl,
+        config.lock_acquire_timeout,
+        metrics.clone(),
+    );
     let pipeline = Arc::new(Pipeline {
         policy: policy.clone(),
-        locks: Locks::new(
-            redis.clone(),
-            keys,
-            config.session_lock_ttl,
-            config.lock_acquire_timeout,
-            metrics.clone(),
-        ),
+        locks,
         holds,
         held: HeldCalls::default(),
         link: link.clone(),
@@ -271,5 +302,31 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn request_id(sent: Option<&str>) -> Option<String> {
+        let app = traced(Router::new().route("/x", get(|| async { "x" })));
+        let mut req = Request::builder().uri("/x");
+        if let Some(id) = sent {
+            req = req.header("x-request-id", id);
+        }
+        let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        resp.headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_request_id_is_echoed_or_made() {
+        assert_eq!(request_id(Some("abc-1")).await.as_deref(), Some("abc-1"));
+        let made = request_id(None).await.expect("an id is made");
+        assert_eq!(made.len(), 36, "{made}");
     }
 }
