@@ -191,29 +191,17 @@ struct HumanDuration(Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        match humantime_parse(&s) {
-            Some(d) => Ok(HumanDuration(d)),
-            None => Err(serde::de::Error::custom(format!(
-                "bad duration {s:?} (try 30s, 10m, 1h)"
+        // The grammar of the environment's durations (shared::config), so `1h30m` reads alike.
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) if !d.is_zero() => Ok(HumanDuration(d)),
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "bad duration {s:?}: must be greater than zero"
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "bad duration {s:?}: {e} (try 30s, 10m, 1h30m)"
             ))),
         }
     }
-}
-
-fn humantime_parse(s: &str) -> Option<Duration> {
-    // Plain seconds, or a number with one unit; enough for timeouts and no extra dependency.
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "ms" => return Some(Duration::from_millis(n)).filter(|d| !d.is_zero()),
-        "s" | "sec" | "secs" => n,
-        "m" | "min" | "mins" => n.checked_mul(60)?,
-        "h" | "hr" | "hours" => n.checked_mul(3600)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs)).filter(|d| !d.is_zero())
 }
 
 /// One `when` condition: a JSON pointer into the arguments and exactly one operator.
@@ -598,5 +586,15 @@ rules:
                 .contains("at least 1")
         );
         assert!(err("default: deny\n").contains("version"));
+        assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], action: approve, timeout: 0s }\n").contains("bad duration"));
+    }
+
+    #[test]
+    fn durations_read_like_the_environment_s() {
+        let p = Policy::parse("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], action: approve, timeout: 1h30m }\n").unwrap();
+        assert_eq!(
+            p.evaluate("a", &json!({})).timeout,
+            Some(Duration::from_secs(5400))
+        );
     }
 }
