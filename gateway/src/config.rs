@@ -6,10 +6,12 @@ use std::time::Duration;
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
 
 /// Everything the gateway needs to start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// May hold a password: never shown by `Debug`.
     pub database_url: String,
+    /// May hold a password: never shown by `Debug`.
     pub redis_url: String,
     pub redis_key_prefix: String,
     pub upstream_mcp_url: String,
@@ -28,6 +30,52 @@ pub struct Config {
     pub upstream_concurrency: usize,
     /// How often waiters re-check Postgres in case a signal was lost.
     pub decision_poll_interval: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Exhaustive on purpose: a new field must be placed here, shown or hidden.
+        let Self {
+            listen_addr,
+            database_url: _,
+            redis_url: _,
+            redis_key_prefix,
+            upstream_mcp_url,
+            policy_file,
+            agent_keys_file,
+            approval_timeout,
+            session_lock_ttl,
+            lock_acquire_timeout,
+            max_body_bytes,
+            shutdown_grace,
+            log_format,
+            migrate_on_start,
+            keepalive_interval,
+            upstream_timeout,
+            upstream_concurrency,
+            decision_poll_interval,
+        } = self;
+        f.debug_struct("Config")
+            .field("listen_addr", listen_addr)
+            .field("database_url", &"[redacted]")
+            .field("redis_url", &"[redacted]")
+            .field("redis_key_prefix", redis_key_prefix)
+            .field("upstream_mcp_url", upstream_mcp_url)
+            .field("policy_file", policy_file)
+            .field("agent_keys_file", agent_keys_file)
+            .field("approval_timeout", approval_timeout)
+            .field("session_lock_ttl", session_lock_ttl)
+            .field("lock_acquire_timeout", lock_acquire_timeout)
+            .field("max_body_bytes", max_body_bytes)
+            .field("shutdown_grace", shutdown_grace)
+            .field("log_format", log_format)
+            .field("migrate_on_start", migrate_on_start)
+            .field("keepalive_interval", keepalive_interval)
+            .field("upstream_timeout", upstream_timeout)
+            .field("upstream_concurrency", upstream_concurrency)
+            .field("decision_poll_interval", decision_poll_interval)
+            .finish()
+    }
 }
 
 impl Config {
@@ -154,5 +202,20 @@ mod tests {
         assert_eq!(c.max_body_bytes, 4 << 20);
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert!(c.migrate_on_start);
+    }
+
+    #[test]
+    fn debug_output_hides_the_store_urls() {
+        let c = Config::from_env(env(&[
+            ("DATABASE_URL", "postgres://app:pg-secret@db/airlock"),
+            ("REDIS_URL", "redis://:redis-secret@cache"),
+            ("UPSTREAM_MCP_URL", "http://up/mcp"),
+            ("POLICY_FILE", "p.yaml"),
+            ("AGENT_KEYS_FILE", "k.yaml"),
+        ]))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("http://up/mcp"), "{shown}");
     }
 }
