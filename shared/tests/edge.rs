@@ -246,3 +246,24 @@ async fn the_connection_cap_pauses_accepting_until_a_slot_frees() {
     assert!(late.starts_with("HTTP/1.1 200"), "{late:?}");
     get_ok(&mut second).await;
 }
+
+#[tokio::test]
+async fn an_idle_connection_outlives_a_shorter_header_timeout() {
+    let app = start(Edge {
+        header_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(1500),
+        ..limits()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    get_ok(&mut tcp).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    get_ok(&mut tcp).await;
+    let served = Instant::now();
+    let (_, closed) = read_to_close(&mut tcp, Duration::from_secs(3)).await;
+    let took = closed.expect("the idle connection was never closed") - served;
+    assert!(
+        took >= Duration::from_millis(1400),
+        "closed too early: {took:?}"
+    );
+}
