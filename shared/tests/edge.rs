@@ -267,3 +267,20 @@ async fn an_idle_connection_outlives_a_shorter_header_timeout() {
         "closed too early: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_head_sent_in_part_at_once_is_cut_at_the_header_timeout() {
+    let app = start(Edge {
+        idle_timeout: Duration::from_secs(30),
+        ..limits()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_to_close(&mut tcp, Duration::from_secs(3)).await;
+    let took = closed.expect("the half-sent head was kept open") - started;
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}");
+}

@@ -38,13 +38,10 @@ impl Conn {
         // Relayed bodies are written in several small pieces; without TCP_NODELAY, Nagle and
         // delayed ACKs add ~40 ms to every streamed answer.
         let _ = tcp.set_nodelay(true);
-        let (busy_tx, busy_rx) = watch::channel(0usize);
-        let (reads_tx, reads_rx) = watch::channel(0u64);
-        let requests = Requests::new(self.router, self.edge.clone(), Arc::new(busy_tx));
-        let io = Watched {
-            tcp,
-            reads: reads_tx,
-        };
+        let (activity, seen) = watch::channel(Activity::default());
+        let activity = Arc::new(activity);
+        let requests = Requests::new(self.router, self.edge.clone(), activity.clone());
+        let io = Watched { tcp, activity };
         let builder = auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection(TokioIo::new(io), requests);
         tokio::pin!(conn);
@@ -55,7 +52,7 @@ impl Conn {
                 }
                 None
             }
-            why = watch(busy_rx, reads_rx, &self.edge) => Some(why),
+            why = watch(seen, &self.edge) => Some(why),
             () = self.stop.cancelled() => Some(Close::Shutdown),
         };
         match why {
@@ -77,6 +74,15 @@ impl Conn {
     }
 }
 
+/// What the watch needs to know about a connection.
+#[derive(Debug, Default)]
+pub(super) struct Activity {
+    /// Requests whose head has arrived and whose response is not done.
+    pub busy: usize,
+    /// Bytes arrived while nothing was in flight: a request head has begun.
+    pub head_begun: bool,
+}
+
 /// Why a connection is closed from our side.
 enum Close {
     SlowHeader,
@@ -86,32 +92,30 @@ enum Close {
 
 /// Completes when the connection should close: no request in flight for the idle timeout,
 /// or a request head begun and not finished within the header timeout.
-async fn watch(
-    mut busy: watch::Receiver<usize>,
-    mut reads: watch::Receiver<u64>,
-    edge: &Edge,
-) -> Close {
+async fn watch(mut seen: watch::Receiver<Activity>, edge: &Edge) -> Close {
     loop {
-        if *busy.borrow_and_update() > 0 {
-            if busy.changed().await.is_err() {
+        let (busy, head_begun) = {
+            let a = seen.borrow_and_update();
+            (a.busy > 0, a.head_begun)
+        };
+        let bound = if busy {
+            None
+        } else if head_begun {
+            Some((edge.header_timeout, Close::SlowHeader))
+        } else {
+            Some((edge.idle_timeout, Close::Idle))
+        };
+        let Some((after, why)) = bound else {
+            if seen.changed().await.is_err() {
                 return Close::Idle;
             }
             continue;
-        }
-        // Bytes read while busy were that request's; only new ones start a head.
-        reads.borrow_and_update();
+        };
+        // Every change is a step (a head begins, a request comes or goes, perhaps several
+        // at once): look again and restart the clock.
         tokio::select! {
-            () = tokio::time::sleep(edge.idle_timeout) => return Close::Idle,
-            r = busy.changed() => if r.is_err() { return Close::Idle },
-            r = reads.changed() => {
-                if r.is_err() {
-                    return Close::Idle;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(edge.header_timeout) => return Close::SlowHeader,
-                    r = busy.changed() => if r.is_err() { return Close::Idle },
-                }
-            }
+            () = tokio::time::sleep(after) => return why,
+            r = seen.changed() => if r.is_err() { return Close::Idle },
         }
     }
 }
@@ -119,7 +123,7 @@ async fn watch(
 /// The socket, telling the watch whenever bytes arrive.
 struct Watched {
     tcp: TcpStream,
-    reads: watch::Sender<u64>,
+    activity: Arc<watch::Sender<Activity>>,
 }
 
 impl AsyncRead for Watched {
@@ -131,7 +135,13 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.reads.send_modify(|n| *n = n.wrapping_add(1));
+            // Bytes read while a request is in flight are its body (or a pipelined head
+            // hyper parses next), not the start of a new head.
+            self.activity.send_if_modified(|a| {
+                let begins = a.busy == 0 && !a.head_begun;
+                a.head_begun |= begins;
+                begins
+            });
         }
         polled
     }

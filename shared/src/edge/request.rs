@@ -18,6 +18,7 @@ use tokio::time::Sleep;
 use tower::ServiceExt;
 
 use super::Edge;
+use super::conn::Activity;
 
 /// The body did not arrive within the body timeout.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +30,11 @@ pub struct BodyTimeout(std::time::Duration);
 pub(super) struct Requests {
     router: Router,
     edge: Arc<Edge>,
-    busy: Arc<watch::Sender<usize>>,
+    busy: Arc<watch::Sender<Activity>>,
 }
 
 impl Requests {
-    pub fn new(router: Router, edge: Arc<Edge>, busy: Arc<watch::Sender<usize>>) -> Self {
+    pub fn new(router: Router, edge: Arc<Edge>, busy: Arc<watch::Sender<Activity>>) -> Self {
         Self { router, edge, busy }
     }
 }
@@ -101,18 +102,21 @@ fn refuse(status: StatusCode, version: Version) -> Response<Body> {
 }
 
 /// Counts a request as in flight from its head until its response body is done or dropped.
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<watch::Sender<Activity>>);
 
 impl InFlight {
-    fn new(busy: Arc<watch::Sender<usize>>) -> Self {
-        busy.send_modify(|n| *n += 1);
-        Self(busy)
+    fn new(activity: Arc<watch::Sender<Activity>>) -> Self {
+        activity.send_modify(|a| {
+            a.busy += 1;
+            a.head_begun = false;
+        });
+        Self(activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.send_modify(|a| a.busy = a.busy.saturating_sub(1));
     }
 }
 
