@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
+use airlock_shared::edge::Edge;
 
 /// Everything the gateway needs to start.
 #[derive(Clone)]
@@ -30,6 +31,9 @@ pub struct Config {
     pub upstream_concurrency: usize,
     /// How often waiters re-check Postgres in case a signal was lost.
     pub decision_poll_interval: Duration,
+    /// Limits at the HTTP edge (`HEADER_READ_TIMEOUT`, `BODY_TIMEOUT`, `IDLE_TIMEOUT`,
+    /// `MAX_CONNECTIONS`; a declared body over `MAX_BODY_BYTES` gets 413 unread).
+    pub edge: Edge,
 }
 
 impl std::fmt::Debug for Config {
@@ -112,6 +116,13 @@ impl Config {
             env.problem("UPSTREAM_CONCURRENCY: must be at least 1");
         }
         let decision_poll_interval = env.duration("DECISION_POLL_INTERVAL", Duration::from_secs(1));
+        let edge = Edge::from_env(
+            &mut env,
+            Edge {
+                max_body_bytes,
+                ..Edge::default()
+            },
+        );
         env.finish()?;
         match (
             database_url,
@@ -145,6 +156,7 @@ impl Config {
                 upstream_timeout,
                 upstream_concurrency,
                 decision_poll_interval,
+                edge,
             }),
             _ => Err(ConfigError {
                 problems: vec!["required variables missing".into()],
@@ -202,6 +214,11 @@ mod tests {
         assert_eq!(c.max_body_bytes, 4 << 20);
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert!(c.migrate_on_start);
+        assert_eq!(c.edge.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.edge.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.edge.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.edge.max_connections, 1024);
+        assert_eq!(c.edge.max_body_bytes, 4 << 20);
     }
 
     #[test]

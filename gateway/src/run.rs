@@ -101,6 +101,7 @@ pub struct Gateway {
     pub interrupt: CancellationToken,
     audit_writer: JoinHandle<()>,
     shutdown_grace: Duration,
+    edge: airlock_shared::edge::Edge,
 }
 
 /// The gateway's routes, each request in a span named by its request id.
@@ -211,6 +212,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         interrupt,
         audit_writer,
         shutdown_grace: config.shutdown_grace,
+        edge: config.edge.clone(),
     })
 }
 
@@ -224,6 +226,7 @@ impl Gateway {
             interrupt,
             audit_writer,
             shutdown_grace,
+            edge,
         } = self;
         let router = app(state.clone());
         let grace_timer = {
@@ -235,22 +238,19 @@ impl Gateway {
                 interrupt.cancel();
             })
         };
-        // Relayed bodies are written in several small pieces; without TCP_NODELAY, Nagle and
-        // delayed ACKs add ~40 ms to every streamed answer.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, router).with_graceful_shutdown({
-            let s = shutdown.clone();
-            async move { s.cancelled().await }
-        });
+        // The edge sets TCP_NODELAY and bounds slow clients; held calls are not idle.
+        let server = airlock_shared::edge::Server::new(edge).serve(
+            listener,
+            router,
+            shutdown.clone().cancelled_owned(),
+        );
         let hard_stop = async {
             shutdown.cancelled().await;
             // Interrupted calls need a moment to write their answers.
             tokio::time::sleep(shutdown_grace + Duration::from_secs(5)).await;
         };
         tokio::select! {
-            r = server => if let Err(e) = r { tracing::error!(error = %e, "server error"); },
+            () = server => {},
             () = hard_stop => tracing::warn!("connections still open after the grace period; closing"),
         }
         interrupt.cancel();

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod canonical;
 pub mod config;
 pub mod db;
+pub mod edge;
 pub mod ids;
 pub mod job;
 pub mod keys;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use airlock_shared::Keys;
 use airlock_shared::config::{ConfigError, Env, LogFormat};
+use airlock_shared::edge::Edge;
 use secrecy::SecretString;
 
 /// Where the Slack signing secret comes from.
@@ -46,8 +47,11 @@ pub struct Config {
     pub db_timeout: Duration,
     /// `REDIS_TIMEOUT`: bound on connecting and on each command (default 250ms).
     pub redis_timeout: Duration,
-    /// `BODY_TIMEOUT`: bound on reading a request body (default 500ms).
+    /// `BODY_TIMEOUT`: bound on reading a request body (default 500ms); the same as `edge`'s.
     pub body_timeout: Duration,
+    /// Limits of the plain HTTP server (`HEADER_READ_TIMEOUT`, `BODY_TIMEOUT`, `IDLE_TIMEOUT`,
+    /// `MAX_CONNECTIONS`); Lambda mode has none of its own.
+    pub edge: Edge,
     /// `SECRETS_TIMEOUT`: bound on the one Secrets Manager read at start (default 5s).
     pub secrets_timeout: Duration,
 }
@@ -103,7 +107,8 @@ impl Config {
         }
         let db_timeout = env.duration("DATABASE_TIMEOUT", Duration::from_millis(800));
         let redis_timeout = env.duration("REDIS_TIMEOUT", Duration::from_millis(250));
-        let body_timeout = env.duration("BODY_TIMEOUT", Duration::from_millis(500));
+        let edge = Edge::from_env(&mut env, edge_defaults());
+        let body_timeout = edge.body_timeout;
         let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
         // Slack gives up after 3 s; these bounds are what keep us inside it.
         let worst = body_timeout + db_timeout * 2 + redis_timeout * 2;
@@ -130,6 +135,7 @@ impl Config {
                 db_timeout,
                 redis_timeout,
                 body_timeout,
+                edge,
                 secrets_timeout,
             }),
             // finish() already failed if any of these were missing.
@@ -137,6 +143,16 @@ impl Config {
                 problems: vec!["incomplete configuration".into()],
             }),
         }
+    }
+}
+
+/// Slack's servers send a click in one go: heads and bodies get short bounds.
+fn edge_defaults() -> Edge {
+    Edge {
+        header_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_millis(500),
+        max_body_bytes: crate::slack::MAX_BODY_BYTES,
+        ..Edge::default()
     }
 }
 

@@ -170,15 +170,18 @@ async fn metrics_text(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
+/// Serves `router` on `listener` within `edge`'s limits until `shutdown` completes, then
+/// drains open requests.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    edge: &airlock_shared::edge::Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    airlock_shared::edge::Server::new(edge.clone())
+        .serve(listener, router, shutdown)
+        .await;
+    Ok(())
 }
 
 /// Runs the webhook in the mode the environment asks for, until SIGTERM (or Lambda stops us).
@@ -199,7 +202,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             source,
         })?;
     tracing::info!(%addr, "listening");
-    serve(listener, router, shutdown_signal())
+    serve(listener, router, &config.edge, shutdown_signal())
         .await
         .map_err(|source| StartError::Serve { addr, source })
 }

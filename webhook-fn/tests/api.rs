@@ -6,6 +6,8 @@ mod helpers;
 
 #[path = "api/decisions.rs"]
 mod decisions;
+#[path = "api/edges.rs"]
+mod edges;
 #[path = "api/failures.rs"]
 mod failures;
 #[path = "api/lambda.rs"]

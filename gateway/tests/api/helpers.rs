@@ -139,6 +139,10 @@ pub fn config_for(
         upstream_timeout: Duration::from_secs(30),
         upstream_concurrency: opts.upstream_concurrency,
         decision_poll_interval: opts.poll_interval,
+        edge: airlock_shared::edge::Edge {
+            max_body_bytes: opts.max_body_bytes,
+            ..airlock_shared::edge::Edge::default()
+        },
     }
 }
 

@@ -58,8 +58,9 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
+    let edge = config.edge.clone();
     tokio::spawn(async move {
-        webhook_fn::serve(listener, router, async {
+        webhook_fn::serve(listener, router, &edge, async {
             let _ = rx.await;
         })
         .await
