@@ -24,18 +24,32 @@ async fn refunds_stop_at_what_is_left_of_the_charge() {
     };
     let peer = client.peer();
     // ch_1002 is 95.50 USD; every amount stays under the demo policy's approval line.
-    let r = peer.call_tool(refund("ch_1002", 60.0, "usd")).await.unwrap();
+    let r = peer
+        .call_tool(refund("ch_1002", 60.0, "usd"))
+        .await
+        .unwrap();
     assert_eq!(result_json(&r)["refund"]["amount"], 60.0);
-    let r = peer.call_tool(refund("ch_1002", 40.0, "usd")).await.unwrap();
+    let r = peer
+        .call_tool(refund("ch_1002", 40.0, "usd"))
+        .await
+        .unwrap();
     let why = error_text(&r);
     assert!(
-        why.contains("40.00 USD") && why.contains("95.50 USD") && why.contains("35.50 USD left"),
+        why.contains("40.00 USD")
+            && why.contains("95.50 USD")
+            && why.contains("35.50 USD of it is left"),
         "{why}"
     );
-    let r = peer.call_tool(refund("ch_1002", 35.5, "usd")).await.unwrap();
+    let r = peer
+        .call_tool(refund("ch_1002", 35.5, "usd"))
+        .await
+        .unwrap();
     assert_eq!(result_json(&r)["refund"]["amount"], 35.5);
-    let r = peer.call_tool(refund("ch_1002", 0.01, "usd")).await.unwrap();
-    assert!(error_text(&r).contains("0.00 USD left"));
+    let r = peer
+        .call_tool(refund("ch_1002", 0.01, "usd"))
+        .await
+        .unwrap();
+    assert!(error_text(&r).contains("0.00 USD of it is left"));
     let r = peer.call_tool(refund("ch_9999", 5.0, "usd")).await.unwrap();
     assert!(error_text(&r).contains("no charge ch_9999"));
     let r = peer.call_tool(refund("ch_1003", 5.0, "usd")).await.unwrap();
@@ -79,7 +93,11 @@ async fn end_session(http: &reqwest::Client, url: &str, token: Option<&str>) -> 
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "e2e", "version": "0"}}});
     let r = with(http.post(url)).json(&init).send().await.unwrap();
-    assert!(r.status().is_success(), "initialize at {url}: {}", r.status());
+    assert!(
+        r.status().is_success(),
+        "initialize at {url}: {}",
+        r.status()
+    );
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let body = r.text().await.unwrap();
     assert!(body.contains("protocolVersion"), "{body}");
@@ -107,7 +125,13 @@ async fn ending_a_session_answers_as_the_official_sdks_expect() {
     let direct = format!("http://127.0.0.1:{}/mcp", s.upstream.port);
     // The Python SDK warns "Session termination failed" on anything but 200, 204 or 405.
     let status = end_session(&s.http, &direct, None).await;
-    assert!(matches!(status, 200 | 204), "demo upstream DELETE: {status}");
+    assert!(
+        matches!(status, 200 | 204),
+        "demo upstream DELETE: {status}"
+    );
     let status = end_session(&s.http, &s.mcp_url(), Some(AGENT_TOKEN)).await;
-    assert_eq!(status, 204, "the gateway relays the upstream's answer as is");
+    assert_eq!(
+        status, 204,
+        "the gateway relays the upstream's answer as is"
+    );
 }
