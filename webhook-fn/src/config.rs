@@ -108,10 +108,9 @@ impl Config {
         let db_timeout = env.duration("DATABASE_TIMEOUT", Duration::from_millis(800));
         let redis_timeout = env.duration("REDIS_TIMEOUT", Duration::from_millis(250));
         let edge = Edge::from_env(&mut env, edge_defaults());
-        let body_timeout = edge.body_timeout;
         let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
         // Slack gives up after 3 s; these bounds are what keep us inside it.
-        let worst = body_timeout + db_timeout * 2 + redis_timeout * 2;
+        let worst = edge.body_timeout + db_timeout * 2 + redis_timeout * 2;
         if worst >= Duration::from_secs(3) {
             env.problem(format!(
                 "BODY_TIMEOUT + 2×DATABASE_TIMEOUT + 2×REDIS_TIMEOUT is {worst:?}; it must stay under \
@@ -134,7 +133,7 @@ impl Config {
                 db_max_connections,
                 db_timeout,
                 redis_timeout,
-                body_timeout,
+                body_timeout: edge.body_timeout,
                 edge,
                 secrets_timeout,
             }),
@@ -146,12 +145,12 @@ impl Config {
     }
 }
 
-/// Slack's servers send a click in one go: heads and bodies get short bounds.
+/// Slack's servers send a click in one go: heads and bodies get short bounds. (The body
+/// size limit is the click handler's; `serve` applies it.)
 fn edge_defaults() -> Edge {
     Edge {
         header_timeout: Duration::from_secs(5),
         body_timeout: Duration::from_millis(500),
-        max_body_bytes: crate::slack::MAX_BODY_BYTES,
         ..Edge::default()
     }
 }

@@ -178,7 +178,12 @@ pub async fn serve(
     edge: &airlock_shared::edge::Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    airlock_shared::edge::Server::new(edge.clone())
+    // A declared body over the click handler's own limit is refused before it is read.
+    let edge = airlock_shared::edge::Edge {
+        max_body_bytes: slack::MAX_BODY_BYTES,
+        ..edge.clone()
+    };
+    airlock_shared::edge::Server::new(edge)
         .serve(listener, router, shutdown)
         .await;
     Ok(())

@@ -163,3 +163,29 @@ impl Server {
         while conns.join_next().await.is_some() {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_come_from_the_environment_and_bad_ones_are_reported() {
+        let mut env = Env::from_pairs(&[
+            ("HEADER_READ_TIMEOUT", "2s"),
+            ("IDLE_TIMEOUT", "90s"),
+            ("MAX_CONNECTIONS", "0"),
+            ("BODY_TIMEOUT", "soon"),
+        ]);
+        let defaults = Edge {
+            max_body_bytes: 64,
+            ..Edge::default()
+        };
+        let edge = Edge::from_env(&mut env, defaults.clone());
+        assert_eq!(edge.header_timeout, Duration::from_secs(2));
+        assert_eq!(edge.idle_timeout, Duration::from_secs(90));
+        assert_eq!(edge.body_timeout, defaults.body_timeout);
+        assert_eq!(edge.max_body_bytes, 64);
+        let err = env.finish().unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+    }
+}
