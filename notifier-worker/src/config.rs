@@ -40,7 +40,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
-    /// This replica's consumer name in the group (unique per replica).
+    /// This replica's consumer name in the group: unique per replica, stable across its restarts
+    /// (`NOTIFIER_CONSUMER`, else `POD_NAME`, else `HOSTNAME`).
     pub consumer: String,
     /// Delivery and timing knobs.
     pub tuning: Tuning,
@@ -216,12 +217,21 @@ impl Config {
     }
 }
 
-/// The pod name (Kubernetes sets `HOSTNAME`) plus a random suffix, so a restarted pod with the
-/// same name does not inherit a dead consumer's pending list by accident.
+/// Stable per replica (`POD_NAME`, else `HOSTNAME`), so a restarted pod finishes the jobs it
+/// held at once; a generated name only where neither is set.
 fn default_consumer_name(env: &Env) -> String {
-    let host = env.raw("HOSTNAME").unwrap_or("notifier");
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &suffix[..8])
+    let stable = ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .filter_map(|k| env.raw(k))
+        .map(str::trim)
+        .find(|v| !v.is_empty());
+    match stable {
+        Some(name) => name.to_owned(),
+        None => {
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("notifier-{}", &suffix[..8])
+        }
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +291,31 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
         assert!(!text.contains("xoxb-secret"));
+    }
+
+    #[test]
+    fn the_consumer_name_is_the_pod_name_then_the_host_name() {
+        let base = [
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+            ("SLACK_BOT_TOKEN", "xoxb-secret"),
+            ("SLACK_CHANNEL", "C123"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::from_env(env(&pairs)).unwrap().consumer
+        };
+        assert_eq!(
+            with(&[("POD_NAME", "notifier-0"), ("HOSTNAME", "h")]),
+            "notifier-0"
+        );
+        assert_eq!(with(&[("HOSTNAME", "notifier-1")]), "notifier-1");
+        assert_eq!(
+            with(&[("HOSTNAME", "h"), ("NOTIFIER_CONSUMER", "mine")]),
+            "mine"
+        );
+        assert_ne!(with(&[]), with(&[]), "generated names differ");
     }
 
     #[test]

@@ -161,6 +161,7 @@ impl Worker {
         p.stream.ensure_group().await.map_err(WorkerError::Group)?;
         info!(consumer = p.stream.consumer(), "notifier worker started");
         let tasks = TaskTracker::new();
+        own_pending_first(&self.ctx, &tasks, &shutdown).await;
         let claimer = tokio::spawn(claim_loop(
             self.ctx.clone(),
             tasks.clone(),
@@ -239,6 +240,36 @@ async fn read_loop(ctx: &Arc<Ctx>, tasks: &TaskTracker, shutdown: &CancellationT
                 }
             }
         }
+    }
+}
+
+/// Starts the jobs this consumer held when it last stopped (a restart under the same name), so
+/// that they do not wait out the idle-reclaim timeout.
+async fn own_pending_first(ctx: &Arc<Ctx>, tasks: &TaskTracker, shutdown: &CancellationToken) {
+    let p = &ctx.parts;
+    let mut after = "0".to_owned();
+    loop {
+        let Some(mut permits) = take_slots(ctx, READ_BATCH, shutdown).await else {
+            return;
+        };
+        let own = match p.stream.own_pending(&after, permits.len()).await {
+            Ok(own) => own,
+            Err(e) => {
+                // The claim loop takes them over later.
+                p.metrics.backend_errors.with_label_values(&["redis"]).inc();
+                warn!(error = %chain(&e), "reading our own pending jobs failed");
+                return;
+            }
+        };
+        let Some(last) = own.last().map(|d| d.entry_id.clone()) else {
+            return;
+        };
+        for d in own {
+            let Some(slot) = permits.pop() else { break };
+            info!(entry_id = %d.entry_id, prior_failures = d.prior_failures, "resuming our own pending job");
+            spawn_job(ctx, tasks, d, slot, shutdown);
+        }
+        after = last;
     }
 }
 
