@@ -10,7 +10,6 @@ pub mod config;
 pub mod interaction;
 pub mod lambda;
 pub mod metrics;
-pub mod secrets;
 pub mod signature;
 pub mod slack;
 
@@ -19,16 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_shared::db;
+use airlock_shared::probes::Readiness;
+use airlock_shared::secret::{self, SecretError};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::approval::Approvals;
-use crate::config::{Config, SecretSource};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::signature::Verifier;
 
@@ -36,7 +38,7 @@ use crate::signature::Verifier;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("reading the signing secret failed")]
-    Secret(#[from] secrets::SecretError),
+    Secret(#[from] SecretError),
     #[error("DATABASE_URL is not usable")]
     Database(#[source] sqlx::Error),
     #[error("REDIS_URL is not usable")]
@@ -81,10 +83,7 @@ impl std::ops::Deref for AppState {
 /// Resolves the secret and prepares lazy connections: start-up does not wait for Postgres or
 /// Redis, so a cold start stays short and a down dependency shows in `/readyz`, not as a crash.
 pub async fn build(config: &Config) -> Result<AppState, StartError> {
-    let secret = match &config.signing_secret {
-        SecretSource::Plain(s) => s.clone(),
-        SecretSource::SecretsManager { arn } => secrets::fetch(arn, config.secrets_timeout).await?,
-    };
+    let secret = secret::read(&config.signing_secret, config.secrets_timeout, &[]).await?;
     // As a long-running server, keep a few connections open and warm: a click burst must not
     // wait for new TLS connections (batched decisions need about two). A Lambda instance serves
     // one click at a time and must start fast.
@@ -94,7 +93,7 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
         config.db_max_connections.min(WARM_CONNECTIONS)
     };
     let pool = db::connect_lazy(
-        &config.database_url,
+        config.database_url.expose_secret(),
         config.db_max_connections,
         min_connections,
         config.db_timeout,
@@ -103,7 +102,8 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
     if !config.lambda {
         db::warm(&pool, min_connections);
     }
-    let client = redis::Client::open(config.redis_url.as_str()).map_err(StartError::Redis)?;
+    let client =
+        redis::Client::open(config.redis_url.expose_secret()).map_err(StartError::Redis)?;
     let redis = ConnectionManager::new_lazy_with_config(
         client,
         ConnectionManagerConfig::new()
@@ -137,36 +137,43 @@ const WARM_CONNECTIONS: u32 = 2;
 
 /// The routes, for both the HTTP server and Lambda.
 pub fn app(state: AppState) -> Router {
+    let probes = airlock_shared::probes::routes(state.metrics.registry().clone(), {
+        let state = state.clone();
+        move || readiness(state.clone())
+    });
     Router::new()
         .route("/slack/actions", post(slack::actions))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
         .with_state(state)
+        .merge(probes)
+        // Each request gets an `x-request-id` (the caller's, if sent), answers with it, and runs in
+        // a span that carries it, so a refused request logs with its context.
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// The span of one request, with its id.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %req.method(), path = req.uri().path(), request_id = id)
 }
 
 /// Ready when Postgres answers: without it no decision can be recorded. Redis is only a hint.
-async fn readyz(State(app): State<AppState>) -> Response {
+async fn readiness(app: AppState) -> Readiness {
     let a = &app.approvals;
-    match tokio::time::timeout(a.db_timeout, db::ping(&a.pool)).await {
-        Ok(true) => (StatusCode::OK, "ready").into_response(),
-        Ok(false) | Err(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "postgres unavailable").into_response()
-        }
-    }
-}
-
-async fn metrics_text(State(app): State<AppState>) -> Response {
-    match app.metrics.render() {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => {
-            tracing::error!(error = %airlock_shared::telemetry::chain(&e), "rendering metrics failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+    let postgres = tokio::time::timeout(a.db_timeout, db::ping(&a.pool))
+        .await
+        .unwrap_or(false);
+    Readiness {
+        ready: postgres,
+        detail: serde_json::json!({ "postgres": postgres }),
     }
 }
 
@@ -199,32 +206,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             source,
         })?;
     tracing::info!(%addr, "listening");
-    serve(listener, router, shutdown_signal())
+    let shutdown = airlock_shared::shutdown::on_signal();
+    serve(listener, router, async move { shutdown.cancelled().await })
         .await
         .map_err(|source| StartError::Serve { addr, source })
-}
-
-/// SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down: draining open requests");
 }
