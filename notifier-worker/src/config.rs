@@ -4,20 +4,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_shared::config::{ConfigError, Env, LogFormat};
+use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
 use url::Url;
 
 /// Slack's Web API.
 pub const DEFAULT_SLACK_API: &str = "https://slack.com/api";
-
-/// Where the Slack bot token comes from.
-#[derive(Clone, Debug)]
-pub enum TokenSource {
-    /// Given directly (`SLACK_BOT_TOKEN`).
-    Literal(SecretString),
-    /// Read from AWS Secrets Manager at start (`SLACK_BOT_TOKEN_ARN`).
-    SecretsManager { arn: String },
-}
 
 /// Everything the notifier needs to run.
 #[derive(Clone, Debug)]
@@ -28,8 +20,10 @@ pub struct Config {
     pub database_url: SecretString,
     /// Prefix of every Redis name (`REDIS_KEY_PREFIX`, default `airlock`).
     pub key_prefix: String,
-    /// The bot token's source.
-    pub token: TokenSource,
+    /// The bot token's source (`SLACK_BOT_TOKEN` or `SLACK_BOT_TOKEN_ARN`).
+    pub token: SecretSource,
+    /// Bound on reading the token from Secrets Manager at start (`SECRETS_TIMEOUT`, default 5s).
+    pub secrets_timeout: Duration,
     /// Where approval requests go unless a rule names its own channel.
     pub default_channel: String,
     /// The Web API base, e.g. `https://slack.com/api`.
@@ -107,32 +101,8 @@ impl Config {
         if database_url.is_none() {
             env.problem("DATABASE_URL is required but not set");
         }
-        let token = match (
-            env.secret("SLACK_BOT_TOKEN"),
-            env.raw("SLACK_BOT_TOKEN_ARN"),
-        ) {
-            (Some(t), None) => Some(TokenSource::Literal(t)),
-            (None, Some(arn)) if arn.trim().starts_with("arn:") => {
-                Some(TokenSource::SecretsManager {
-                    arn: arn.trim().to_owned(),
-                })
-            }
-            (None, Some(arn)) => {
-                let arn = arn.chars().take(80).collect::<String>();
-                env.problem(format!(
-                    "SLACK_BOT_TOKEN_ARN: expected an ARN (arn:aws:secretsmanager:…), got {arn:?}"
-                ));
-                None
-            }
-            (Some(_), Some(_)) => {
-                env.problem("set one of SLACK_BOT_TOKEN and SLACK_BOT_TOKEN_ARN, not both");
-                None
-            }
-            (None, None) => {
-                env.problem("SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_ARN is required");
-                None
-            }
-        };
+        let token = env.secret_source("SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN_ARN");
+        let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
         let default_channel: Option<String> = env.required("SLACK_CHANNEL");
         let slack_api_base_url: Option<Url> = env
             .optional("SLACK_API_BASE_URL")
@@ -201,6 +171,7 @@ impl Config {
                 database_url,
                 key_prefix,
                 token,
+                secrets_timeout,
                 default_channel,
                 slack_api_base_url,
                 concurrency,
@@ -257,7 +228,7 @@ mod tests {
         assert_eq!(c.key_prefix, "airlock");
         assert_eq!(c.tuning.channel_pace, Some(Duration::from_secs(1)));
         match &c.token {
-            TokenSource::Literal(t) => assert_eq!(t.expose_secret(), "xoxb-secret"),
+            SecretSource::Plain(t) => assert_eq!(t.expose_secret(), "xoxb-secret"),
             other => panic!("{other:?}"),
         }
         assert!(!format!("{c:?}").contains("xoxb-secret"));
@@ -332,6 +303,6 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.tuning.channel_pace, None);
-        assert!(matches!(c.token, TokenSource::SecretsManager { .. }));
+        assert!(matches!(c.token, SecretSource::SecretsManager { .. }));
     }
 }
