@@ -90,6 +90,42 @@ impl Default for Tuning {
     }
 }
 
+impl Tuning {
+    /// The knobs from the environment, defaulting each.
+    fn from_env(env: &mut Env) -> Self {
+        let d = Tuning::default();
+        let max_attempts: u32 = env.or("NOTIFY_MAX_ATTEMPTS", d.max_attempts);
+        if max_attempts == 0 {
+            env.problem("NOTIFY_MAX_ATTEMPTS: must be at least 1");
+        }
+        let channel_pace = match env.raw("SLACK_CHANNEL_PACE").map(str::trim) {
+            Some("off") | Some("0") => None,
+            _ => Some(env.duration("SLACK_CHANNEL_PACE", Duration::from_secs(1))),
+        };
+        let tuning = Self {
+            max_attempts,
+            retry_base: env.duration("NOTIFY_RETRY_BASE", d.retry_base),
+            retry_max: env.duration("NOTIFY_RETRY_MAX", d.retry_max),
+            max_retry_after: env.duration("SLACK_MAX_RETRY_AFTER", d.max_retry_after),
+            max_rate_limited: d.max_rate_limited,
+            claim_idle: env.duration("NOTIFY_CLAIM_IDLE", d.claim_idle),
+            claim_every: env.duration("NOTIFY_CLAIM_EVERY", d.claim_every),
+            read_block: env.duration("NOTIFY_READ_BLOCK", d.read_block),
+            channel_pace,
+            http_timeout: env.duration("SLACK_HTTP_TIMEOUT", d.http_timeout),
+            update_wait: env.duration("NOTIFY_UPDATE_WAIT", d.update_wait),
+            shutdown_grace: env.duration("SHUTDOWN_GRACE", d.shutdown_grace),
+        };
+        if tuning.claim_idle <= tuning.http_timeout * 2 {
+            env.problem(
+                "NOTIFY_CLAIM_IDLE: must be more than twice SLACK_HTTP_TIMEOUT, or a slow Slack \
+                 call would let another replica take the job over mid-call",
+            );
+        }
+        tuning
+    }
+}
+
 impl Config {
     /// Reads the configuration, reporting every problem at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
@@ -122,35 +158,7 @@ impl Config {
         let key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let consumer: String = env.or("NOTIFIER_CONSUMER", default_consumer_name(&env));
 
-        let d = Tuning::default();
-        let max_attempts: u32 = env.or("NOTIFY_MAX_ATTEMPTS", d.max_attempts);
-        if max_attempts == 0 {
-            env.problem("NOTIFY_MAX_ATTEMPTS: must be at least 1");
-        }
-        let channel_pace = match env.raw("SLACK_CHANNEL_PACE").map(str::trim) {
-            Some("off") | Some("0") => None,
-            _ => Some(env.duration("SLACK_CHANNEL_PACE", Duration::from_secs(1))),
-        };
-        let tuning = Tuning {
-            max_attempts,
-            retry_base: env.duration("NOTIFY_RETRY_BASE", d.retry_base),
-            retry_max: env.duration("NOTIFY_RETRY_MAX", d.retry_max),
-            max_retry_after: env.duration("SLACK_MAX_RETRY_AFTER", d.max_retry_after),
-            max_rate_limited: d.max_rate_limited,
-            claim_idle: env.duration("NOTIFY_CLAIM_IDLE", d.claim_idle),
-            claim_every: env.duration("NOTIFY_CLAIM_EVERY", d.claim_every),
-            read_block: env.duration("NOTIFY_READ_BLOCK", d.read_block),
-            channel_pace,
-            http_timeout: env.duration("SLACK_HTTP_TIMEOUT", d.http_timeout),
-            update_wait: env.duration("NOTIFY_UPDATE_WAIT", d.update_wait),
-            shutdown_grace: env.duration("SHUTDOWN_GRACE", d.shutdown_grace),
-        };
-        if tuning.claim_idle <= tuning.http_timeout * 2 {
-            env.problem(
-                "NOTIFY_CLAIM_IDLE: must be more than twice SLACK_HTTP_TIMEOUT, or a slow Slack \
-                 call would let another replica take the job over mid-call",
-            );
-        }
+        let tuning = Tuning::from_env(&mut env);
 
         env.finish()?;
         match (
