@@ -11,8 +11,8 @@ pub mod metrics;
 pub mod pace;
 pub mod probes;
 pub mod retry;
-pub mod slack;
 pub mod stream;
+pub mod web_api;
 pub mod worker;
 
 use std::sync::Arc;
@@ -103,7 +103,7 @@ impl Notifier {
         )
         .map_err(RunError::Db)?;
         let slack =
-            slack::SlackClient::new(config.slack_api_base_url.clone(), token, t.http_timeout)
+            web_api::SlackClient::new(config.slack_api_base_url.clone(), token, t.http_timeout)
                 .map_err(RunError::Http)?;
         let keys = Keys::new(config.key_prefix.clone());
         let metrics = metrics::Metrics::new().map_err(RunError::Metrics)?;

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod buttons;
 pub mod canonical;
 pub mod config;
 pub mod db;
@@ -17,7 +18,6 @@ pub mod secret;
 pub mod session;
 pub mod shutdown;
 pub mod signal;
-pub mod slack;
 pub mod telemetry;
 pub mod ticket;
 
