@@ -1,4 +1,5 @@
 //! The Redis lease against a real Redis (`REDIS_URL`, default 127.0.0.1:6379).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
