@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use airlock_shared::{Keys, TicketId};
+use airlock_shared::{Keys, TicketId, lease};
+use redis::RedisError;
 use redis::aio::ConnectionManager;
-use redis::{RedisError, Script};
 
 /// How long a posted ts is kept (for a successor to record, or to stop a duplicate post).
 const POSTED_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -25,19 +25,12 @@ pub enum Claim {
     Posted { channel: String, ts: String },
 }
 
-/// Deletes the key only if it still holds our value.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
 /// The claims of one deployment.
 #[derive(Clone)]
 pub struct PostClaims {
     keys: Keys,
     conn: ConnectionManager,
     ttl: Duration,
-    release: Script,
 }
 
 impl std::fmt::Debug for PostClaims {
@@ -51,28 +44,14 @@ impl std::fmt::Debug for PostClaims {
 impl PostClaims {
     /// Claims that lapse after `ttl` (longer than one Slack call may take).
     pub fn new(keys: Keys, conn: ConnectionManager, ttl: Duration) -> Self {
-        Self {
-            keys,
-            conn,
-            ttl,
-            release: Script::new(RELEASE),
-        }
+        Self { keys, conn, ttl }
     }
 
     /// Tries to take the claim for `ticket` as `holder`.
     pub async fn acquire(&self, ticket: TicketId, holder: &str) -> Result<Claim, RedisError> {
         let key = self.keys.notify_post_claim(&ticket);
         let mut conn = self.conn.clone();
-        let value = format!("posting {holder}");
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&value)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.ttl.as_millis() as u64)
-            .query_async(&mut conn)
-            .await?;
-        if set.is_some() {
+        if lease::acquire(&mut conn, &key, &owner(holder), self.ttl).await? {
             return Ok(Claim::Acquired);
         }
         let current: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
@@ -113,13 +92,16 @@ impl PostClaims {
     /// Drops our claim (a no-op if it lapsed and someone else holds it now).
     pub async fn release(&self, ticket: TicketId, holder: &str) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
-        self.release
-            .key(self.keys.notify_post_claim(&ticket))
-            .arg(format!("posting {holder}"))
-            .invoke_async::<i64>(&mut conn)
+        let key = self.keys.notify_post_claim(&ticket);
+        lease::release(&mut conn, &key, &owner(holder))
             .await
             .map(|_| ())
     }
+}
+
+/// The lease's owner token while `holder` posts.
+fn owner(holder: &str) -> String {
+    format!("posting {holder}")
 }
 
 fn parse_posted(v: &str) -> Option<(String, String)> {

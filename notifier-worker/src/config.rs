@@ -4,20 +4,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_shared::config::{ConfigError, Env, LogFormat};
+use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
 use url::Url;
 
 /// Slack's Web API.
 pub const DEFAULT_SLACK_API: &str = "https://slack.com/api";
-
-/// Where the Slack bot token comes from.
-#[derive(Clone, Debug)]
-pub enum TokenSource {
-    /// Given directly (`SLACK_BOT_TOKEN`).
-    Literal(SecretString),
-    /// Read from AWS Secrets Manager at start (`SLACK_BOT_TOKEN_ARN`).
-    SecretsManager { arn: String },
-}
 
 /// Everything the notifier needs to run.
 #[derive(Clone, Debug)]
@@ -28,8 +20,10 @@ pub struct Config {
     pub database_url: SecretString,
     /// Prefix of every Redis name (`REDIS_KEY_PREFIX`, default `airlock`).
     pub key_prefix: String,
-    /// The bot token's source.
-    pub token: TokenSource,
+    /// The bot token's source (`SLACK_BOT_TOKEN` or `SLACK_BOT_TOKEN_ARN`).
+    pub token: SecretSource,
+    /// Bound on reading the token from Secrets Manager at start (`SECRETS_TIMEOUT`, default 5s).
+    pub secrets_timeout: Duration,
     /// Where approval requests go unless a rule names its own channel.
     pub default_channel: String,
     /// The Web API base, e.g. `https://slack.com/api`.
@@ -40,7 +34,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
-    /// This replica's consumer name in the group (unique per replica).
+    /// This replica's consumer name in the group: unique per replica, stable across its restarts
+    /// (`NOTIFIER_CONSUMER`, else `POD_NAME`, else `HOSTNAME`).
     pub consumer: String,
     /// Delivery and timing knobs.
     pub tuning: Tuning,
@@ -95,62 +90,9 @@ impl Default for Tuning {
     }
 }
 
-impl Config {
-    /// Reads the configuration, reporting every problem at once.
-    pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
-        let redis_url = env.secret("REDIS_URL");
-        if redis_url.is_none() {
-            env.problem("REDIS_URL is required but not set");
-        }
-        let database_url = env.secret("DATABASE_URL");
-        if database_url.is_none() {
-            env.problem("DATABASE_URL is required but not set");
-        }
-        let token = match (
-            env.secret("SLACK_BOT_TOKEN"),
-            env.raw("SLACK_BOT_TOKEN_ARN"),
-        ) {
-            (Some(t), None) => Some(TokenSource::Literal(t)),
-            (None, Some(arn)) if arn.trim().starts_with("arn:") => {
-                Some(TokenSource::SecretsManager {
-                    arn: arn.trim().to_owned(),
-                })
-            }
-            (None, Some(arn)) => {
-                let arn = arn.chars().take(80).collect::<String>();
-                env.problem(format!(
-                    "SLACK_BOT_TOKEN_ARN: expected an ARN (arn:aws:secretsmanager:…), got {arn:?}"
-                ));
-                None
-            }
-            (Some(_), Some(_)) => {
-                env.problem("set one of SLACK_BOT_TOKEN and SLACK_BOT_TOKEN_ARN, not both");
-                None
-            }
-            (None, None) => {
-                env.problem("SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_ARN is required");
-                None
-            }
-        };
-        let default_channel: Option<String> = env.required("SLACK_CHANNEL");
-        let slack_api_base_url: Option<Url> = env
-            .optional("SLACK_API_BASE_URL")
-            .or_else(|| Url::parse(DEFAULT_SLACK_API).ok());
-        if slack_api_base_url
-            .as_ref()
-            .is_some_and(|u| !matches!(u.scheme(), "http" | "https"))
-        {
-            env.problem("SLACK_API_BASE_URL: must be an http or https URL");
-        }
-        let concurrency: usize = env.or("CONCURRENCY", 32);
-        if concurrency == 0 || concurrency > 1024 {
-            env.problem("CONCURRENCY: must be between 1 and 1024");
-        }
-        let listen_addr: SocketAddr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8082)));
-        let log_format = env.or("LOG_FORMAT", LogFormat::Json);
-        let key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
-        let consumer: String = env.or("NOTIFIER_CONSUMER", default_consumer_name(&env));
-
+impl Tuning {
+    /// The knobs from the environment, defaulting each.
+    fn from_env(env: &mut Env) -> Self {
         let d = Tuning::default();
         let max_attempts: u32 = env.or("NOTIFY_MAX_ATTEMPTS", d.max_attempts);
         if max_attempts == 0 {
@@ -160,7 +102,7 @@ impl Config {
             Some("off") | Some("0") => None,
             _ => Some(env.duration("SLACK_CHANNEL_PACE", Duration::from_secs(1))),
         };
-        let tuning = Tuning {
+        let tuning = Self {
             max_attempts,
             retry_base: env.duration("NOTIFY_RETRY_BASE", d.retry_base),
             retry_max: env.duration("NOTIFY_RETRY_MAX", d.retry_max),
@@ -180,6 +122,43 @@ impl Config {
                  call would let another replica take the job over mid-call",
             );
         }
+        tuning
+    }
+}
+
+impl Config {
+    /// Reads the configuration, reporting every problem at once.
+    pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
+        let redis_url = env.secret("REDIS_URL");
+        if redis_url.is_none() {
+            env.problem("REDIS_URL is required but not set");
+        }
+        let database_url = env.secret("DATABASE_URL");
+        if database_url.is_none() {
+            env.problem("DATABASE_URL is required but not set");
+        }
+        let token = env.secret_source("SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN_ARN");
+        let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
+        let default_channel: Option<String> = env.required("SLACK_CHANNEL");
+        let slack_api_base_url: Option<Url> = env
+            .optional("SLACK_API_BASE_URL")
+            .or_else(|| Url::parse(DEFAULT_SLACK_API).ok());
+        if slack_api_base_url
+            .as_ref()
+            .is_some_and(|u| !matches!(u.scheme(), "http" | "https"))
+        {
+            env.problem("SLACK_API_BASE_URL: must be an http or https URL");
+        }
+        let concurrency: usize = env.or("CONCURRENCY", 32);
+        if concurrency == 0 || concurrency > 1024 {
+            env.problem("CONCURRENCY: must be between 1 and 1024");
+        }
+        let listen_addr: SocketAddr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8082)));
+        let log_format = env.or("LOG_FORMAT", LogFormat::Json);
+        let key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
+        let consumer: String = env.or("NOTIFIER_CONSUMER", default_consumer_name(&env));
+
+        let tuning = Tuning::from_env(&mut env);
 
         env.finish()?;
         match (
@@ -200,6 +179,7 @@ impl Config {
                 database_url,
                 key_prefix,
                 token,
+                secrets_timeout,
                 default_channel,
                 slack_api_base_url,
                 concurrency,
@@ -216,12 +196,21 @@ impl Config {
     }
 }
 
-/// The pod name (Kubernetes sets `HOSTNAME`) plus a random suffix, so a restarted pod with the
-/// same name does not inherit a dead consumer's pending list by accident.
+/// Stable per replica (`POD_NAME`, else `HOSTNAME`), so a restarted pod finishes the jobs it
+/// held at once; a generated name only where neither is set.
 fn default_consumer_name(env: &Env) -> String {
-    let host = env.raw("HOSTNAME").unwrap_or("notifier");
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &suffix[..8])
+    let stable = ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .filter_map(|k| env.raw(k))
+        .map(str::trim)
+        .find(|v| !v.is_empty());
+    match stable {
+        Some(name) => name.to_owned(),
+        None => {
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("notifier-{}", &suffix[..8])
+        }
+    }
 }
 
 #[cfg(test)]
@@ -247,7 +236,7 @@ mod tests {
         assert_eq!(c.key_prefix, "airlock");
         assert_eq!(c.tuning.channel_pace, Some(Duration::from_secs(1)));
         match &c.token {
-            TokenSource::Literal(t) => assert_eq!(t.expose_secret(), "xoxb-secret"),
+            SecretSource::Plain(t) => assert_eq!(t.expose_secret(), "xoxb-secret"),
             other => panic!("{other:?}"),
         }
         assert!(!format!("{c:?}").contains("xoxb-secret"));
@@ -284,6 +273,31 @@ mod tests {
     }
 
     #[test]
+    fn the_consumer_name_is_the_pod_name_then_the_host_name() {
+        let base = [
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+            ("SLACK_BOT_TOKEN", "xoxb-secret"),
+            ("SLACK_CHANNEL", "C123"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::from_env(env(&pairs)).unwrap().consumer
+        };
+        assert_eq!(
+            with(&[("POD_NAME", "notifier-0"), ("HOSTNAME", "h")]),
+            "notifier-0"
+        );
+        assert_eq!(with(&[("HOSTNAME", "notifier-1")]), "notifier-1");
+        assert_eq!(
+            with(&[("HOSTNAME", "h"), ("NOTIFIER_CONSUMER", "mine")]),
+            "mine"
+        );
+        assert_ne!(with(&[]), with(&[]), "generated names differ");
+    }
+
+    #[test]
     fn pacing_can_be_turned_off_and_an_arn_is_accepted() {
         let c = Config::from_env(env(&[
             ("REDIS_URL", "redis://127.0.0.1:6379"),
@@ -297,6 +311,6 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.tuning.channel_pace, None);
-        assert!(matches!(c.token, TokenSource::SecretsManager { .. }));
+        assert!(matches!(c.token, SecretSource::SecretsManager { .. }));
     }
 }

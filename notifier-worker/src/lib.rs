@@ -6,14 +6,13 @@
 
 pub mod claim;
 pub mod config;
-pub mod health;
 pub mod message;
 pub mod metrics;
 pub mod pace;
+pub mod probes;
 pub mod retry;
-pub mod secrets;
-pub mod slack;
 pub mod stream;
+pub mod web_api;
 pub mod worker;
 
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, TokenSource, Tuning};
+pub use config::{Config, Tuning};
 pub use worker::Worker;
 
 /// Why the notifier could not start or stopped with an error.
@@ -34,7 +33,7 @@ pub use worker::Worker;
 pub enum RunError {
     /// The bot token could not be loaded.
     #[error("loading the Slack bot token")]
-    Token(#[from] secrets::SecretError),
+    Token(#[from] airlock_shared::secret::SecretError),
     /// Redis could not be reached.
     #[error("connecting to Redis")]
     Redis(#[source] redis::RedisError),
@@ -58,7 +57,7 @@ pub enum RunError {
 /// A notifier, connected and ready to run.
 pub struct Notifier {
     worker: Worker,
-    state: health::AppState,
+    state: probes::ProbeState,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -72,7 +71,13 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// Connects to Redis, Postgres and (for the token) Secrets Manager.
     pub async fn build(config: &Config) -> Result<Self, RunError> {
-        let token = secrets::bot_token(&config.token).await?;
+        // A JSON secret may hold the token under one of these names.
+        let token = airlock_shared::secret::read(
+            &config.token,
+            config.secrets_timeout,
+            &["SLACK_BOT_TOKEN", "token"],
+        )
+        .await?;
         let t = &config.tuning;
         let client =
             redis::Client::open(config.redis_url.expose_secret()).map_err(RunError::Redis)?;
@@ -98,7 +103,7 @@ impl Notifier {
         )
         .map_err(RunError::Db)?;
         let slack =
-            slack::SlackClient::new(config.slack_api_base_url.clone(), token, t.http_timeout)
+            web_api::SlackClient::new(config.slack_api_base_url.clone(), token, t.http_timeout)
                 .map_err(RunError::Http)?;
         let keys = Keys::new(config.key_prefix.clone());
         let metrics = metrics::Metrics::new().map_err(RunError::Metrics)?;
@@ -126,7 +131,7 @@ impl Notifier {
         });
         Ok(Self {
             worker,
-            state: health::AppState {
+            state: probes::ProbeState {
                 pool,
                 redis: conn,
                 metrics,
@@ -146,7 +151,7 @@ impl Notifier {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), RunError> {
-        let app = health::app(self.state.clone());
+        let app = probes::routes(self.state.clone());
         let http_stop = CancellationToken::new();
         let stop = http_stop.clone();
         let server = tokio::spawn(async move {

@@ -3,9 +3,8 @@
 use std::process::ExitCode;
 
 use airlock_shared::config::Env;
-use airlock_shared::telemetry;
+use airlock_shared::{shutdown, telemetry};
 use notifier_worker::Config;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,8 +16,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let shutdown = shutdown::on_signal();
     match notifier_worker::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -26,29 +24,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Cancels on SIGTERM or Ctrl-C.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = ctrl_c => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    tracing::info!("shutdown requested");
-    shutdown.cancel();
 }

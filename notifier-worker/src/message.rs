@@ -1,7 +1,7 @@
 //! What the approver sees: the approval request with its buttons, the closed message that
 //! replaces it, and the private note to a refused clicker. Pure functions of the ticket row.
 
-use airlock_shared::slack::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
 use airlock_shared::{Refusal, Ticket, TicketStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};

@@ -1,14 +1,14 @@
 //! Prometheus metrics, in a registry of this app's own.
 
+use airlock_shared::probes::MetricsRegistry;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
 };
 
 /// The notifier's metrics.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Jobs finished, by kind and outcome (done, dead_letter, given_back).
     pub jobs: IntCounterVec,
     /// Slack calls, by method and result.
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Fresh metrics in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        let registry = MetricsRegistry::new();
         let jobs = IntCounterVec::new(
             Opts::new("airlock_notifier_jobs_total", "Jobs finished"),
             &["kind", "outcome"],
@@ -83,33 +83,27 @@ impl Metrics {
             ),
             &["backend"],
         )?;
-        registry.register(Box::new(jobs.clone()))?;
-        registry.register(Box::new(slack_calls.clone()))?;
-        registry.register(Box::new(slack_seconds.clone()))?;
-        registry.register(Box::new(queue_latency.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(retries.clone()))?;
-        registry.register(Box::new(claimed.clone()))?;
-        registry.register(Box::new(duplicates_removed.clone()))?;
-        registry.register(Box::new(backend_errors.clone()))?;
         Ok(Self {
+            jobs: registry.register(jobs),
+            slack_calls: registry.register(slack_calls),
+            slack_seconds: registry.register(slack_seconds),
+            queue_latency: registry.register(queue_latency),
+            in_flight: registry.register(in_flight),
+            retries: registry.register(retries),
+            claimed: registry.register(claimed),
+            duplicates_removed: registry.register(duplicates_removed),
+            backend_errors: registry.register(backend_errors),
             registry,
-            jobs,
-            slack_calls,
-            slack_seconds,
-            queue_latency,
-            in_flight,
-            retries,
-            claimed,
-            duplicates_removed,
-            backend_errors,
         })
     }
 
+    /// The registry, for `/metrics`.
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
+    }
+
     /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        self.registry.render()
     }
 }

@@ -113,19 +113,31 @@ impl JobStream {
             .arg(">")
             .query_async(&mut conn)
             .await?;
-        let mut out = Vec::new();
-        // [[stream, [[id, [field, value, …]], …]]] or nil on timeout.
-        if let Value::Array(streams) = reply {
-            for s in streams {
-                if let Value::Array(mut parts) = s
-                    && parts.len() == 2
-                    && let Some(entries) = parts.pop()
-                {
-                    out.extend(entries_of(entries));
-                }
-            }
-        }
-        Ok(out)
+        Ok(streams_of(reply))
+    }
+
+    /// This consumer's own pending jobs after entry `after` (`0` from the start): what a
+    /// replica restarted under the same name took before it died, counted like a takeover.
+    pub async fn own_pending(
+        &self,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, RedisError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(NOTIFIER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(self.keys.notify_stream())
+            .arg(after)
+            .query_async(&mut conn)
+            .await?;
+        let mut own = streams_of(reply);
+        self.count_earlier_deliveries(&mut own).await?;
+        Ok(own)
     }
 
     /// Takes over up to `count` jobs idle for `min_idle` with any consumer, from `cursor`;
@@ -156,12 +168,18 @@ impl JobStream {
         let entries = parts.remove(1);
         let next = redis::from_redis_value::<String>(parts.remove(0))?;
         let mut claimed = entries_of(entries);
-        for d in &mut claimed {
-            // XAUTOCLAIM counted this delivery too; the earlier ones never finished.
+        self.count_earlier_deliveries(&mut claimed).await?;
+        Ok((next, claimed))
+    }
+
+    /// Adds the earlier deliveries of re-delivered entries to their failures.
+    async fn count_earlier_deliveries(&self, ds: &mut [Delivery]) -> Result<(), RedisError> {
+        for d in ds {
+            // This delivery was counted too; the earlier ones never finished.
             let delivered = self.delivery_count(&d.entry_id).await?.unwrap_or(1);
             d.prior_failures = d.prior_failures.saturating_add(delivered.saturating_sub(1));
         }
-        Ok((next, claimed))
+        Ok(())
     }
 
     async fn delivery_count(&self, entry_id: &str) -> Result<Option<u32>, RedisError> {
@@ -288,6 +306,22 @@ impl JobStream {
             .await
             .map(|_| ())
     }
+}
+
+/// Entries of an `XREADGROUP` reply: `[[stream, [[id, [field, value, …]], …]]]`, nil on timeout.
+fn streams_of(reply: Value) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    if let Value::Array(streams) = reply {
+        for s in streams {
+            if let Value::Array(mut parts) = s
+                && parts.len() == 2
+                && let Some(entries) = parts.pop()
+            {
+                out.extend(entries_of(entries));
+            }
+        }
+    }
+    out
 }
 
 fn entries_of(entries: Value) -> Vec<Delivery> {

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod buttons;
 pub mod canonical;
 pub mod config;
 pub mod db;
@@ -12,9 +13,12 @@ pub mod edge;
 pub mod ids;
 pub mod job;
 pub mod keys;
+pub mod lease;
+pub mod probes;
+pub mod secret;
 pub mod session;
+pub mod shutdown;
 pub mod signal;
-pub mod slack;
 pub mod telemetry;
 pub mod ticket;
 

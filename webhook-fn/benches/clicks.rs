@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_shared::TicketId;
+use airlock_shared::buttons::APPROVE_ACTION_ID;
 use airlock_shared::config::Env;
-use airlock_shared::slack::APPROVE_ACTION_ID;
 use airlock_shared::ticket::{self, NewTicket};
 use airlock_test_support::{fresh_db, fresh_redis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

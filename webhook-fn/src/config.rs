@@ -6,25 +6,16 @@ use std::time::Duration;
 use airlock_shared::Keys;
 use airlock_shared::config::{ConfigError, Env, LogFormat};
 use airlock_shared::edge::Edge;
+use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
-
-/// Where the Slack signing secret comes from.
-#[derive(Clone, Debug)]
-pub enum SecretSource {
-    /// Given directly (`SLACK_SIGNING_SECRET`).
-    Plain(SecretString),
-    /// Read once at start from AWS Secrets Manager (`SLACK_SIGNING_SECRET_ARN`); the secret's
-    /// string value is the signing secret.
-    SecretsManager { arn: String },
-}
 
 /// Everything the webhook needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `DATABASE_URL`.
-    pub database_url: String,
-    /// `REDIS_URL`.
-    pub redis_url: String,
+    /// `DATABASE_URL` (may hold a password).
+    pub database_url: SecretString,
+    /// `REDIS_URL` (may hold a password).
+    pub redis_url: SecretString,
     /// `SLACK_SIGNING_SECRET` or `SLACK_SIGNING_SECRET_ARN` (exactly one).
     pub signing_secret: SecretSource,
     /// Redis names, under `REDIS_KEY_PREFIX` (default `airlock`).
@@ -60,26 +51,15 @@ impl Config {
     /// Reads the configuration, reporting every problem at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let lambda = env.raw("AWS_LAMBDA_RUNTIME_API").is_some();
-        let database_url: Option<String> = env.required("DATABASE_URL");
-        let redis_url: Option<String> = env.required("REDIS_URL");
-        let plain = env.secret("SLACK_SIGNING_SECRET");
-        let arn: Option<String> = env.optional("SLACK_SIGNING_SECRET_ARN");
-        let signing_secret = match (plain, arn) {
-            (Some(s), None) => Some(SecretSource::Plain(s)),
-            (None, Some(arn)) => Some(SecretSource::SecretsManager { arn }),
-            (None, None) => {
-                env.problem(
-                    "SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_ARN is required but neither is set",
-                );
-                None
-            }
-            (Some(_), Some(_)) => {
-                env.problem(
-                    "set only one of SLACK_SIGNING_SECRET and SLACK_SIGNING_SECRET_ARN, not both",
-                );
-                None
-            }
-        };
+        let database_url = env.secret("DATABASE_URL");
+        if database_url.is_none() {
+            env.problem("DATABASE_URL is required but not set");
+        }
+        let redis_url = env.secret("REDIS_URL");
+        if redis_url.is_none() {
+            env.problem("REDIS_URL is required but not set");
+        }
+        let signing_secret = env.secret_source("SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET_ARN");
         let prefix = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let approvers = env
             .raw("APPROVER_USER_IDS")

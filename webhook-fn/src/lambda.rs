@@ -6,15 +6,15 @@ use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use tower::util::MapRequest;
 
-use crate::AppState;
+use crate::state::AppState;
 
-/// What `lambda_http::run` serves: [`crate::app`] behind a rewrite that drops the API Gateway
+/// What `lambda_http::run` serves: [`crate::routes::app`] behind a rewrite that drops the API Gateway
 /// stage (`/prod/slack/actions` → `/slack/actions`), so every event source reaches the same routes.
 pub type LambdaService = MapRequest<Router, fn(lambda_http::Request) -> lambda_http::Request>;
 
 /// The Lambda service for `state`.
 pub fn service(state: AppState) -> LambdaService {
-    MapRequest::new(crate::app(state), strip_stage as fn(_) -> _)
+    MapRequest::new(crate::routes::app(state), strip_stage as fn(_) -> _)
 }
 
 fn strip_stage(mut req: lambda_http::Request) -> lambda_http::Request {

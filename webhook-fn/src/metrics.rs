@@ -1,13 +1,12 @@
 //! Prometheus metrics, on a registry of this app's own.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use airlock_shared::probes::MetricsRegistry;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 /// The webhook's metrics.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Requests to `/slack/actions` by outcome.
     pub requests: IntCounterVec,
     /// Handler latency of `/slack/actions` by outcome.
@@ -19,7 +18,7 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric on a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        let registry = MetricsRegistry::new();
         let requests = IntCounterVec::new(
             Opts::new(
                 "airlock_webhook_requests_total",
@@ -44,21 +43,16 @@ impl Metrics {
             ),
             &["step"],
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(redis_failures.clone()))?;
         Ok(Self {
+            requests: registry.register(requests),
+            latency: registry.register(latency),
+            redis_failures: registry.register(redis_failures),
             registry,
-            requests,
-            latency,
-            redis_failures,
         })
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    /// The registry, for `/metrics`.
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
     }
 }

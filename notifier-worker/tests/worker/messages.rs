@@ -1,7 +1,7 @@
 //! What the approver sees: blocks, buttons and limits, checked by our fake's Slack rules and by
 //! the official slack-sdk Block Kit models.
 
-use airlock_shared::slack::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
 use airlock_shared::ticket::{self, Decided};
 use airlock_shared::{Decision, Refusal, TicketStatus};
 use airlock_test_support::fake_slack::validate_blocks;

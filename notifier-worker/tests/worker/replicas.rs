@@ -168,3 +168,35 @@ async fn probes_answer_and_readiness_drops_on_shutdown() {
         "server stopped"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_worker_finishes_its_own_pending_jobs_first_without_waiting_for_reclaim() {
+    let app = setup().await;
+    // Like a pod restarted under its name: the same consumer, killed while holding a job.
+    let name = [("NOTIFIER_CONSUMER", "notifier-0")];
+    let a = app
+        .worker(&[
+            name[0],
+            ("NOTIFY_RETRY_BASE", "60s"),
+            ("NOTIFY_RETRY_MAX", "60s"),
+        ])
+        .await;
+    app.slack.fail_next("chat.postMessage", Fault::Http(503));
+    let t = app.ticket(|_| {}).await;
+    app.request(&t).await;
+    app.slack.wait_for_calls("chat.postMessage", 1, T).await;
+    a.kill().await;
+    assert_eq!(app.stream_state().await, (1, 1), "pending with notifier-0");
+
+    // Far longer than the test waits: only the worker's own pending list can bring the job back.
+    let started = tokio::time::Instant::now();
+    let b = app.worker(&[name[0], ("NOTIFY_CLAIM_IDLE", "60s")]).await;
+    let t = app
+        .wait_ticket(t.id, Duration::from_secs(5), |t| t.message_ts.is_some())
+        .await;
+    assert!(t.message_ts.is_some());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    app.wait_drained(T).await;
+    assert_eq!(app.slack.messages("C0APPROVALS").len(), 1);
+    b.stop().await.unwrap();
+}

@@ -350,6 +350,7 @@ impl Running {
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
         self.metrics
             .render()
+            .unwrap()
             .lines()
             .filter(|l| l.starts_with(name) && l.contains(labels))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

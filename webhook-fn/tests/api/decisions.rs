@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use airlock_shared::slack::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
 use airlock_shared::ticket;
 use airlock_shared::{DecisionSignal, NotifyJob, Refusal, TicketId, TicketStatus};
 

@@ -14,7 +14,7 @@ use crate::helpers::*;
 async fn postgres_down_answers_500_and_publishes_nothing() {
     let port = closed_port().await;
     let app = spawn_with(|c| {
-        c.database_url = format!("postgres://postgres@127.0.0.1:{port}/airlock");
+        c.database_url = format!("postgres://postgres@127.0.0.1:{port}/airlock").into();
     })
     .await;
     let mut signals = Signals::subscribe(&app.redis).await;
@@ -99,7 +99,7 @@ async fn a_hung_postgres_times_out_with_500_inside_slacks_budget() {
 async fn redis_down_still_answers_200_and_the_decision_is_stored() {
     let port = closed_port().await;
     let app = spawn_with(|c| {
-        c.redis_url = format!("redis://127.0.0.1:{port}");
+        c.redis_url = format!("redis://127.0.0.1:{port}").into();
     })
     .await;
     let id = app.open_ticket(&[], Duration::from_secs(600)).await;
@@ -143,7 +143,7 @@ async fn redis_down_still_answers_200_and_the_decision_is_stored() {
 async fn redis_coming_back_is_picked_up() {
     let port = closed_port().await;
     let app = spawn_with(|c| {
-        c.redis_url = format!("redis://127.0.0.1:{port}");
+        c.redis_url = format!("redis://127.0.0.1:{port}").into();
     })
     .await;
     let first = app.open_ticket(&[], Duration::from_secs(600)).await;

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use airlock_shared::buttons::APPROVE_ACTION_ID;
 use airlock_shared::config::Env;
 use airlock_shared::keys::JOB_FIELD;
-use airlock_shared::slack::APPROVE_ACTION_ID;
 use airlock_shared::ticket::{self, NewTicket, Opened, Ticket};
 use airlock_shared::{DecisionSignal, NotifyJob, TicketId};
 use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};

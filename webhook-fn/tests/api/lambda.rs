@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use airlock_shared::slack::APPROVE_ACTION_ID;
+use airlock_shared::buttons::APPROVE_ACTION_ID;
 use airlock_shared::{TicketId, TicketStatus};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,8 +14,8 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
 use lambda_http::{Adapter, Context, LambdaEvent};
 use serde_json::{Value, json};
+use webhook_fn::actions::MAX_BODY_BYTES;
 use webhook_fn::signature;
-use webhook_fn::slack::MAX_BODY_BYTES;
 
 use crate::helpers::*;
 

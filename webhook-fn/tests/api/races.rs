@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_shared::slack::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
 use airlock_shared::ticket;
 use airlock_shared::{NotifyJob, Refusal, TicketStatus};
 use tokio::sync::Barrier;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use airlock_shared::TicketStatus;
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use webhook_fn::actions::MAX_BODY_BYTES;
 use webhook_fn::signature::{self, SignatureError, Verifier};
-use webhook_fn::slack::MAX_BODY_BYTES;
 
 use crate::helpers::*;
 

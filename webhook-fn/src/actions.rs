@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::Instrument;
 
-use crate::AppState;
 use crate::approval::{DecideError, Outcome};
 use crate::interaction::{self, Interaction, PayloadError};
 use crate::signature::{SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
+use crate::state::AppState;
 
 /// Slack's interaction bodies are a few KiB; anything past this is not from Slack.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -1,14 +1,11 @@
-//! `/healthz`, `/readyz` and `/metrics`.
+//! What the notifier's `/readyz` looks at, on the shared probe routes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use airlock_shared::probes::Readiness;
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
@@ -19,7 +16,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the probes look at.
 #[derive(Clone)]
-pub struct AppState {
+pub struct ProbeState {
     /// Postgres.
     pub pool: PgPool,
     /// Redis.
@@ -30,16 +27,13 @@ pub struct AppState {
     pub accepting: Arc<AtomicBool>,
 }
 
-/// The health and metrics routes.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+/// `/healthz`, `/readyz` (Redis, Postgres, still taking jobs) and `/metrics`.
+pub fn routes(state: ProbeState) -> Router {
+    let registry = state.metrics.registry().clone();
+    airlock_shared::probes::routes(registry, move || readiness(state.clone()))
 }
 
-async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+async fn readiness(s: ProbeState) -> Readiness {
     let mut conn = s.redis.clone();
     let redis_ok = tokio::time::timeout(
         PROBE_TIMEOUT,
@@ -51,18 +45,8 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         .await
         .unwrap_or(false);
     let accepting = s.accepting.load(Ordering::Relaxed);
-    let body = serde_json::json!({"redis": redis_ok, "postgres": db_ok, "accepting": accepting});
-    let status = if redis_ok && db_ok && accepting {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body))
-}
-
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+    Readiness {
+        ready: redis_ok && db_ok && accepting,
+        detail: serde_json::json!({"redis": redis_ok, "postgres": db_ok, "accepting": accepting}),
+    }
 }
