@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
 use airlock_shared::edge::Edge;
+use secrecy::SecretString;
 
 /// Everything the gateway needs to start.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub listen_addr: SocketAddr,
-    /// May hold a password: never shown by `Debug`.
-    pub database_url: String,
-    /// May hold a password: never shown by `Debug`.
-    pub redis_url: String,
+    /// May hold a password: a secret, never shown by `Debug` or in logs.
+    pub database_url: SecretString,
+    /// May hold a password: a secret, never shown by `Debug` or in logs.
+    pub redis_url: SecretString,
     pub redis_key_prefix: String,
     pub upstream_mcp_url: String,
     pub policy_file: String,
@@ -36,60 +37,12 @@ pub struct Config {
     pub edge: Edge,
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Exhaustive on purpose: a new field must be placed here, shown or hidden.
-        let Self {
-            listen_addr,
-            database_url: _,
-            redis_url: _,
-            redis_key_prefix,
-            upstream_mcp_url,
-            policy_file,
-            agent_keys_file,
-            approval_timeout,
-            session_lock_ttl,
-            lock_acquire_timeout,
-            max_body_bytes,
-            shutdown_grace,
-            log_format,
-            migrate_on_start,
-            keepalive_interval,
-            upstream_timeout,
-            upstream_concurrency,
-            decision_poll_interval,
-            edge,
-        } = self;
-        f.debug_struct("Config")
-            .field("listen_addr", listen_addr)
-            .field("database_url", &"[redacted]")
-            .field("redis_url", &"[redacted]")
-            .field("redis_key_prefix", redis_key_prefix)
-            .field("upstream_mcp_url", upstream_mcp_url)
-            .field("policy_file", policy_file)
-            .field("agent_keys_file", agent_keys_file)
-            .field("approval_timeout", approval_timeout)
-            .field("session_lock_ttl", session_lock_ttl)
-            .field("lock_acquire_timeout", lock_acquire_timeout)
-            .field("max_body_bytes", max_body_bytes)
-            .field("shutdown_grace", shutdown_grace)
-            .field("log_format", log_format)
-            .field("migrate_on_start", migrate_on_start)
-            .field("keepalive_interval", keepalive_interval)
-            .field("upstream_timeout", upstream_timeout)
-            .field("upstream_concurrency", upstream_concurrency)
-            .field("decision_poll_interval", decision_poll_interval)
-            .field("edge", edge)
-            .finish()
-    }
-}
-
 impl Config {
     /// Reads the configuration, reporting every missing or invalid variable at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let listen_addr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
-        let database_url: Option<String> = env.required("DATABASE_URL");
-        let redis_url: Option<String> = env.required("REDIS_URL");
+        let database_url = env.required_secret("DATABASE_URL");
+        let redis_url = env.required_secret("REDIS_URL");
         let redis_key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let upstream: Option<String> = env.required("UPSTREAM_MCP_URL");
         if let Some(u) = &upstream

@@ -1,44 +1,26 @@
 //! Liveness, readiness and metrics endpoints.
 
+use airlock_shared::probes::{self, Readiness};
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
 
 use crate::state::AppState;
 
-/// `/healthz`, `/readyz` and `/metrics`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+/// `/healthz`, `/readyz` (Postgres and Redis answer) and `/metrics`.
+pub fn routes(app: AppState) -> Router {
+    let registry = app.metrics.registry().clone();
+    probes::routes(registry, move || readiness(app.clone()))
 }
 
-async fn readyz(State(app): State<AppState>) -> Response {
+async fn readiness(app: AppState) -> Readiness {
     let pg = airlock_shared::db::ping(&app.pool).await;
     let mut conn = app.redis.clone();
     let redis = redis::cmd("PING")
         .query_async::<String>(&mut conn)
         .await
         .is_ok();
-    let body = json!({ "postgres": pg, "redis": redis, "policy": true });
-    let status = if pg && redis {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        app.metrics.render(),
-    )
+    Readiness {
+        ready: pg && redis,
+        detail: json!({ "postgres": pg, "redis": redis, "policy": true }),
+    }
 }

@@ -1,14 +1,12 @@
 //! Prometheus metrics, one registry per gateway instance.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use airlock_shared::probes::MetricsRegistry;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 /// The gateway's metrics.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Tool calls by outcome.
     pub tool_calls: IntCounterVec,
     /// Calls currently held for approval.
@@ -27,15 +25,13 @@ pub struct Metrics {
 
 impl Metrics {
     /// Fresh metrics in their own registry.
-    pub fn new() -> Self {
-        let registry = Registry::new();
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = MetricsRegistry::new();
         let tool_calls = IntCounterVec::new(
             Opts::new("airlock_tool_calls_total", "Tool calls by outcome"),
             &["outcome"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let held_calls = IntGauge::new("airlock_held_calls", "Calls held for approval now")
-            .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        )?;
+        let held_calls = IntGauge::new("airlock_held_calls", "Calls held for approval now")?;
         let approval_wait = Histogram::with_opts(
             HistogramOpts::new(
                 "airlock_approval_wait_seconds",
@@ -44,36 +40,29 @@ impl Metrics {
             .buckets(vec![
                 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
             ]),
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let counter = |name: &str, help: &str| {
-            IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric: {e}"))
-        };
-        let audit_dropped = counter("airlock_audit_dropped_total", "Audit rows dropped");
+        )?;
+        let counter = |name: &str, help: &str| IntCounter::new(name, help);
+        let audit_dropped = counter("airlock_audit_dropped_total", "Audit rows dropped")?;
         let signal_lost = counter(
             "airlock_signal_lost_total",
             "Decisions found by the Postgres poll before any pub/sub signal",
-        );
+        )?;
         let lock_lost = counter(
             "airlock_session_lock_lost_total",
             "Session locks lost while held",
-        );
+        )?;
         let pubsub_reconnects = counter(
             "airlock_pubsub_reconnects_total",
             "Pub/sub connection re-established",
-        );
-        for c in [
-            Box::new(tool_calls.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(held_calls.clone()),
-            Box::new(approval_wait.clone()),
-            Box::new(audit_dropped.clone()),
-            Box::new(signal_lost.clone()),
-            Box::new(lock_lost.clone()),
-            Box::new(pubsub_reconnects.clone()),
-        ] {
-            let _ = registry.register(c);
-        }
-        Self {
+        )?;
+        let tool_calls = registry.register(tool_calls);
+        let held_calls = registry.register(held_calls);
+        let approval_wait = registry.register(approval_wait);
+        let audit_dropped = registry.register(audit_dropped);
+        let signal_lost = registry.register(signal_lost);
+        let lock_lost = registry.register(lock_lost);
+        let pubsub_reconnects = registry.register(pubsub_reconnects);
+        Ok(Self {
             registry,
             tool_calls,
             held_calls,
@@ -82,19 +71,11 @@ impl Metrics {
             signal_lost,
             lock_lost,
             pubsub_reconnects,
-        }
+        })
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+    /// The registry `/metrics` renders.
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
     }
 }

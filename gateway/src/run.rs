@@ -8,6 +8,7 @@ use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::routing::get;
 use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +85,8 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     #[error("cannot build the upstream client")]
     Upstream(#[from] reqwest::Error),
+    #[error("cannot define the metrics")]
+    Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -120,8 +123,8 @@ pub fn app(state: AppState) -> Router {
     traced(
         Router::new()
             .merge(mcp)
-            .merge(health::routes())
-            .with_state(state),
+            .with_state(state.clone())
+            .merge(health::routes(state)),
     )
 }
 
@@ -146,16 +149,20 @@ fn traced(router: Router) -> Router {
 pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let policy = Arc::new(Policy::load(&config.policy_file)?);
     let agents = Arc::new(AgentKeys::load(&config.agent_keys_file)?);
-    let pool = airlock_shared::db::connect(&config.database_url, 16, Duration::from_secs(5))
-        .await
-        .map_err(StartError::Postgres)?;
+    let pool = airlock_shared::db::connect(
+        config.database_url.expose_secret(),
+        16,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(StartError::Postgres)?;
     if config.migrate_on_start {
         airlock_shared::db::migrate(&pool).await?;
     }
-    let redis_client = redis::Client::open(config.redis_url.as_str())?;
+    let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
     let redis = ConnectionManager::new(redis_client.clone()).await?;
     let keys = Keys::new(config.redis_key_prefix.clone());
-    let metrics = Metrics::new();
+    let metrics = Metrics::new()?;
     let background = CancellationToken::new();
     let interrupt = CancellationToken::new();
     let mut holds = start_holds(
@@ -271,38 +278,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             source,
         })?;
     tracing::info!(addr = %config.listen_addr, "gateway listening");
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            wait_for_signal().await;
-            shutdown.cancel();
-        }
-    });
-    gateway.serve(listener, shutdown).await;
+    gateway
+        .serve(listener, airlock_shared::shutdown::on_signal())
+        .await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 #[cfg(test)]

@@ -129,14 +129,8 @@ impl Tuning {
 impl Config {
     /// Reads the configuration, reporting every problem at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
-        let redis_url = env.secret("REDIS_URL");
-        if redis_url.is_none() {
-            env.problem("REDIS_URL is required but not set");
-        }
-        let database_url = env.secret("DATABASE_URL");
-        if database_url.is_none() {
-            env.problem("DATABASE_URL is required but not set");
-        }
+        let redis_url = env.required_secret("REDIS_URL");
+        let database_url = env.required_secret("DATABASE_URL");
         let token = env.secret_source("SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN_ARN");
         let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
         let default_channel: Option<String> = env.required("SLACK_CHANNEL");

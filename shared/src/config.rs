@@ -129,6 +129,16 @@ impl Env {
         self.raw(name).map(|v| SecretString::from(v.to_owned()))
     }
 
+    /// A secret that must be set; never echoed in problems.
+    pub fn required_secret(&mut self, name: &str) -> Option<SecretString> {
+        let v = self.secret(name);
+        if v.is_none() {
+            self.problems
+                .push(format!("{name} is required but not set"));
+        }
+        v
+    }
+
     /// A boolean (`true`/`false`/`1`/`0`) with a default.
     pub fn flag(&mut self, name: &str, default: bool) -> bool {
         match self.raw(name).map(|v| v.trim().to_ascii_lowercase()) {

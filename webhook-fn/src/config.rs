@@ -51,14 +51,8 @@ impl Config {
     /// Reads the configuration, reporting every problem at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let lambda = env.raw("AWS_LAMBDA_RUNTIME_API").is_some();
-        let database_url = env.secret("DATABASE_URL");
-        if database_url.is_none() {
-            env.problem("DATABASE_URL is required but not set");
-        }
-        let redis_url = env.secret("REDIS_URL");
-        if redis_url.is_none() {
-            env.problem("REDIS_URL is required but not set");
-        }
+        let database_url = env.required_secret("DATABASE_URL");
+        let redis_url = env.required_secret("REDIS_URL");
         let signing_secret = env.secret_source("SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET_ARN");
         let prefix = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let approvers = env

@@ -66,6 +66,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     serve(listener, router, &config.edge, async move {
         shutdown.cancelled().await;
     })
-        .await
-        .map_err(|source| StartError::Serve { addr, source })
+    .await
+    .map_err(|source| StartError::Serve { addr, source })
 }

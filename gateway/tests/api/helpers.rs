@@ -122,8 +122,8 @@ pub fn config_for(
 ) -> Config {
     Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
-        redis_url: redis.url.clone(),
+        database_url: db.url.clone().into(),
+        redis_url: redis.url.clone().into(),
         redis_key_prefix: redis.keys.prefix().to_owned(),
         upstream_mcp_url: upstream.url(),
         policy_file: policy,

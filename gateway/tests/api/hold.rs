@@ -173,7 +173,7 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         redis,
         &app.redis.keys,
         Duration::from_secs(60),
-        airlock_gateway::metrics::Metrics::new(),
+        airlock_gateway::metrics::Metrics::new().unwrap(),
         stop.clone(),
     );
     let started = Instant::now();
