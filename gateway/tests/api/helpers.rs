@@ -7,7 +7,6 @@ use airlock_gateway::auth::token_sha256;
 use airlock_gateway::config::Config;
 use airlock_shared::config::LogFormat;
 use airlock_shared::job::NotifyJob;
-use airlock_shared::keys::JOB_FIELD;
 use airlock_shared::ticket::{self, Decided, Decision, Ticket};
 use airlock_shared::{DecisionSignal, TicketId, signal};
 use airlock_test_support::upstream::{FakeUpstream, Mode};
@@ -355,7 +354,7 @@ impl TestApp {
         .await
     }
 
-    /// The jobs on the notification stream, oldest first.
+    /// The text of `/metrics`.
     pub async fn metrics(&self) -> String {
         self.http
             .get(format!("http://{}/metrics", self.addr))
@@ -367,6 +366,7 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The jobs on the notification stream, oldest first.
     pub async fn jobs(&self) -> Vec<NotifyJob> {
         jobs(&self.redis).await
     }
@@ -387,22 +387,7 @@ impl TestApp {
 
 /// The jobs on a test's notification stream.
 pub async fn jobs(redis: &TestRedis) -> Vec<NotifyJob> {
-    let mut conn = redis.conn().await;
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(redis.keys.notify_stream())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .ids
-        .into_iter()
-        .map(|e| {
-            let body: String = e.get(JOB_FIELD).expect("job field");
-            serde_json::from_str(&body).expect("job json")
-        })
-        .collect()
+    airlock_test_support::streams::notify_jobs(redis).await
 }
 
 /// Waits for the approval request number `nth` (0-based) and returns its ticket id.

@@ -10,6 +10,7 @@
 
 pub mod backing;
 pub mod fake_slack;
+pub mod streams;
 pub mod upstream;
 
 pub use backing::{TestDb, TestRedis, fresh_db, fresh_redis};

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airlock_shared::config::Env;
-use airlock_shared::keys::JOB_FIELD;
 use airlock_shared::slack::APPROVE_ACTION_ID;
 use airlock_shared::ticket::{self, NewTicket, Opened, Ticket};
 use airlock_shared::{DecisionSignal, NotifyJob, TicketId};
@@ -208,7 +207,7 @@ impl TestApp {
 
     /// Every job on this test's notification stream, in order.
     pub async fn jobs(&self) -> Vec<NotifyJob> {
-        read_jobs(&self.redis).await
+        airlock_test_support::streams::notify_jobs(&self.redis).await
     }
 
     /// The text of `/metrics`.
@@ -222,25 +221,6 @@ impl TestApp {
             .await
             .unwrap()
     }
-}
-
-pub async fn read_jobs(redis: &TestRedis) -> Vec<NotifyJob> {
-    let mut conn = redis.conn().await;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(redis.keys.notify_stream())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|e| {
-            let raw: String = e.get(JOB_FIELD).unwrap();
-            serde_json::from_str(&raw).unwrap()
-        })
-        .collect()
 }
 
 /// Collects decision signals published on this test's channel.
