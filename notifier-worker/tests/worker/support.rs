@@ -11,7 +11,7 @@ use airlock_shared::config::Env;
 use airlock_shared::keys::NOTIFIER_GROUP;
 use airlock_shared::ticket::{self, NewTicket, Opened, Ticket};
 use airlock_shared::{NotifyJob, TicketId};
-use airlock_test_support::fake_slack::{FakeSlack, FakeSlackConfig};
+use airlock_slack_fake::fake::{FakeSlack, FakeSlackConfig};
 use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};
 use notifier_worker::metrics::Metrics;
 use notifier_worker::{Config, Notifier};

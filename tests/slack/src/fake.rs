@@ -3,7 +3,7 @@
 //! It answers `chat.postMessage`, `chat.update`, `chat.postEphemeral` and `chat.delete` the way
 //! Slack does: HTTP 200 with `{"ok":true,…}` or `{"ok":false,"error":…}`, 429 with `Retry-After`
 //! when rate limited, bodies as JSON or form-encoded, the token in `Authorization: Bearer`. It
-//! keeps the messages of each channel, so tests (and, later, a browser-facing emulator) can look
+//! keeps the messages of each channel, so tests (and the browser-facing [`crate::emulator`]) can look
 //! at what a person would see, and records every call so tests can assert on the traffic.
 //!
 //! Faults are programmable: queue one for the next call of a method ([`FakeSlack::fail_next`]),
