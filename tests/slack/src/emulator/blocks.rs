@@ -218,7 +218,7 @@ impl Check {
                         Some(list) => {
                             if list.len() > limits::SECTION_FIELDS {
                                 self.err(
-                                    &format!(
+                                    format!(
                                         "must provide an array of no more than {} items",
                                         limits::SECTION_FIELDS
                                     ),
@@ -253,7 +253,7 @@ impl Check {
                     }
                 }
                 _ => self.err(
-                    &format!(
+                    format!(
                         "must provide an array of 1 to {} items",
                         limits::CONTEXT_ELEMENTS
                     ),
@@ -267,7 +267,7 @@ impl Check {
                     }
                 }
                 _ => self.err(
-                    &format!(
+                    format!(
                         "must provide an array of 1 to {} items",
                         limits::ACTIONS_ELEMENTS
                     ),
