@@ -54,7 +54,7 @@ if command -v redis-cli >/dev/null && ! redis-cli -u "$REDIS_URL" ping >/dev/nul
 fi
 
 if [ "$BUILD" = 1 ]; then
-  cargo build --bins -p airlock-gateway -p webhook-fn -p notifier-worker -p airlock-e2e
+  cargo build --bins -p airlock-gateway -p webhook-fn -p notifier-worker -p airlock-slack-fake -p airlock-e2e
 fi
 for b in airlock-gateway airlock-webhook airlock-notifier airlock-demo-upstream airlock-slack-emulator; do
   [ -x "$BIN/$b" ] || { echo "dev.sh: $BIN/$b is missing; run without --no-build" >&2; exit 1; }

@@ -12,7 +12,7 @@ use airlock_shared::config::Env;
 use airlock_shared::keys::JOB_FIELD;
 use airlock_shared::ticket::{self, NewTicket, Opened};
 use airlock_shared::{NotifyJob, TicketId};
-use airlock_test_support::fake_slack::{FakeSlack, FakeSlackConfig};
+use airlock_slack_fake::fake::{FakeSlack, FakeSlackConfig};
 use airlock_test_support::{fresh_db, fresh_redis};
 use notifier_worker::{Config, Notifier};
 use tokio_util::sync::CancellationToken;

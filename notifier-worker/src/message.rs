@@ -1,17 +1,12 @@
 //! What the approver sees: the approval request with its buttons, the closed message that
 //! replaces it, and the private note to a refused clicker. Pure functions of the ticket row.
 
+use airlock_shared::block_kit::{HEADER_TEXT as HEADER_MAX, SECTION_TEXT as SECTION_TEXT_MAX};
 use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
 use airlock_shared::{Refusal, Ticket, TicketStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-/// Slack's limit on a section's `text`.
-pub const SECTION_TEXT_MAX: usize = 3000;
-/// Slack's limit on each section field.
-pub const FIELD_MAX: usize = 2000;
-/// Slack's limit on a header's text.
-pub const HEADER_MAX: usize = 150;
 /// How much of a short value (principal, tool, rule, session) we show.
 const SHORT_VALUE_MAX: usize = 300;
 /// How much of the reason we show.

@@ -60,3 +60,14 @@ pub async fn for_session(
     .fetch_all(pool)
     .await
 }
+
+/// The principal of each audit row of one session, oldest first.
+pub async fn principals_for_session(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT principal FROM audit_log WHERE session_id = $1 ORDER BY id")
+        .bind(session_id)
+        .fetch_all(pool)
+        .await
+}

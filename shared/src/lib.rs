@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod block_kit;
 pub mod buttons;
 pub mod canonical;
 pub mod config;

@@ -466,6 +466,30 @@ pub async fn settled<'e>(
     .await
 }
 
+/// How many tickets are in `status`.
+pub async fn count_with_status<'e>(
+    db: impl PgExecutor<'e>,
+    status: TicketStatus,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = $1")
+        .bind(status.as_str())
+        .fetch_one(db)
+        .await
+}
+
+/// The ids of the tickets in `status`, oldest first.
+pub async fn ids_with_status<'e>(
+    db: impl PgExecutor<'e>,
+    status: TicketStatus,
+) -> Result<Vec<TicketId>, sqlx::Error> {
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM tickets WHERE status = $1 ORDER BY created_at, id")
+            .bind(status.as_str())
+            .fetch_all(db)
+            .await?;
+    Ok(ids.into_iter().map(TicketId).collect())
+}
+
 /// Many tickets by id in one statement; ids with no ticket are simply absent.
 pub async fn get_many<'e>(
     db: impl PgExecutor<'e>,

@@ -1,49 +1,36 @@
 //! JSON-RPC batches with `tools/call`s (MCP 2025-03-26): every call meets policy on its own,
 //! the rest of the batch goes upstream, and the answers come back matched by id.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use airlock_gateway::sse::{Event, Parser};
 use airlock_shared::job::NotifyJob;
 use airlock_shared::ticket::Decision;
 use airlock_shared::{TicketId, TicketStatus};
 use airlock_test_support::upstream::Mode;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::helpers::*;
 
-const KEEPALIVE: Duration = Duration::from_millis(200);
-const BOTH: &str = "application/json, text/event-stream";
 const JSON_ONLY: &str = "application/json";
 const BATCHES: &str = "2025-03-26";
 
-/// A test's storage and upstream, served by a second gateway instance with a short keepalive
-/// (the `TestApp`'s own one keeps 15 s, and tests must not wait that long for a comment).
-struct Gw {
-    app: TestApp,
-    addr: SocketAddr,
-    stop: CancellationToken,
+/// A gateway with a short keepalive (tests must not wait 15 s for a comment).
+async fn gw(opts: Opts) -> TestApp {
+    spawn_with(Opts {
+        keepalive_interval: SHORT_KEEPALIVE,
+        ..opts
+    })
+    .await
 }
 
-impl Drop for Gw {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn gw(opts: Opts) -> Gw {
-    let app = spawn_with(opts).await;
-    let mut config = app.second_config();
-    config.keepalive_interval = KEEPALIVE;
-    let (addr, stop, _server) = start_gateway(&config).await;
-    Gw { app, addr, stop }
-}
-
-impl Gw {
-    fn post(&self, session: Option<&str>, accept: &str, body: &Value) -> reqwest::RequestBuilder {
+impl TestApp {
+    /// A POST under the batch-capable protocol version.
+    fn post_batch(
+        &self,
+        session: Option<&str>,
+        accept: &str,
+        body: &Value,
+    ) -> reqwest::RequestBuilder {
         self.post_as(BATCHES, session, accept, body)
     }
 
@@ -54,22 +41,13 @@ impl Gw {
         accept: &str,
         body: &Value,
     ) -> reqwest::RequestBuilder {
-        let mut r = reqwest::Client::new()
-            .post(format!("http://{}/mcp", self.addr))
-            .bearer_auth(BILLING_TOKEN)
-            .header("content-type", "application/json")
-            .header("accept", accept)
+        self.request(session, accept, body)
             .header("mcp-protocol-version", version)
-            .body(body.to_string());
-        if let Some(s) = session {
-            r = r.header("mcp-session-id", s);
-        }
-        r
     }
 
-    async fn session(&self) -> String {
+    async fn batch_session(&self) -> String {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": BATCHES, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-        let r = self.post(None, BOTH, &init).send().await.unwrap();
+        let r = self.post_batch(None, BOTH, &init).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
         let _ = r.bytes().await.unwrap();
@@ -78,7 +56,11 @@ impl Gw {
 
     /// Sends a batch and reads the JSON array it is answered with.
     async fn json_batch(&self, sid: &str, batch: &Value) -> Vec<Value> {
-        let r = self.post(Some(sid), JSON_ONLY, batch).send().await.unwrap();
+        let r = self
+            .post_batch(Some(sid), JSON_ONLY, batch)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "application/json");
         match r.json::<Value>().await.unwrap() {
@@ -89,8 +71,13 @@ impl Gw {
 
     /// Sends a batch that the client takes over SSE.
     async fn sse_batch(&self, sid: &str, batch: &Value) -> Reader {
-        let r = self.post(Some(sid), BOTH, batch).send().await.unwrap();
+        let r = self
+            .post_batch(Some(sid), BOTH, batch)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
         Reader::new(r)
     }
 
@@ -98,7 +85,7 @@ impl Gw {
     /// batch finish in any order).
     async fn audit(&self, sid: &str, n: usize) -> Vec<(String, String, String, Option<TicketId>)> {
         let mut rows = eventually(Duration::from_secs(5), || async {
-            let rows = airlock_shared::audit::for_session(&self.app.db.pool, sid)
+            let rows = airlock_shared::audit::for_session(&self.db.pool, sid)
                 .await
                 .unwrap();
             (rows.len() >= n).then_some(rows)
@@ -153,76 +140,6 @@ fn error(answer: &Value) -> (i64, &str) {
     )
 }
 
-/// Reads an SSE answer event by event; comments are kept in `raw`.
-struct Reader {
-    resp: reqwest::Response,
-    parser: Parser,
-    queue: VecDeque<Event>,
-    raw: String,
-}
-
-impl Reader {
-    fn new(resp: reqwest::Response) -> Self {
-        assert_eq!(resp.headers()["content-type"], "text/event-stream");
-        Self {
-            resp,
-            parser: Parser::default(),
-            queue: VecDeque::new(),
-            raw: String::new(),
-        }
-    }
-
-    /// Reads one more chunk; false at the end of the stream.
-    async fn read(&mut self) -> bool {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
-            .await
-            .expect("something within 10 s")
-            .unwrap();
-        match chunk {
-            Some(c) => {
-                self.raw.push_str(&String::from_utf8_lossy(&c));
-                self.queue.extend(self.parser.feed(&c));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The next JSON-RPC message, or None at the end of the stream.
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(e) = self.queue.pop_front() {
-                assert_eq!(e.event.as_deref(), Some("message"), "{e:?}");
-                assert_eq!(e.id, None, "batch events carry no ids: {e:?}");
-                return Some(e.json().expect("JSON data"));
-            }
-            if !self.read().await {
-                return None;
-            }
-        }
-    }
-
-    fn comments(&self) -> usize {
-        self.raw.lines().filter(|l| l.starts_with(':')).count()
-    }
-
-    /// Reads until at least `n` keepalive comments have come.
-    async fn until_comments(&mut self, n: usize) {
-        while self.comments() < n {
-            assert!(self.read().await, "the stream ended without a keepalive");
-        }
-    }
-
-    /// The rest of the stream's messages, to its end.
-    async fn rest(&mut self) -> Vec<Value> {
-        let mut out = Vec::new();
-        while let Some(m) = self.next().await {
-            out.push(m);
-        }
-        out
-    }
-}
-
 /// Sorts answers by id (as text), for batches answered in any order.
 fn by_id(mut answers: Vec<Value>) -> Vec<Value> {
     answers.sort_by_key(|a| a["id"].to_string());
@@ -233,8 +150,8 @@ fn by_id(mut answers: Vec<Value>) -> Vec<Value> {
 async fn an_allowed_call_a_ping_and_a_notification_get_one_json_array_matched_by_id() {
     let g = gw(Opts::default()).await;
     for mode in [Mode::Json, Mode::Sse] {
-        g.app.upstream.set_mode(mode);
-        let sid = g.session().await;
+        g.upstream.set_mode(mode);
+        let sid = g.batch_session().await;
         let batch = json!([
             call(1, "list_charges", json!({"limit": 2})),
             ping("p"),
@@ -250,17 +167,11 @@ async fn an_allowed_call_a_ping_and_a_notification_get_one_json_array_matched_by
         );
         assert_eq!(answers[1], pong("p"), "{mode:?}");
     }
-    let calls = g.app.upstream.calls();
+    let calls = g.upstream.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(calls.iter().all(|c| c.tool == "list_charges"));
     // The tools/call went alone; the ping and the notification went as one batch.
-    let methods: Vec<String> = g
-        .app
-        .upstream
-        .requests()
-        .into_iter()
-        .map(|(m, _)| m)
-        .collect();
+    let methods: Vec<String> = g.upstream.requests().into_iter().map(|(m, _)| m).collect();
     assert_eq!(
         methods.iter().filter(|m| *m == "tools/call").count(),
         2,
@@ -276,7 +187,7 @@ async fn an_allowed_call_a_ping_and_a_notification_get_one_json_array_matched_by
 #[tokio::test]
 async fn a_denied_call_is_refused_with_its_rule_next_to_an_allowed_one() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([
         call("del", "delete_customer", json!({"id": "cus_1"})),
         call("list", "list_charges", json!({})),
@@ -291,7 +202,7 @@ async fn a_denied_call_is_refused_with_its_rule_next_to_an_allowed_one() {
     );
     assert_eq!(answers[1]["id"], "list");
     assert_eq!(echoed(&answers[1])["tool"], "list_charges");
-    let calls = g.app.upstream.calls();
+    let calls = g.upstream.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].tool, "list_charges");
 }
@@ -299,7 +210,7 @@ async fn a_denied_call_is_refused_with_its_rule_next_to_an_allowed_one() {
 #[tokio::test]
 async fn an_approved_call_is_answered_over_sse_after_keepalives_and_the_rest_does_not_wait() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([
         call(1, "create_refund", json!({"amount": 500})),
         call(2, "list_charges", json!({})),
@@ -307,19 +218,22 @@ async fn an_approved_call_is_answered_over_sse_after_keepalives_and_the_rest_doe
     ]);
     let mut r = g.sse_batch(&sid, &batch).await;
     // The parts that need nobody answer at once, while the refund waits for a person.
-    let early = by_id(vec![r.next().await.unwrap(), r.next().await.unwrap()]);
+    let early = by_id(vec![
+        r.next_message().await.unwrap(),
+        r.next_message().await.unwrap(),
+    ]);
     assert_eq!(early[0]["id"], 2);
     assert_eq!(echoed(&early[0])["tool"], "list_charges");
     assert_eq!(early[1], pong(3));
     r.until_comments(2).await;
-    let ticket = g.app.wait_for_request().await;
-    assert_eq!(g.app.ticket(ticket).await.status, TicketStatus::Pending);
+    let ticket = g.wait_for_request().await;
+    assert_eq!(g.ticket(ticket).await.status, TicketStatus::Pending);
     assert!(
         r.queue.is_empty(),
         "nothing else before the decision: {:?}",
         r.queue
     );
-    decide(&g.app.db, &g.app.redis, ticket, Decision::Approve, true).await;
+    decide(&g.db, &g.redis, ticket, Decision::Approve, true).await;
     let rest = r.rest().await;
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert_eq!(rest[0]["id"], 1);
@@ -327,8 +241,8 @@ async fn an_approved_call_is_answered_over_sse_after_keepalives_and_the_rest_doe
         echoed(&rest[0]),
         json!({"tool": "create_refund", "arguments": {"amount": 500}})
     );
-    assert_eq!(g.app.ticket(ticket).await.status, TicketStatus::Executed);
-    assert_eq!(g.app.upstream.calls().len(), 2);
+    assert_eq!(g.ticket(ticket).await.status, TicketStatus::Executed);
+    assert_eq!(g.upstream.calls().len(), 2);
     let rows = g.audit(&sid, 2).await;
     assert_eq!(
         rows,
@@ -352,16 +266,16 @@ async fn an_approved_call_is_answered_over_sse_after_keepalives_and_the_rest_doe
 #[tokio::test]
 async fn a_batched_call_a_person_denies_names_them_in_the_json_answer() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([
         call("a", "create_refund", json!({"amount": 500})),
         ping("b")
     ]);
-    let req = g.post(Some(&sid), JSON_ONLY, &batch);
+    let req = g.post_batch(Some(&sid), JSON_ONLY, &batch);
     let pending =
         tokio::spawn(async move { req.send().await.unwrap().json::<Value>().await.unwrap() });
-    let ticket = g.app.wait_for_request().await;
-    decide(&g.app.db, &g.app.redis, ticket, Decision::Deny, true).await;
+    let ticket = g.wait_for_request().await;
+    decide(&g.db, &g.redis, ticket, Decision::Deny, true).await;
     let answers = pending.await.unwrap();
     let answers = answers.as_array().unwrap();
     assert_eq!(answers.len(), 2, "{answers:?}");
@@ -372,8 +286,8 @@ async fn a_batched_call_a_person_denies_names_them_in_the_json_answer() {
         json!({"rule": "big refunds need a manager", "ticket": ticket.to_string(), "decided_by": "Ana Approver"})
     );
     assert_eq!(answers[1], pong("b"));
-    assert_eq!(g.app.ticket(ticket).await.status, TicketStatus::Denied);
-    assert!(g.app.upstream.calls().is_empty());
+    assert_eq!(g.ticket(ticket).await.status, TicketStatus::Denied);
+    assert!(g.upstream.calls().is_empty());
     assert_eq!(
         g.audit(&sid, 1).await,
         vec![(
@@ -388,21 +302,21 @@ async fn a_batched_call_a_person_denies_names_them_in_the_json_answer() {
 #[tokio::test]
 async fn a_client_that_drops_a_batch_mid_hold_cancels_the_ticket() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([call(1, "create_refund", json!({"amount": 500})), ping(2)]);
     let mut r = g.sse_batch(&sid, &batch).await;
-    assert_eq!(r.next().await.unwrap(), pong(2));
-    let ticket = g.app.wait_for_request().await;
+    assert_eq!(r.next_message().await.unwrap(), pong(2));
+    let ticket = g.wait_for_request().await;
     r.until_comments(1).await;
     drop(r);
     let status = eventually(Duration::from_secs(5), || async {
-        let s = g.app.ticket(ticket).await.status;
+        let s = g.ticket(ticket).await.status;
         (s != TicketStatus::Pending).then_some(s)
     })
     .await;
     assert_eq!(status, Some(TicketStatus::Cancelled));
     let jobs = eventually(Duration::from_secs(2), || async {
-        let j = g.app.jobs().await;
+        let j = g.jobs().await;
         (j.len() == 2).then_some(j)
     })
     .await;
@@ -413,7 +327,7 @@ async fn a_client_that_drops_a_batch_mid_hold_cancels_the_ticket() {
             NotifyJob::TicketClosed { ticket_id: ticket }
         ]
     );
-    assert!(g.app.upstream.calls().is_empty());
+    assert!(g.upstream.calls().is_empty());
     assert_eq!(
         g.audit(&sid, 1).await,
         vec![(
@@ -424,24 +338,24 @@ async fn a_client_that_drops_a_batch_mid_hold_cancels_the_ticket() {
         )]
     );
     // A client that waits for one JSON array goes away the same way.
-    let sid = g.session().await;
-    let req = g.post(Some(&sid), JSON_ONLY, &batch);
+    let sid = g.batch_session().await;
+    let req = g.post_batch(Some(&sid), JSON_ONLY, &batch);
     let pending = tokio::spawn(async move { req.send().await.map(|r| r.status()) });
-    let ticket = wait_for_request(&g.app.redis, 1).await;
+    let ticket = wait_for_request(&g.redis, 1).await;
     pending.abort();
     let status = eventually(Duration::from_secs(5), || async {
-        let s = g.app.ticket(ticket).await.status;
+        let s = g.ticket(ticket).await.status;
         (s != TicketStatus::Pending).then_some(s)
     })
     .await;
     assert_eq!(status, Some(TicketStatus::Cancelled));
-    assert!(g.app.upstream.calls().is_empty());
+    assert!(g.upstream.calls().is_empty());
 }
 
 #[tokio::test]
 async fn every_call_in_a_batch_leaves_its_own_audit_row() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([
         call(1, "list_charges", json!({})),
         call(2, "delete_customer", json!({"id": "cus_1"})),
@@ -485,7 +399,7 @@ async fn every_call_in_a_batch_leaves_its_own_audit_row() {
 #[tokio::test]
 async fn batches_with_tools_call_are_refused_where_the_protocol_has_no_batches() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([call(1, "list_charges", json!({})), ping(2)]);
     for version in ["2025-06-18", "2025-11-25"] {
         let r = g
@@ -497,7 +411,7 @@ async fn batches_with_tools_call_are_refused_where_the_protocol_has_no_batches()
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], -32600, "{version}: {v}");
     }
-    assert!(g.app.upstream.calls().is_empty());
+    assert!(g.upstream.calls().is_empty());
     // The same batch under 2025-03-26 is served.
     assert_eq!(g.json_batch(&sid, &batch).await.len(), 2);
 }
@@ -505,7 +419,7 @@ async fn batches_with_tools_call_are_refused_where_the_protocol_has_no_batches()
 #[tokio::test]
 async fn two_mutating_calls_in_one_batch_contend_for_the_session_lock() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     // Each holds the lock for longer than LOCK_ACQUIRE_TIMEOUT (300 ms in tests).
     let batch = json!([
         call(1, "slow", json!({"ms": 1500})),
@@ -530,7 +444,7 @@ async fn two_mutating_calls_in_one_batch_contend_for_the_session_lock() {
     assert_eq!(ran.len(), 1, "{answers:?}");
     assert_ne!(ran[0]["id"], busy[0]["id"]);
     assert_eq!(echoed(ran[0])["tool"], "slow");
-    assert_eq!(g.app.upstream.calls().len(), 1);
+    assert_eq!(g.upstream.calls().len(), 1);
     assert_eq!(
         g.audit(&sid, 2).await,
         vec![
@@ -544,44 +458,52 @@ async fn two_mutating_calls_in_one_batch_contend_for_the_session_lock() {
 async fn notifications_cancelled_reaches_a_call_held_in_a_batch() {
     let g = gw(Opts::default()).await;
     // Alone.
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let mut r = g
         .sse_batch(
             &sid,
             &json!([call(9, "create_refund", json!({"amount": 500})), ping(10)]),
         )
         .await;
-    assert_eq!(r.next().await.unwrap(), pong(10));
-    let first = wait_for_request(&g.app.redis, 0).await;
+    assert_eq!(r.next_message().await.unwrap(), pong(10));
+    let first = wait_for_request(&g.redis, 0).await;
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9, "reason": "user stopped"}});
-    let c = g.post(Some(&sid), BOTH, &cancel).send().await.unwrap();
+    let c = g
+        .post_batch(Some(&sid), BOTH, &cancel)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(c.status(), 202);
     let rest = r.rest().await;
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert_eq!(rest[0]["id"], 9);
     assert_eq!(error(&rest[0]), (-32001, "approval cancelled"));
-    assert_eq!(g.app.ticket(first).await.status, TicketStatus::Cancelled);
+    assert_eq!(g.ticket(first).await.status, TicketStatus::Cancelled);
     // Inside a batch of notifications (another session: the first one's lock is being released).
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let mut r = g
         .sse_batch(
             &sid,
             &json!([call("held", "create_refund", json!({"amount": 700}))]),
         )
         .await;
-    let second = wait_for_request(&g.app.redis, 1).await;
+    let second = wait_for_request(&g.redis, 1).await;
     let cancel = json!([
         {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "held"}},
         note(),
     ]);
-    let c = g.post(Some(&sid), BOTH, &cancel).send().await.unwrap();
+    let c = g
+        .post_batch(Some(&sid), BOTH, &cancel)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(c.status(), 202);
     let rest = r.rest().await;
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert_eq!(rest[0]["id"], "held");
     assert_eq!(error(&rest[0]), (-32001, "approval cancelled"));
-    assert_eq!(g.app.ticket(second).await.status, TicketStatus::Cancelled);
-    assert!(g.app.upstream.calls().is_empty());
+    assert_eq!(g.ticket(second).await.status, TicketStatus::Cancelled);
+    assert!(g.upstream.calls().is_empty());
 }
 
 const STREAMING_POLICY: &str = r#"
@@ -600,7 +522,7 @@ async fn server_to_client_messages_of_a_batched_call_reach_an_sse_client() {
         ..Opts::default()
     })
     .await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     // A request from the server must reach the client before the call can answer.
     let batch = json!([
         call(1, "ask_client", json!({"method": "roots/list"})),
@@ -609,14 +531,14 @@ async fn server_to_client_messages_of_a_batched_call_reach_an_sse_client() {
     let mut r = g.sse_batch(&sid, &batch).await;
     let mut seen = Vec::new();
     let question = loop {
-        let m = r.next().await.expect("the server's question");
+        let m = r.next_message().await.expect("the server's question");
         if m["method"] == "roots/list" {
             break m;
         }
         seen.push(m);
     };
     let reply = json!({"jsonrpc": "2.0", "id": question["id"], "result": {"roots": []}});
-    let c = g.post(Some(&sid), BOTH, &reply).send().await.unwrap();
+    let c = g.post_batch(Some(&sid), BOTH, &reply).send().await.unwrap();
     assert_eq!(c.status(), 202);
     seen.extend(r.rest().await);
     let seen = by_id(seen);
@@ -656,8 +578,8 @@ async fn server_to_client_messages_of_a_batched_call_reach_an_sse_client() {
 #[tokio::test]
 async fn an_upstream_that_fails_the_rest_of_a_batch_answers_each_request_with_an_error() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
-    g.app.upstream.set_down(true);
+    let sid = g.batch_session().await;
+    g.upstream.set_down(true);
     let batch = json!([call(1, "delete_customer", json!({})), ping(2), ping(3)]);
     let answers = g.json_batch(&sid, &batch).await;
     let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
@@ -671,11 +593,11 @@ async fn an_upstream_that_fails_the_rest_of_a_batch_answers_each_request_with_an
 #[tokio::test]
 async fn a_batch_with_a_request_id_twice_is_refused() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([call(1, "list_charges", json!({})), ping(1)]);
-    let r = g.post(Some(&sid), BOTH, &batch).send().await.unwrap();
+    let r = g.post_batch(Some(&sid), BOTH, &batch).send().await.unwrap();
     assert_eq!(r.status(), 400);
-    assert!(g.app.upstream.calls().is_empty());
+    assert!(g.upstream.calls().is_empty());
 }
 
 #[tokio::test]
@@ -688,7 +610,7 @@ async fn each_call_in_a_batch_counts_against_the_budget() {
         ..Opts::default()
     })
     .await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let batch = json!([
         call(1, "list_charges", json!({})),
         call(2, "list_charges", json!({})),
@@ -706,7 +628,7 @@ async fn each_call_in_a_batch_counts_against_the_budget() {
     assert_eq!(error(over[0]), (-32001, "tool-call budget exceeded"));
     assert_eq!(over[0]["error"]["data"], json!({"limit": 2}));
     assert_eq!(answers[3], pong(4));
-    assert_eq!(g.app.upstream.calls().len(), 2);
+    assert_eq!(g.upstream.calls().len(), 2);
     let outcomes: Vec<String> = g.audit(&sid, 3).await.into_iter().map(|r| r.2).collect();
     assert_eq!(outcomes, ["budget_exceeded", "forwarded", "forwarded"]);
 }
@@ -714,16 +636,16 @@ async fn each_call_in_a_batch_counts_against_the_budget() {
 #[tokio::test]
 async fn a_held_call_with_a_progress_token_gets_progress_while_the_batch_waits() {
     let g = gw(Opts::default()).await;
-    let sid = g.session().await;
+    let sid = g.batch_session().await;
     let mut held = call(1, "create_refund", json!({"amount": 500}));
     held["params"]["_meta"] = json!({"progressToken": "tok-1"});
     let batch = json!([held, call(2, "list_charges", json!({}))]);
     let mut r = g.sse_batch(&sid, &batch).await;
-    assert_eq!(r.next().await.unwrap()["id"], 2);
+    assert_eq!(r.next_message().await.unwrap()["id"], 2);
     // Two keepalive ticks while the refund waits: each is a progress notification for its token.
     let mut progress = Vec::new();
     while progress.len() < 2 {
-        let m = r.next().await.expect("progress before the end");
+        let m = r.next_message().await.expect("progress before the end");
         assert_eq!(m["method"], "notifications/progress", "{m}");
         progress.push(m);
     }
@@ -734,8 +656,8 @@ async fn a_held_call_with_a_progress_token_gets_progress_while_the_batch_waits()
         progress[0]["params"]["message"],
         "waiting for approval by U0123ABCD"
     );
-    let ticket = g.app.wait_for_request().await;
-    decide(&g.app.db, &g.app.redis, ticket, Decision::Approve, true).await;
+    let ticket = g.wait_for_request().await;
+    decide(&g.db, &g.redis, ticket, Decision::Approve, true).await;
     let rest = r.rest().await;
     let answer = rest
         .iter()

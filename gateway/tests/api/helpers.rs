@@ -1,13 +1,14 @@
 //! `spawn_app()` and friends.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_gateway::auth::token_sha256;
 use airlock_gateway::config::Config;
+use airlock_gateway::sse::{Event, Parser};
 use airlock_shared::config::LogFormat;
 use airlock_shared::job::NotifyJob;
-use airlock_shared::keys::JOB_FIELD;
 use airlock_shared::ticket::{self, Decided, Decision, Ticket};
 use airlock_shared::{DecisionSignal, TicketId, signal};
 use airlock_test_support::upstream::{FakeUpstream, Mode};
@@ -19,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 pub const BILLING_TOKEN: &str = "tok-billing-bot";
 pub const OTHER_TOKEN: &str = "tok-other-bot";
 pub const APPROVER: &str = "U0123ABCD";
+/// The `accept` header of a client that takes JSON or SSE.
+pub const BOTH: &str = "application/json, text/event-stream";
+/// A keepalive short enough that tests can wait for one.
+pub const SHORT_KEEPALIVE: Duration = Duration::from_millis(200);
 
 pub const POLICY: &str = r#"
 version: 1
@@ -59,6 +64,8 @@ pub struct Opts {
     pub poll_interval: Duration,
     pub max_body_bytes: usize,
     pub upstream_concurrency: usize,
+    /// How often a held call's stream carries a keepalive.
+    pub keepalive_interval: Duration,
 }
 
 impl Default for Opts {
@@ -73,6 +80,7 @@ impl Default for Opts {
             poll_interval: Duration::from_secs(1),
             max_body_bytes: 64 * 1024,
             upstream_concurrency: 256,
+            keepalive_interval: Duration::from_secs(15),
         }
     }
 }
@@ -135,7 +143,7 @@ pub fn config_for(
         shutdown_grace: opts.shutdown_grace,
         log_format: LogFormat::Pretty,
         migrate_on_start: true,
-        keepalive_interval: Duration::from_secs(15),
+        keepalive_interval: opts.keepalive_interval,
         upstream_timeout: Duration::from_secs(30),
         upstream_concurrency: opts.upstream_concurrency,
         decision_poll_interval: opts.poll_interval,
@@ -317,6 +325,48 @@ impl TestApp {
         r
     }
 
+    /// A POST of `body` to /mcp as the billing agent, with the given `accept`.
+    pub fn request(
+        &self,
+        session: Option<&str>,
+        accept: &str,
+        body: impl serde::Serialize,
+    ) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .post(self.url())
+            .bearer_auth(BILLING_TOKEN)
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .body(serde_json::to_string(&body).unwrap());
+        if let Some(s) = session {
+            r = r.header("mcp-session-id", s);
+        }
+        r
+    }
+
+    /// Sends `initialize` for protocol `version` as the billing agent.
+    pub async fn init(&self, version: &str) -> reqwest::Response {
+        let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        self.request(None, BOTH, &body).send().await.unwrap()
+    }
+
+    /// Opens a session of protocol `version` as the billing agent.
+    pub async fn session(&self, version: &str) -> String {
+        let r = self.init(version).await;
+        assert_eq!(r.status(), 200);
+        let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let _ = r.bytes().await.unwrap();
+        sid
+    }
+
+    /// Approves the `nth` approval request (0-based) once it is enqueued.
+    pub async fn approve_next(&self, nth: usize) -> TicketId {
+        let id = wait_for_request(&self.redis, nth).await;
+        decide(&self.db, &self.redis, id, Decision::Approve, true).await;
+        id
+    }
+
     /// Opens a session as the agent with `token`.
     pub async fn initialize(&self, token: &str) -> String {
         let resp = self
@@ -359,7 +409,7 @@ impl TestApp {
         .await
     }
 
-    /// The jobs on the notification stream, oldest first.
+    /// The text of `/metrics`.
     pub async fn metrics(&self) -> String {
         self.http
             .get(format!("http://{}/metrics", self.addr))
@@ -371,6 +421,7 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The jobs on the notification stream, oldest first.
     pub async fn jobs(&self) -> Vec<NotifyJob> {
         jobs(&self.redis).await
     }
@@ -391,22 +442,7 @@ impl TestApp {
 
 /// The jobs on a test's notification stream.
 pub async fn jobs(redis: &TestRedis) -> Vec<NotifyJob> {
-    let mut conn = redis.conn().await;
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(redis.keys.notify_stream())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .ids
-        .into_iter()
-        .map(|e| {
-            let body: String = e.get(JOB_FIELD).expect("job field");
-            serde_json::from_str(&body).expect("job json")
-        })
-        .collect()
+    airlock_test_support::streams::notify_jobs(redis).await
 }
 
 /// Waits for the approval request number `nth` (0-based) and returns its ticket id.
@@ -470,5 +506,111 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads an SSE response event by event; the raw text (comments too) is kept in `raw`.
+pub struct Reader {
+    /// The response, for tests that read raw chunks.
+    pub resp: reqwest::Response,
+    parser: Parser,
+    /// Events parsed but not yet taken.
+    pub queue: VecDeque<Event>,
+    pub raw: String,
+}
+
+impl Reader {
+    /// Starts reading an answer that must be an event stream.
+    pub fn new(resp: reqwest::Response) -> Self {
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream"),
+            "{:?}",
+            resp.headers()
+        );
+        Self {
+            resp,
+            parser: Parser::default(),
+            queue: VecDeque::new(),
+            raw: String::new(),
+        }
+    }
+
+    /// Reads one more chunk: false at the end of the stream, an error if it broke.
+    async fn read(&mut self) -> Result<bool, reqwest::Error> {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
+            .await
+            .expect("something within 10 s")?;
+        Ok(match chunk {
+            Some(c) => {
+                self.raw.push_str(&String::from_utf8_lossy(&c));
+                self.queue.extend(self.parser.feed(&c));
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// The next event, or None when the stream ends or breaks.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some(e);
+            }
+            if !self.read().await.ok()? {
+                return None;
+            }
+        }
+    }
+
+    /// The next event that carries JSON.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        loop {
+            let e = self.next().await?;
+            if let Some(v) = e.json() {
+                return Some(v);
+            }
+        }
+    }
+
+    /// The next JSON-RPC message of a batch answer (id-less `message` events), or None at the
+    /// end; a broken stream panics.
+    pub async fn next_message(&mut self) -> Option<Value> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                assert_eq!(e.event.as_deref(), Some("message"), "{e:?}");
+                assert_eq!(e.id, None, "batch events carry no ids: {e:?}");
+                return Some(e.json().expect("JSON data"));
+            }
+            if !self.read().await.unwrap() {
+                return None;
+            }
+        }
+    }
+
+    /// How many comment lines have come so far.
+    pub fn comments(&self) -> usize {
+        self.raw.lines().filter(|l| l.starts_with(':')).count()
+    }
+
+    /// Reads until at least `n` keepalive comments have come.
+    pub async fn until_comments(&mut self, n: usize) {
+        while self.comments() < n {
+            assert!(
+                self.read().await.unwrap(),
+                "the stream ended without a keepalive"
+            );
+        }
+    }
+
+    /// The rest of a batch answer's messages, to its end.
+    pub async fn rest(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next_message().await {
+            out.push(m);
+        }
+        out
     }
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use airlock_shared::job::NotifyJob;
-use airlock_shared::ticket::{Decided, Decision};
+use airlock_shared::ticket::{self, Decided, Decision};
 use airlock_shared::{TicketStatus, canonical};
 use serde_json::json;
 
@@ -440,8 +440,7 @@ async fn many_calls_approved_at_once_each_run_exactly_once() {
         calls.push(held_call(&app, sid, i as i64, 500 + i as i64).await);
     }
     let pending = eventually(Duration::from_secs(10), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'pending'")
-            .fetch_one(&app.db.pool)
+        let n = ticket::count_with_status(&app.db.pool, TicketStatus::Pending)
             .await
             .unwrap();
         (n as usize == N).then_some(())
@@ -450,17 +449,26 @@ async fn many_calls_approved_at_once_each_run_exactly_once() {
     assert!(pending.is_some(), "all {N} calls are held");
     // Everything approved in one go, the webhook's way (rows first, then one signal each):
     // the claims of all waiters land together and are batched.
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "UPDATE tickets SET status = 'approved', decided_at = now(), decided_by_id = 'U1' \
-         WHERE status = 'pending' RETURNING id",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .unwrap();
+    let ids = ticket::ids_with_status(&app.db.pool, TicketStatus::Pending)
+        .await
+        .unwrap();
+    let clicks: Vec<ticket::ClickDecision> = ids
+        .iter()
+        .map(|id| ticket::ClickDecision {
+            ticket: *id,
+            decision: Decision::Approve,
+            user_id: APPROVER.to_owned(),
+            user_name: "Ana Approver".to_owned(),
+            message: None,
+            allowed_by_global: false,
+        })
+        .collect();
+    let decided = ticket::decide_many(&app.db.pool, &clicks).await.unwrap();
+    assert!(decided.iter().all(Option::is_some), "every click decides");
     let mut conn = app.redis.conn().await;
     for id in &ids {
         let sig = airlock_shared::DecisionSignal {
-            ticket_id: airlock_shared::TicketId(*id),
+            ticket_id: *id,
             status: TicketStatus::Approved,
         };
         airlock_shared::signal::publish(&mut conn, &app.redis.keys, &sig)
@@ -471,11 +479,9 @@ async fn many_calls_approved_at_once_each_run_exactly_once() {
         let a = c.await.unwrap();
         assert!(a.code().is_none(), "{:?}", a.body);
     }
-    let executed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'executed'")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    let executed = ticket::count_with_status(&app.db.pool, TicketStatus::Executed)
+        .await
+        .unwrap();
     assert_eq!(executed as usize, N);
     let mut amounts: Vec<i64> = app
         .upstream
@@ -504,10 +510,7 @@ async fn notifications_cancelled_cancels_the_held_call() {
 async fn a_failed_ticket_insert_fails_the_call() {
     let app = spawn_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
-    sqlx::query("ALTER TABLE tickets RENAME TO tickets_gone")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db.break_tickets_table().await;
     let a = app
         .call(BILLING_TOKEN, &sid, 1, "create_refund", refund(500))
         .await;

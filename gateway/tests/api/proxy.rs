@@ -489,11 +489,10 @@ async fn health_readiness_metrics_and_audit() {
         (rows[1].0.as_str(), rows[1].1.as_str(), rows[1].2.as_str()),
         ("delete_customer", "deny", "denied")
     );
-    let principal: String = sqlx::query_scalar("SELECT principal FROM audit_log LIMIT 1")
-        .fetch_one(&app.db.pool)
+    let principals = airlock_shared::audit::principals_for_session(&app.db.pool, &sid)
         .await
         .unwrap();
-    assert_eq!(principal, "billing-bot");
+    assert_eq!(principals, ["billing-bot", "billing-bot"]);
     let m = app
         .http
         .get(format!("http://{}/metrics", app.addr))

@@ -3,83 +3,22 @@
 
 use std::time::Duration;
 
-use airlock_gateway::sse::{Event, Parser};
+use airlock_gateway::sse::Parser;
 use airlock_shared::TicketStatus;
-use airlock_shared::ticket::Decision;
 use airlock_test_support::upstream::{FakeUpstream, Mode};
-use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::helpers::*;
 
-/// A gateway with a short keepalive (tests must not wait 15 s for one).
-struct Gw {
-    addr: std::net::SocketAddr,
-    db: TestDb,
-    redis: TestRedis,
-    upstream: FakeUpstream,
-    shutdown: CancellationToken,
-    http: reqwest::Client,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-const KEEPALIVE: Duration = Duration::from_millis(200);
-
-async fn gw(mode: Mode, policy: &str) -> Gw {
-    let db = fresh_db().await;
-    let redis = fresh_redis().await;
-    let upstream = FakeUpstream::spawn(mode).await;
-    let dir = std::env::temp_dir().join(format!("airlock-tr-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy_file = dir.join("policy.yaml");
-    std::fs::write(&policy_file, policy).unwrap();
-    let keys_file = dir.join("agents.yaml");
-    std::fs::write(
-        &keys_file,
-        format!(
-            "agents:\n  - name: billing-bot\n    token_sha256: {}\n",
-            airlock_gateway::auth::token_sha256(BILLING_TOKEN)
-        ),
-    )
-    .unwrap();
-    let opts = Opts {
+/// A gateway in front of an upstream in `mode`, under `policy`, with a short keepalive.
+async fn gw(mode: Mode, policy: &str) -> TestApp {
+    spawn_with(Opts {
         mode,
+        policy: policy.to_owned(),
+        keepalive_interval: SHORT_KEEPALIVE,
         ..Opts::default()
-    };
-    let mut config = config_for(
-        &db,
-        &redis,
-        &upstream,
-        &opts,
-        policy_file.display().to_string(),
-        keys_file.display().to_string(),
-    );
-    config.keepalive_interval = KEEPALIVE;
-    let (addr, shutdown, _server) = start_gateway(&config).await;
-    Gw {
-        addr,
-        db,
-        redis,
-        upstream,
-        shutdown,
-        http: reqwest::Client::new(),
-        _dir: TempDir(dir),
-    }
+    })
+    .await
 }
 
 const HIDING_POLICY: &str = r#"
@@ -97,49 +36,6 @@ rules:
   - { name: test tools, tools: ["slow", "ask_client", "flood", "die"], action: allow }
 "#;
 
-impl Gw {
-    fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
-    }
-
-    fn post(&self, session: Option<&str>, accept: &str, body: Value) -> reqwest::RequestBuilder {
-        let mut r = self
-            .http
-            .post(self.url())
-            .bearer_auth(BILLING_TOKEN)
-            .header("content-type", "application/json")
-            .header("accept", accept)
-            .body(body.to_string());
-        if let Some(s) = session {
-            r = r.header("mcp-session-id", s);
-        }
-        r
-    }
-
-    async fn init(&self, version: &str) -> reqwest::Response {
-        self.post(None, BOTH, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn session(&self) -> String {
-        let r = self.init("2025-06-18").await;
-        assert_eq!(r.status(), 200);
-        let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-        let _ = r.bytes().await.unwrap();
-        sid
-    }
-
-    async fn approve_next(&self, nth: usize) -> airlock_shared::TicketId {
-        let id = wait_for_request(&self.redis, nth).await;
-        decide(&self.db, &self.redis, id, Decision::Approve, true).await;
-        id
-    }
-}
-
-const BOTH: &str = "application/json, text/event-stream";
-
 fn call(id: i64, tool: &str, args: Value, token: Option<&str>) -> Value {
     let mut params = json!({"name": tool, "arguments": args});
     if let Some(t) = token {
@@ -148,63 +44,12 @@ fn call(id: i64, tool: &str, args: Value, token: Option<&str>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
 }
 
-/// Reads an SSE response event by event, keeping the raw text too.
-struct Reader {
-    resp: reqwest::Response,
-    parser: Parser,
-    queue: std::collections::VecDeque<Event>,
-    raw: String,
-}
-
-impl Reader {
-    fn new(resp: reqwest::Response) -> Self {
-        assert!(
-            resp.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/event-stream"),
-            "{:?}",
-            resp.headers()
-        );
-        Self {
-            resp,
-            parser: Parser::default(),
-            queue: Default::default(),
-            raw: String::new(),
-        }
-    }
-
-    /// The next event, or None at the end of the stream.
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.queue.pop_front() {
-                return Some(e);
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
-                .await
-                .expect("an event within 10 s")
-                .ok()??;
-            self.raw.push_str(&String::from_utf8_lossy(&chunk));
-            self.queue.extend(self.parser.feed(&chunk));
-        }
-    }
-
-    async fn next_json(&mut self) -> Option<Value> {
-        loop {
-            let e = self.next().await?;
-            if let Some(v) = e.json() {
-                return Some(v);
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_held_call_gets_progress_keepalives_then_the_upstreams_own_sse_answer() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let resp = g
-        .post(
+        .request(
             Some(&sid),
             BOTH,
             call(7, "create_refund", json!({"amount": 500}), Some("pt-1")),
@@ -253,9 +98,9 @@ use airlock_shared::ticket;
 #[tokio::test]
 async fn without_a_progress_token_the_hold_sends_comments_and_json_answers_become_events() {
     let g = gw(Mode::Json, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let resp = g
-        .post(
+        .request(
             Some(&sid),
             BOTH,
             call(8, "create_refund", json!({"amount": 500}), None),
@@ -264,7 +109,7 @@ async fn without_a_progress_token_the_hold_sends_comments_and_json_answers_becom
         .await
         .unwrap();
     let mut r = Reader::new(resp);
-    tokio::time::sleep(KEEPALIVE * 3).await;
+    tokio::time::sleep(SHORT_KEEPALIVE * 3).await;
     g.approve_next(0).await;
     let answer = r.next_json().await.unwrap();
     assert_eq!(answer["id"], 8);
@@ -278,9 +123,9 @@ async fn without_a_progress_token_the_hold_sends_comments_and_json_answers_becom
 #[tokio::test]
 async fn a_held_call_that_is_denied_or_cancelled_ends_its_stream_with_the_error() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let resp = g
-        .post(
+        .request(
             Some(&sid),
             BOTH,
             call(9, "create_refund", json!({"amount": 500}), Some("c1")),
@@ -291,7 +136,7 @@ async fn a_held_call_that_is_denied_or_cancelled_ends_its_stream_with_the_error(
     let mut r = Reader::new(resp);
     let id = wait_for_request(&g.redis, 0).await;
     let cancel = g
-        .post(
+        .request(
             Some(&sid),
             BOTH,
             json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9, "reason": "user gave up"}}),
@@ -315,9 +160,9 @@ async fn a_held_call_that_is_denied_or_cancelled_ends_its_stream_with_the_error(
 #[tokio::test]
 async fn json_only_clients_get_plain_json_even_when_the_upstream_streams() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let plain = g
-        .post(
+        .request(
             Some(&sid),
             "application/json",
             call(1, "list_charges", json!({}), Some("p")),
@@ -337,7 +182,7 @@ async fn json_only_clients_get_plain_json_even_when_the_upstream_streams() {
     assert!(v["result"].is_object(), "{v}");
     // A held call too: no stream, just the answer once decided.
     let held = tokio::spawn(
-        g.post(
+        g.request(
             Some(&sid),
             "application/json",
             call(2, "create_refund", json!({"amount": 500}), Some("p")),
@@ -360,13 +205,13 @@ async fn json_only_clients_get_plain_json_even_when_the_upstream_streams() {
 #[tokio::test]
 async fn server_to_client_requests_reach_the_client_and_its_responses_reach_the_upstream() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     for (n, method) in ["sampling/createMessage", "elicitation/create", "roots/list"]
         .into_iter()
         .enumerate()
     {
         let resp = g
-            .post(
+            .request(
                 Some(&sid),
                 BOTH,
                 call(n as i64, "ask_client", json!({"method": method}), None),
@@ -379,7 +224,7 @@ async fn server_to_client_requests_reach_the_client_and_its_responses_reach_the_
         assert_eq!(question["method"], method);
         let reply = json!({"jsonrpc": "2.0", "id": question["id"], "result": {"answer": n}});
         let posted = g
-            .post(Some(&sid), BOTH, reply.clone())
+            .request(Some(&sid), BOTH, reply.clone())
             .send()
             .await
             .unwrap();
@@ -396,7 +241,7 @@ async fn server_to_client_requests_reach_the_client_and_its_responses_reach_the_
 #[tokio::test]
 async fn the_get_stream_relays_server_messages_and_resumes_after_last_event_id() {
     let g = gw(Mode::Json, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let get = |last: Option<&str>| {
         let mut r = g
             .http
@@ -433,7 +278,7 @@ async fn the_get_stream_relays_server_messages_and_resumes_after_last_event_id()
     assert_eq!(gets.len(), 2);
     assert_eq!(gets[1].1["last-event-id"], "2");
     // An idle stream gets keepalive comments so that proxies keep it open.
-    tokio::time::sleep(KEEPALIVE * 3).await;
+    tokio::time::sleep(SHORT_KEEPALIVE * 3).await;
     let chunk = r.resp.chunk().await.unwrap().unwrap();
     assert_eq!(&chunk[..], b": keepalive\n\n");
 }
@@ -441,24 +286,27 @@ async fn the_get_stream_relays_server_messages_and_resumes_after_last_event_id()
 #[tokio::test]
 async fn status_codes_follow_the_spec() {
     let g = gw(Mode::Json, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let s = |r: reqwest::Response| r.status().as_u16();
     assert_eq!(
-        s(g.post(Some(&sid), BOTH, note.clone()).send().await.unwrap()),
+        s(g.request(Some(&sid), BOTH, note.clone())
+            .send()
+            .await
+            .unwrap()),
         202
     );
     let response = json!({"jsonrpc": "2.0", "id": "x", "result": {}});
     assert_eq!(
-        s(g.post(Some(&sid), BOTH, response).send().await.unwrap()),
+        s(g.request(Some(&sid), BOTH, response).send().await.unwrap()),
         202
     );
     assert_eq!(
-        s(g.post(None, BOTH, note.clone()).send().await.unwrap()),
+        s(g.request(None, BOTH, note.clone()).send().await.unwrap()),
         400
     );
     assert_eq!(
-        s(g.post(Some("nope"), BOTH, note.clone())
+        s(g.request(Some("nope"), BOTH, note.clone())
             .send()
             .await
             .unwrap()),
@@ -490,11 +338,14 @@ async fn status_codes_follow_the_spec() {
         .await
         .unwrap();
     assert_eq!(del.status(), 200);
-    assert_eq!(s(g.post(Some(&sid), BOTH, note).send().await.unwrap()), 404);
+    assert_eq!(
+        s(g.request(Some(&sid), BOTH, note).send().await.unwrap()),
+        404
+    );
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let pong: Value = g
-        .post(Some(&sid), BOTH, ping)
+        .request(Some(&sid), BOTH, ping)
         .send()
         .await
         .unwrap()
@@ -517,7 +368,7 @@ async fn every_protocol_version_passes_its_header_and_batches_only_where_allowed
             {"jsonrpc": "2.0", "method": "notifications/initialized"},
         ]);
         let resp = g
-            .post(Some(&sid), BOTH, batch)
+            .request(Some(&sid), BOTH, batch)
             .header("mcp-protocol-version", version)
             .send()
             .await
@@ -530,7 +381,7 @@ async fn every_protocol_version_passes_its_header_and_batches_only_where_allowed
             assert_eq!(resp.status(), 400, "{version}");
         }
         let ping = g
-            .post(
+            .request(
                 Some(&sid),
                 BOTH,
                 json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
@@ -548,9 +399,9 @@ async fn every_protocol_version_passes_its_header_and_batches_only_where_allowed
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_releases_the_upstream_stream() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let mut resp = g
-        .post(
+        .request(
             Some(&sid),
             BOTH,
             call(1, "flood", json!({"n": 1_000_000, "size": 1000}), None),
@@ -571,10 +422,10 @@ async fn a_client_that_disconnects_mid_stream_releases_the_upstream_stream() {
 #[tokio::test]
 async fn a_slow_reader_does_not_make_the_gateway_buffer() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let n = 20_000u64;
     let mut resp = g
-        .post(
+        .request(
             Some(&sid),
             BOTH,
             call(1, "flood", json!({"n": n, "size": 10_000}), None),
@@ -607,9 +458,9 @@ async fn a_slow_reader_does_not_make_the_gateway_buffer() {
 #[tokio::test]
 async fn an_upstream_that_dies_mid_stream_gets_an_upstream_error_for_the_request() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let resp = g
-        .post(Some(&sid), BOTH, call(5, "die", json!({}), None))
+        .request(Some(&sid), BOTH, call(5, "die", json!({}), None))
         .send()
         .await
         .unwrap();
@@ -625,12 +476,24 @@ async fn an_upstream_that_dies_mid_stream_gets_an_upstream_error_for_the_request
 #[tokio::test]
 async fn discovery_survives_an_upstream_outage_and_sessions_are_initialised_after_it() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
-    let live = read_answer(g.post(Some(&sid), BOTH, list.clone()).send().await.unwrap()).await;
+    let live = read_answer(
+        g.request(Some(&sid), BOTH, list.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(live.body["result"]["tools"].is_array(), "{:?}", live.body);
     g.upstream.set_down(true);
-    let cached = read_answer(g.post(Some(&sid), BOTH, list.clone()).send().await.unwrap()).await;
+    let cached = read_answer(
+        g.request(Some(&sid), BOTH, list.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(cached.body["result"], live.body["result"]);
     assert_eq!(cached.body["id"], 3);
     // A new session opens from the cached initialize.
@@ -640,7 +503,7 @@ async fn discovery_survives_an_upstream_outage_and_sessions_are_initialised_afte
     let init = read_answer(r).await;
     assert_eq!(init.body["result"]["serverInfo"]["name"], "fake-upstream");
     let down = read_answer(
-        g.post(Some(&late), BOTH, call(4, "list_charges", json!({}), None))
+        g.request(Some(&late), BOTH, call(4, "list_charges", json!({}), None))
             .send()
             .await
             .unwrap(),
@@ -653,7 +516,7 @@ async fn discovery_survives_an_upstream_outage_and_sessions_are_initialised_afte
     g.upstream.set_down(false);
     let inits_before = count(&g.upstream, "initialize");
     let up = read_answer(
-        g.post(Some(&late), BOTH, call(5, "list_charges", json!({}), None))
+        g.request(Some(&late), BOTH, call(5, "list_charges", json!({}), None))
             .send()
             .await
             .unwrap(),
@@ -671,10 +534,10 @@ fn count(u: &FakeUpstream, method: &str) -> usize {
 #[tokio::test]
 async fn a_session_the_upstream_forgot_is_reinitialised_once_and_the_call_retried() {
     let g = gw(Mode::Json, HIDING_POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     g.upstream.forget_sessions();
     let a = read_answer(
-        g.post(
+        g.request(
             Some(&sid),
             BOTH,
             call(1, "list_charges", json!({"limit": 1}), None),
@@ -689,7 +552,7 @@ async fn a_session_the_upstream_forgot_is_reinitialised_once_and_the_call_retrie
     assert_eq!(g.upstream.calls().len(), 1);
     // The new upstream session is kept: the next call needs no re-initialise.
     let b = read_answer(
-        g.post(Some(&sid), BOTH, call(2, "list_charges", json!({}), None))
+        g.request(Some(&sid), BOTH, call(2, "list_charges", json!({}), None))
             .send()
             .await
             .unwrap(),
@@ -705,9 +568,9 @@ async fn a_session_the_upstream_forgot_is_reinitialised_once_and_the_call_retrie
 async fn tools_list_hides_denied_tools_and_notes_approvals_in_json_and_sse() {
     for mode in [Mode::Json, Mode::Sse] {
         let g = gw(mode, HIDING_POLICY).await;
-        let sid = g.session().await;
+        let sid = g.session("2025-06-18").await;
         let a = read_answer(
-            g.post(
+            g.request(
                 Some(&sid),
                 BOTH,
                 json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
@@ -734,9 +597,9 @@ async fn tools_list_hides_denied_tools_and_notes_approvals_in_json_and_sse() {
     }
     // Without the flag, the upstream's list is untouched.
     let g = gw(Mode::Json, POLICY).await;
-    let sid = g.session().await;
+    let sid = g.session("2025-06-18").await;
     let a = read_answer(
-        g.post(
+        g.request(
             Some(&sid),
             BOTH,
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),

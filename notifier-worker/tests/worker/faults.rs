@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use airlock_test_support::fake_slack::Fault;
+use airlock_slack_fake::fake::Fault;
 
 use crate::support::{TOKEN, logs, setup};
 

@@ -4,7 +4,7 @@
 use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
 use airlock_shared::ticket::{self, Decided};
 use airlock_shared::{Decision, Refusal, TicketStatus};
-use airlock_test_support::fake_slack::validate_blocks;
+use airlock_slack_fake::fake::validate_blocks;
 use notifier_worker::message;
 use serde_json::{Value, json};
 

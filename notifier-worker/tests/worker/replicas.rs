@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use airlock_test_support::fake_slack::Fault;
+use airlock_slack_fake::fake::Fault;
 
 use crate::support::setup;
 

@@ -11,7 +11,7 @@ use airlock_shared::config::Env;
 use airlock_shared::keys::NOTIFIER_GROUP;
 use airlock_shared::ticket::{self, NewTicket, Opened, Ticket};
 use airlock_shared::{NotifyJob, TicketId};
-use airlock_test_support::fake_slack::{FakeSlack, FakeSlackConfig};
+use airlock_slack_fake::fake::{FakeSlack, FakeSlackConfig};
 use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};
 use notifier_worker::metrics::Metrics;
 use notifier_worker::{Config, Notifier};
@@ -190,24 +190,7 @@ impl TestApp {
 
     /// Entries of the dead-letter stream, as field maps.
     pub async fn dead_letters(&self) -> Vec<HashMap<String, String>> {
-        let mut conn = self.redis.conn().await;
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.redis.keys.dead_letter_stream())
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        reply
-            .ids
-            .into_iter()
-            .map(|e| {
-                e.map
-                    .into_iter()
-                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
-                    .collect()
-            })
-            .collect()
+        airlock_test_support::streams::dead_letters(&self.redis).await
     }
 
     /// Waits until the dead-letter stream has `n` entries.

@@ -138,6 +138,71 @@ pub async fn fresh_db() -> TestDb {
     }
 }
 
+/// A lock held on the `tickets` table until [`TableLock::release`]; see
+/// [`TestDb::lock_tickets_table`].
+pub struct TableLock {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+impl std::fmt::Debug for TableLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableLock").finish_non_exhaustive()
+    }
+}
+
+impl TableLock {
+    /// Ends the blocking transaction, so queries on the table run again.
+    pub async fn release(mut self) {
+        self.conn
+            .execute("ROLLBACK")
+            .await
+            .expect("release the tickets lock");
+    }
+}
+
+// Fault injection: each way of making Postgres fail under a service is spelled here once.
+impl TestDb {
+    /// Renames `tickets` away, so every query on it fails as a broken schema would.
+    pub async fn break_tickets_table(&self) {
+        self.pool
+            .execute("ALTER TABLE tickets RENAME TO tickets_gone")
+            .await
+            .expect("rename the tickets table");
+    }
+
+    /// Holds a lock that blocks every read of `tickets`, as a stuck migration or vacuum would.
+    pub async fn lock_tickets_table(&self) -> TableLock {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .expect("a connection for the lock");
+        conn.execute("BEGIN").await.expect("begin");
+        conn.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock the tickets table");
+        TableLock { conn }
+    }
+
+    /// Drops the database under live connections (they fail from then on).
+    pub async fn drop_now(&self) {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&self.admin_url)
+            .await
+            .expect("connect as admin");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {} WITH (FORCE)",
+                self.name
+            )))
+            .await
+            .expect("drop the test database");
+        admin.close().await;
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();

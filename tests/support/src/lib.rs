@@ -9,7 +9,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod backing;
-pub mod fake_slack;
+pub mod streams;
 pub mod upstream;
 
 pub use backing::{TestDb, TestRedis, fresh_db, fresh_redis};

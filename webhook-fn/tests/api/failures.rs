@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use airlock_shared::ticket;
 use airlock_shared::{TicketId, TicketStatus};
 use futures::StreamExt;
-use sqlx::Connection;
 
 use crate::helpers::*;
 
@@ -50,15 +49,7 @@ async fn a_dropped_database_answers_500() {
             .status(),
         200
     );
-    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
-    let admin_url = app.db.url.replace(&format!("/{name}"), "/postgres");
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    app.db.drop_now().await;
     let resp = app.post_signed(approve_body(id, "U1")).await;
     assert_eq!(resp.status(), 500);
     let got = signals.drain(Duration::from_millis(200)).await;
@@ -72,23 +63,13 @@ async fn a_hung_postgres_times_out_with_500_inside_slacks_budget() {
     let app = spawn_app().await;
     let mut signals = Signals::subscribe(&app.redis).await;
     let id = app.open_ticket(&[], Duration::from_secs(600)).await;
-    // Hold a lock that blocks every read of the table, as a stuck migration or vacuum would.
-    let mut blocker = app.db.pool.acquire().await.unwrap();
-    sqlx::query("BEGIN").execute(&mut *blocker).await.unwrap();
-    sqlx::query("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let lock = app.db.lock_tickets_table().await;
     let started = Instant::now();
     let resp = app.post_signed(approve_body(id, "U1")).await;
     let took = started.elapsed();
     assert_eq!(resp.status(), 500);
     assert!(took < Duration::from_secs(3), "{took:?}");
-    sqlx::query("ROLLBACK")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
-    drop(blocker);
+    lock.release().await;
     assert!(signals.drain(Duration::from_millis(200)).await.is_empty());
     assert!(app.jobs().await.is_empty());
     // The timed-out read never reached the update.

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airlock_shared::buttons::APPROVE_ACTION_ID;
 use airlock_shared::config::Env;
-use airlock_shared::keys::JOB_FIELD;
 use airlock_shared::ticket::{self, NewTicket, Opened, Ticket};
 use airlock_shared::{DecisionSignal, NotifyJob, TicketId};
 use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};
@@ -209,7 +208,7 @@ impl TestApp {
 
     /// Every job on this test's notification stream, in order.
     pub async fn jobs(&self) -> Vec<NotifyJob> {
-        read_jobs(&self.redis).await
+        airlock_test_support::streams::notify_jobs(&self.redis).await
     }
 
     /// The text of `/metrics`.
@@ -223,25 +222,6 @@ impl TestApp {
             .await
             .unwrap()
     }
-}
-
-pub async fn read_jobs(redis: &TestRedis) -> Vec<NotifyJob> {
-    let mut conn = redis.conn().await;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(redis.keys.notify_stream())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|e| {
-            let raw: String = e.get(JOB_FIELD).unwrap();
-            serde_json::from_str(&raw).unwrap()
-        })
-        .collect()
 }
 
 /// Collects decision signals published on this test's channel.

@@ -30,14 +30,13 @@ fn rendered(m: &Value) -> &str {
 async fn approve_runs_the_call_once_and_updates_the_message() {
     let s = Stack::start().await;
     let client = s.client().await;
-    let peer = client.peer().clone();
-    let held = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-
-    let msgs = s.wait_messages(1, WAIT).await;
-    assert_eq!(msgs.len(), 1);
-    let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
-    let id = Stack::ticket_of(&msgs[0]);
-    let text = rendered(&msgs[0]);
+    let Held {
+        call: held,
+        message,
+        ts,
+    } = s.hold(&client, big_refund(), WAIT).await;
+    let id = Stack::ticket_of(&message);
+    let text = rendered(&message);
     for want in [
         "create_refund",
         "250",
@@ -94,11 +93,12 @@ async fn approve_runs_the_call_once_and_updates_the_message() {
 async fn deny_refuses_the_call_and_says_who() {
     let s = Stack::start().await;
     let client = s.client().await;
-    let peer = client.peer().clone();
-    let held = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-    let msgs = s.wait_messages(1, WAIT).await;
-    let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
-    let id = Stack::ticket_of(&msgs[0]);
+    let Held {
+        call: held,
+        message,
+        ts,
+    } = s.hold(&client, big_refund(), WAIT).await;
+    let id = Stack::ticket_of(&message);
 
     let click = s.click(ALICE, &ts, DENY).await;
     assert_eq!(click["webhook_status"], 200, "{click}");
@@ -155,11 +155,12 @@ async fn an_unanswered_request_times_out_and_its_buttons_go() {
 async fn a_refused_approver_gets_an_ephemeral_and_the_call_stays_held() {
     let s = Stack::start().await;
     let client = s.client().await;
-    let peer = client.peer().clone();
-    let held = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-    let msgs = s.wait_messages(1, WAIT).await;
-    let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
-    let id = Stack::ticket_of(&msgs[0]);
+    let Held {
+        call: held,
+        message,
+        ts,
+    } = s.hold(&client, big_refund(), WAIT).await;
+    let id = Stack::ticket_of(&message);
 
     // Mallory is in the workspace but not among the rule's approvers.
     let click = s.click(MALLORY, &ts, APPROVE).await;
@@ -204,11 +205,12 @@ async fn a_refused_approver_gets_an_ephemeral_and_the_call_stays_held() {
 async fn a_double_click_runs_the_call_once() {
     let s = Stack::start().await;
     let client = s.client().await;
-    let peer = client.peer().clone();
-    let held = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-    let msgs = s.wait_messages(1, WAIT).await;
-    let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
-    let id = Stack::ticket_of(&msgs[0]);
+    let Held {
+        call: held,
+        message,
+        ts,
+    } = s.hold(&client, big_refund(), WAIT).await;
+    let id = Stack::ticket_of(&message);
 
     let (a, b) = tokio::join!(s.click(ALICE, &ts, APPROVE), s.click(ALICE, &ts, APPROVE));
     assert_eq!(a["webhook_status"], 200, "{a}");
@@ -227,11 +229,12 @@ async fn a_double_click_runs_the_call_once() {
 async fn approve_and_deny_at_once_exactly_one_wins() {
     let s = Stack::start().await;
     let client = s.client().await;
-    let peer = client.peer().clone();
-    let held = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-    let msgs = s.wait_messages(1, WAIT).await;
-    let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
-    let id = Stack::ticket_of(&msgs[0]);
+    let Held {
+        call: held,
+        message,
+        ts,
+    } = s.hold(&client, big_refund(), WAIT).await;
+    let id = Stack::ticket_of(&message);
 
     let (a, d) = tokio::join!(s.click(ALICE, &ts, APPROVE), s.click("U0BOB", &ts, DENY));
     assert_eq!(a["webhook_status"], 200, "{a}");

@@ -88,10 +88,7 @@ fn local_ports_to(pid: u32, remote_port: u16) -> Vec<u16> {
 async fn a_held_call_completes_when_pubsub_delivery_is_cut() {
     let s = Stack::start().await;
     let client = s.client().await;
-    let peer = client.peer().clone();
-    let held = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-    let msgs = s.wait_messages(1, WAIT).await;
-    let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
+    let Held { call: held, ts, .. } = s.hold(&client, big_refund(), WAIT).await;
 
     // `CLIENT KILL TYPE pubsub`, narrowed to the gateway's own connections so that other test
     // processes sharing this Redis keep theirs.
@@ -138,11 +135,12 @@ fn url_port(url: &str) -> u16 {
 async fn after_a_gateway_restart_the_retry_reattaches_to_its_ticket() {
     let mut s = Stack::start().await;
     let client = s.client().await;
-    let peer = client.peer().clone();
-    let held = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-    let msgs = s.wait_messages(1, WAIT).await;
-    let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
-    let id = Stack::ticket_of(&msgs[0]);
+    let Held {
+        call: held,
+        message,
+        ts,
+    } = s.hold(&client, big_refund(), WAIT).await;
+    let id = Stack::ticket_of(&message);
 
     // A rolling restart: SIGTERM, the grace period passes, held calls answer "interrupted".
     let status = s.gateway.terminate().await;

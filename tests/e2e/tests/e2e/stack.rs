@@ -49,9 +49,8 @@ static BINS: OnceLock<Bins> = OnceLock::new();
 /// Builds the other packages' binaries into this test's target dir (once per test process).
 pub fn bins() -> &'static Bins {
     BINS.get_or_init(|| {
-        let emulator = PathBuf::from(env!("CARGO_BIN_EXE_airlock-slack-emulator"));
         let upstream = PathBuf::from(env!("CARGO_BIN_EXE_airlock-demo-upstream"));
-        let dir = emulator.parent().unwrap().to_path_buf();
+        let dir = upstream.parent().unwrap().to_path_buf();
         let target_root = dir.parent().unwrap().to_path_buf();
         if std::env::var_os("AIRLOCK_E2E_NO_BUILD").is_none() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -68,6 +67,8 @@ pub fn bins() -> &'static Bins {
                     "webhook-fn",
                     "-p",
                     "notifier-worker",
+                    "-p",
+                    "airlock-slack-fake",
                 ]);
             if profile == "release" {
                 cmd.arg("--release");
@@ -75,7 +76,7 @@ pub fn bins() -> &'static Bins {
             let out = cmd.output().expect("run cargo build");
             assert!(
                 out.status.success(),
-                "building the gateway, webhook and notifier binaries failed:\n{}",
+                "building the gateway, webhook, notifier and Slack emulator binaries failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -83,10 +84,10 @@ pub fn bins() -> &'static Bins {
             gateway: dir.join("airlock-gateway"),
             webhook: dir.join("airlock-webhook"),
             notifier: dir.join("airlock-notifier"),
-            emulator,
+            emulator: dir.join("airlock-slack-emulator"),
             upstream,
         };
-        for b in [&bins.gateway, &bins.webhook, &bins.notifier] {
+        for b in [&bins.gateway, &bins.webhook, &bins.notifier, &bins.emulator] {
             assert!(b.exists(), "{} is missing", b.display());
         }
         bins
@@ -550,6 +551,42 @@ impl Drop for Stack {
 }
 
 /// A `tools/call` with JSON arguments.
+/// What a call started in the background yields.
+pub type CallHandle = tokio::task::JoinHandle<Result<CallToolResult, rmcp::ServiceError>>;
+
+/// A held call: its handle, and the approval message it posted (and that message's ts).
+pub struct Held {
+    pub call: CallHandle,
+    pub message: Value,
+    pub ts: String,
+}
+
+/// Starts `params` in the background on `client`.
+pub fn spawn_call(
+    client: &RunningService<RoleClient, ()>,
+    params: CallToolRequestParams,
+) -> CallHandle {
+    let peer = client.peer().clone();
+    tokio::spawn(async move { peer.call_tool(params).await })
+}
+
+impl Stack {
+    /// Starts `params` on `client` and waits (up to `within`) for its one approval message.
+    pub async fn hold(
+        &self,
+        client: &RunningService<RoleClient, ()>,
+        params: CallToolRequestParams,
+        within: Duration,
+    ) -> Held {
+        let call = spawn_call(client, params);
+        let mut msgs = self.wait_messages(1, within).await;
+        assert_eq!(msgs.len(), 1, "one approval message: {msgs:?}");
+        let message = msgs.swap_remove(0);
+        let ts = message["ts"].as_str().unwrap().to_owned();
+        Held { call, message, ts }
+    }
+}
+
 pub fn call(tool: &'static str, args: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool).with_arguments(args.as_object().cloned().unwrap())
 }

@@ -3,7 +3,7 @@
 //! It answers `chat.postMessage`, `chat.update`, `chat.postEphemeral` and `chat.delete` the way
 //! Slack does: HTTP 200 with `{"ok":true,…}` or `{"ok":false,"error":…}`, 429 with `Retry-After`
 //! when rate limited, bodies as JSON or form-encoded, the token in `Authorization: Bearer`. It
-//! keeps the messages of each channel, so tests (and, later, a browser-facing emulator) can look
+//! keeps the messages of each channel, so tests (and the browser-facing [`crate::emulator`]) can look
 //! at what a person would see, and records every call so tests can assert on the traffic.
 //!
 //! Faults are programmable: queue one for the next call of a method ([`FakeSlack::fail_next`]),
@@ -22,37 +22,8 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 
-/// Slack's documented Block Kit limits that the fake enforces.
-pub mod limits {
-    /// Blocks in one message.
-    pub const MAX_BLOCKS: usize = 50;
-    /// `text` of a section block.
-    pub const SECTION_TEXT: usize = 3000;
-    /// Each of a section's `fields`.
-    pub const SECTION_FIELD: usize = 2000;
-    /// Number of a section's `fields`.
-    pub const SECTION_FIELDS: usize = 10;
-    /// `text` of a header block.
-    pub const HEADER_TEXT: usize = 150;
-    /// Elements of a context block.
-    pub const CONTEXT_ELEMENTS: usize = 10;
-    /// Elements of an actions block.
-    pub const ACTIONS_ELEMENTS: usize = 25;
-    /// A button's label.
-    pub const BUTTON_TEXT: usize = 75;
-    /// A button's `value`.
-    pub const BUTTON_VALUE: usize = 2000;
-    /// `action_id` and `block_id`.
-    pub const ID: usize = 255;
-    /// A confirm dialog's title.
-    pub const CONFIRM_TITLE: usize = 100;
-    /// A confirm dialog's text.
-    pub const CONFIRM_TEXT: usize = 300;
-    /// A confirm dialog's button labels.
-    pub const CONFIRM_BUTTON: usize = 30;
-    /// A message's top-level `text` (Slack truncates at 40,000 and refuses far longer ones).
-    pub const MESSAGE_TEXT: usize = 40_000;
-}
+/// Slack's documented Block Kit limits that the fake enforces (defined once, in `shared`).
+pub use airlock_shared::block_kit as limits;
 
 /// A channel the fake workspace has.
 #[derive(Clone, Debug)]

@@ -5,10 +5,12 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use airlock_shared::block_kit as limits;
+
 /// At most this many blocks in a message.
-pub const MAX_BLOCKS: usize = 50;
+pub const MAX_BLOCKS: usize = limits::MAX_BLOCKS;
 /// Slack refuses message `text` longer than this with `msg_too_long`.
-pub const MAX_TEXT: usize = 40_000;
+pub const MAX_TEXT: usize = limits::MESSAGE_TEXT;
 
 const BLOCK_TYPES: &[&str] = &[
     "actions",
@@ -83,10 +85,30 @@ impl Check {
     }
 
     fn confirm(&mut self, v: &Value, pointer: &str) {
-        self.text(v.get("title"), 100, true, &format!("{pointer}/title"));
-        self.text(v.get("text"), 300, false, &format!("{pointer}/text"));
-        self.text(v.get("confirm"), 30, true, &format!("{pointer}/confirm"));
-        self.text(v.get("deny"), 30, true, &format!("{pointer}/deny"));
+        self.text(
+            v.get("title"),
+            limits::CONFIRM_TITLE,
+            true,
+            &format!("{pointer}/title"),
+        );
+        self.text(
+            v.get("text"),
+            limits::CONFIRM_TEXT,
+            false,
+            &format!("{pointer}/text"),
+        );
+        self.text(
+            v.get("confirm"),
+            limits::CONFIRM_BUTTON,
+            true,
+            &format!("{pointer}/confirm"),
+        );
+        self.text(
+            v.get("deny"),
+            limits::CONFIRM_BUTTON,
+            true,
+            &format!("{pointer}/deny"),
+        );
         if let Some(style) = v.get("style")
             && !matches!(style.as_str(), Some("primary" | "danger"))
         {
@@ -106,7 +128,7 @@ impl Check {
         }
         match v.get("action_id") {
             Some(Value::String(id)) => {
-                self.max_len(id, 255, &format!("{pointer}/action_id"));
+                self.max_len(id, limits::ID, &format!("{pointer}/action_id"));
                 if !action_ids.insert(id.clone()) {
                     self.err(
                         format!("action_id {id:?} is already used in this block"),
@@ -118,9 +140,14 @@ impl Check {
             None => {}
         }
         if kind == "button" {
-            self.text(v.get("text"), 75, true, &format!("{pointer}/text"));
-            self.optional_str(v, "value", 2000, pointer);
-            self.optional_str(v, "url", 3000, pointer);
+            self.text(
+                v.get("text"),
+                limits::BUTTON_TEXT,
+                true,
+                &format!("{pointer}/text"),
+            );
+            self.optional_str(v, "value", limits::BUTTON_VALUE, pointer);
+            self.optional_str(v, "url", limits::BUTTON_URL, pointer);
             if let Some(style) = v.get("style")
                 && !matches!(style.as_str(), Some("primary" | "danger"))
             {
@@ -150,7 +177,7 @@ impl Check {
         }
         match b.get("block_id") {
             Some(Value::String(id)) => {
-                self.max_len(id, 255, &format!("{pointer}/block_id"));
+                self.max_len(id, limits::ID, &format!("{pointer}/block_id"));
                 if !block_ids.insert(id.clone()) {
                     self.err(
                         format!("duplicate block_id {id:?}"),
@@ -163,14 +190,24 @@ impl Check {
         }
         let mut action_ids = HashSet::new();
         match kind {
-            "header" => self.text(b.get("text"), 150, true, &format!("{pointer}/text")),
+            "header" => self.text(
+                b.get("text"),
+                limits::HEADER_TEXT,
+                true,
+                &format!("{pointer}/text"),
+            ),
             "section" => {
                 let fields = b.get("fields");
                 if b.get("text").is_none() && fields.is_none() {
                     self.err("must provide either text or fields", pointer);
                 }
                 if b.get("text").is_some() {
-                    self.text(b.get("text"), 3000, false, &format!("{pointer}/text"));
+                    self.text(
+                        b.get("text"),
+                        limits::SECTION_TEXT,
+                        false,
+                        &format!("{pointer}/text"),
+                    );
                 }
                 if let Some(f) = fields {
                     match f.as_array() {
@@ -179,14 +216,22 @@ impl Check {
                             &format!("{pointer}/fields"),
                         ),
                         Some(list) => {
-                            if list.len() > 10 {
+                            if list.len() > limits::SECTION_FIELDS {
                                 self.err(
-                                    "must provide an array of no more than 10 items",
+                                    format!(
+                                        "must provide an array of no more than {} items",
+                                        limits::SECTION_FIELDS
+                                    ),
                                     &format!("{pointer}/fields"),
                                 );
                             }
                             for (i, t) in list.iter().enumerate() {
-                                self.text(Some(t), 2000, false, &format!("{pointer}/fields/{i}"));
+                                self.text(
+                                    Some(t),
+                                    limits::SECTION_FIELD,
+                                    false,
+                                    &format!("{pointer}/fields/{i}"),
+                                );
                             }
                         }
                         None => self.err("must provide an array", &format!("{pointer}/fields")),
@@ -197,34 +242,40 @@ impl Check {
                 }
             }
             "context" => match b.get("elements").and_then(Value::as_array) {
-                Some(list) if !list.is_empty() && list.len() <= 10 => {
+                Some(list) if !list.is_empty() && list.len() <= limits::CONTEXT_ELEMENTS => {
                     for (i, e) in list.iter().enumerate() {
                         let p = format!("{pointer}/elements/{i}");
                         if e.get("type").and_then(Value::as_str) == Some("image") {
-                            self.optional_str(e, "alt_text", 2000, &p);
+                            self.optional_str(e, "alt_text", limits::ALT_TEXT, &p);
                         } else {
-                            self.text(Some(e), 3000, false, &p);
+                            self.text(Some(e), limits::CONTEXT_TEXT, false, &p);
                         }
                     }
                 }
                 _ => self.err(
-                    "must provide an array of 1 to 10 items",
+                    format!(
+                        "must provide an array of 1 to {} items",
+                        limits::CONTEXT_ELEMENTS
+                    ),
                     &format!("{pointer}/elements"),
                 ),
             },
             "actions" => match b.get("elements").and_then(Value::as_array) {
-                Some(list) if !list.is_empty() && list.len() <= 25 => {
+                Some(list) if !list.is_empty() && list.len() <= limits::ACTIONS_ELEMENTS => {
                     for (i, e) in list.iter().enumerate() {
                         self.element(e, &mut action_ids, &format!("{pointer}/elements/{i}"));
                     }
                 }
                 _ => self.err(
-                    "must provide an array of 1 to 25 items",
+                    format!(
+                        "must provide an array of 1 to {} items",
+                        limits::ACTIONS_ELEMENTS
+                    ),
                     &format!("{pointer}/elements"),
                 ),
             },
             "markdown" => match b.get("text").and_then(Value::as_str) {
-                Some(t) => self.max_len(t, 12_000, &format!("{pointer}/text")),
+                Some(t) => self.max_len(t, limits::MARKDOWN_TEXT, &format!("{pointer}/text")),
                 None => self.err("must provide a string", &format!("{pointer}/text")),
             },
             _ => {}

@@ -1,0 +1,49 @@
+//! Reading a test's Redis streams: the notification jobs and the dead letters.
+
+use std::collections::HashMap;
+
+use airlock_shared::NotifyJob;
+use airlock_shared::keys::JOB_FIELD;
+
+use crate::TestRedis;
+
+/// Every entry of `stream`, oldest first, as field maps.
+pub async fn entries(redis: &TestRedis, stream: &str) -> Vec<HashMap<String, String>> {
+    let mut conn = redis.conn().await;
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            e.map
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        redis::from_redis_value::<String>(v).expect("string field"),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The jobs on the test's notification stream, oldest first.
+pub async fn notify_jobs(redis: &TestRedis) -> Vec<NotifyJob> {
+    entries(redis, &redis.keys.notify_stream())
+        .await
+        .into_iter()
+        .map(|e| serde_json::from_str(&e[JOB_FIELD]).expect("job json"))
+        .collect()
+}
+
+/// The entries of the test's dead-letter stream, oldest first.
+pub async fn dead_letters(redis: &TestRedis) -> Vec<HashMap<String, String>> {
+    entries(redis, &redis.keys.dead_letter_stream()).await
+}
