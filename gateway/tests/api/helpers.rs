@@ -10,7 +10,7 @@ use airlock_shared::job::NotifyJob;
 use airlock_shared::keys::JOB_FIELD;
 use airlock_shared::ticket::{self, Decided, Decision, Ticket};
 use airlock_shared::{DecisionSignal, TicketId, signal};
-use airlock_test_support::upstream::{FakeUpstream, Mode};
+use airlock_test_support::upstream::{FakeUpstream, Mode, Serving};
 use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -59,6 +59,9 @@ pub struct Opts {
     pub poll_interval: Duration,
     pub max_body_bytes: usize,
     pub upstream_concurrency: usize,
+    pub upstream_idle_timeout: Duration,
+    /// How the fake upstream serves its connections.
+    pub upstream_serving: Serving,
 }
 
 impl Default for Opts {
@@ -73,6 +76,8 @@ impl Default for Opts {
             poll_interval: Duration::from_secs(1),
             max_body_bytes: 64 * 1024,
             upstream_concurrency: 256,
+            upstream_idle_timeout: Duration::from_secs(4),
+            upstream_serving: Serving::default(),
         }
     }
 }
@@ -138,6 +143,7 @@ pub fn config_for(
         keepalive_interval: Duration::from_secs(15),
         upstream_timeout: Duration::from_secs(30),
         upstream_concurrency: opts.upstream_concurrency,
+        upstream_idle_timeout: opts.upstream_idle_timeout,
         decision_poll_interval: opts.poll_interval,
         edge: airlock_shared::edge::Edge {
             max_body_bytes: opts.max_body_bytes,
@@ -155,7 +161,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(opts: Opts) -> TestApp {
     let db = fresh_db().await;
     let redis = fresh_redis().await;
-    let upstream = FakeUpstream::spawn(opts.mode).await;
+    let upstream = FakeUpstream::spawn_serving(opts.mode, opts.upstream_serving).await;
     let (dir, policy, keys) = write_files(&opts);
     let config = config_for(&db, &redis, &upstream, &opts, policy, keys);
     let (addr, shutdown, server) = start_gateway(&config).await;
