@@ -158,6 +158,9 @@ async fn post_inner(
             .initialize(&principal, &headers, bytes.clone(), id, params)
             .await;
     }
+    if let Some(why) = misplaced_initialize(&incoming) {
+        return Err(RequestError::InvalidRequest(why.into()));
+    }
     let (sid, info) = owned_session(&app, &headers, &principal).await?;
     match incoming {
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
@@ -201,6 +204,20 @@ async fn post_inner(
             };
             forward(&app, &sid, &info, &headers, bytes, single_id).await
         }
+    }
+}
+
+/// Why an `initialize` that is not a request of its own is refused (rather than as a request
+/// without a session, which would send the client looking for the wrong fault).
+fn misplaced_initialize(incoming: &Incoming) -> Option<&'static str> {
+    match incoming {
+        Incoming::Single(Message::Notification { method, .. }) if method == INITIALIZE => {
+            Some("initialize must be a request with an id")
+        }
+        Incoming::Batch(msgs) if msgs.iter().any(|m| m.method() == Some(INITIALIZE)) => {
+            Some("initialize must be sent on its own, not in a batch")
+        }
+        Incoming::Single(_) | Incoming::Batch(_) => None,
     }
 }
 

@@ -237,3 +237,23 @@ async fn a_bad_session_id_is_refused_as_bad_not_as_missing() {
     assert!(a.message().contains("required"), "{}", a.text);
     assert!(app.upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn an_initialize_in_a_batch_or_without_an_id_is_refused_for_what_it_is() {
+    let app = spawn_app().await;
+    let params = json!({"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}});
+    let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}]);
+    let notification = json!({"jsonrpc": "2.0", "method": "initialize", "params": params});
+    for body in [batch, notification] {
+        let a = read_answer(
+            app.post(Some(BILLING_TOKEN), None, body.to_string())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, 400, "{}", a.text);
+        assert!(a.message().contains("initialize"), "{}", a.text);
+    }
+    assert!(app.upstream.requests().is_empty());
+}
