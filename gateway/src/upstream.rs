@@ -113,7 +113,8 @@ impl Upstream {
     }
 
     /// Sends a request and returns the answer as soon as its headers arrive. A request that
-    /// never reached the upstream is sent once more, on a fresh connection.
+    /// never reached the upstream (see `never_sent`) is sent once more; the connection it
+    /// failed on is gone from the pool by then.
     pub async fn send(&self, out: Outgoing<'_>) -> Result<reqwest::Response, UpstreamError> {
         let send = async {
             // The permit is held until the headers arrive; a streamed body does not keep it.
