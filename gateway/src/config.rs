@@ -30,6 +30,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Requests that may wait for the upstream's answer headers at once (`UPSTREAM_CONCURRENCY`).
     pub upstream_concurrency: usize,
+    /// How long an idle upstream connection is kept for reuse (`UPSTREAM_IDLE_TIMEOUT`); below
+    /// the upstream's own keep-alive timeout, so the gateway never reuses one it just closed.
+    pub upstream_idle_timeout: Duration,
     /// How often waiters re-check Postgres in case a signal was lost.
     pub decision_poll_interval: Duration,
     /// Limits at the HTTP edge (`HEADER_READ_TIMEOUT`, `BODY_TIMEOUT`, `IDLE_TIMEOUT`,
@@ -44,14 +47,7 @@ impl Config {
         let database_url = env.required_secret("DATABASE_URL");
         let redis_url = env.required_secret("REDIS_URL");
         let redis_key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
-        let upstream: Option<String> = env.required("UPSTREAM_MCP_URL");
-        if let Some(u) = &upstream
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            env.problem(format!(
-                "UPSTREAM_MCP_URL: expected an http(s) URL, got {u:?}"
-            ));
-        }
+        let upstream = upstream_url(&mut env);
         let policy_file: Option<String> = env.required("POLICY_FILE");
         let agent_keys_file: Option<String> = env.required("AGENT_KEYS_FILE");
         let approval_timeout = env.duration("APPROVAL_TIMEOUT", Duration::from_secs(300));
@@ -70,6 +66,8 @@ impl Config {
         if upstream_concurrency == 0 {
             env.problem("UPSTREAM_CONCURRENCY: must be at least 1");
         }
+        // Common servers close idle keep-alive connections after 5 s: ours retire first.
+        let upstream_idle_timeout = env.duration("UPSTREAM_IDLE_TIMEOUT", Duration::from_secs(4));
         let decision_poll_interval = env.duration("DECISION_POLL_INTERVAL", Duration::from_secs(1));
         let edge = Edge::from_env(
             &mut env,
@@ -110,6 +108,7 @@ impl Config {
                 keepalive_interval,
                 upstream_timeout,
                 upstream_concurrency,
+                upstream_idle_timeout,
                 decision_poll_interval,
                 edge,
             }),
@@ -118,6 +117,19 @@ impl Config {
             }),
         }
     }
+}
+
+/// `UPSTREAM_MCP_URL`, which must be an http(s) URL.
+fn upstream_url(env: &mut Env) -> Option<String> {
+    let upstream: Option<String> = env.required("UPSTREAM_MCP_URL");
+    if let Some(u) = &upstream
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        env.problem(format!(
+            "UPSTREAM_MCP_URL: expected an http(s) URL, got {u:?}"
+        ));
+    }
+    upstream
 }
 
 #[cfg(test)]
@@ -174,6 +186,7 @@ mod tests {
         assert_eq!(c.edge.idle_timeout, Duration::from_secs(75));
         assert_eq!(c.edge.max_connections, 1024);
         assert_eq!(c.edge.max_body_bytes, 4 << 20);
+        assert_eq!(c.upstream_idle_timeout, Duration::from_secs(4));
     }
 
     #[test]

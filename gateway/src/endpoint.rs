@@ -59,6 +59,9 @@ fn refuse(err: RequestError) -> Response {
         | RequestError::InvalidRequest(_)
         | RequestError::UnsupportedMediaType
         | RequestError::MissingSession
+        | RequestError::SessionIdTooLong { .. }
+        | RequestError::MalformedSession
+        | RequestError::UnsupportedProtocolVersion { .. }
         | RequestError::UnknownSession => tracing::debug!(error = %err, "request refused"),
     }
     err.into_response()
@@ -74,12 +77,27 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
     }
 }
 
-fn session_id(headers: &HeaderMap) -> Option<SessionId> {
-    headers
+/// The longest `Mcp-Session-Id` taken; ours are far shorter.
+const SESSION_ID_LIMIT: usize = 128;
+
+/// The client's `Mcp-Session-Id`: present, at most 128 characters, visible ASCII (the spec's
+/// alphabet for session ids).
+fn session_id(headers: &HeaderMap) -> Result<SessionId, RequestError> {
+    let v = headers
         .get(&SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128)
-        .map(|s| SessionId(s.to_owned()))
+        .ok_or(RequestError::MissingSession)?
+        .as_bytes();
+    if v.len() > SESSION_ID_LIMIT {
+        return Err(RequestError::SessionIdTooLong {
+            limit: SESSION_ID_LIMIT,
+        });
+    }
+    match std::str::from_utf8(v) {
+        Ok(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(SessionId(s.to_owned()))
+        }
+        Ok(_) | Err(_) => Err(RequestError::MalformedSession),
+    }
 }
 
 async fn owned_session(
@@ -87,7 +105,8 @@ async fn owned_session(
     headers: &HeaderMap,
     principal: &Principal,
 ) -> Result<(SessionId, Arc<SessionInfo>), RequestError> {
-    let sid = session_id(headers).ok_or(RequestError::MissingSession)?;
+    protocol_version(headers)?;
+    let sid = session_id(headers)?;
     let info = app
         .link()
         .sessions
@@ -127,6 +146,8 @@ async fn post_inner(
     if !json_body {
         return Err(RequestError::UnsupportedMediaType);
     }
+    // Checked before anything is forwarded, `initialize` included.
+    protocol_version(&headers)?;
     let bytes = read_body(body, app.max_body_bytes).await?;
     let incoming = mcp::parse(&bytes)?;
     if let Incoming::Single(Message::Request { id, method, params }) = &incoming
@@ -136,6 +157,9 @@ async fn post_inner(
             .discovery
             .initialize(&principal, &headers, bytes.clone(), id, params)
             .await;
+    }
+    if let Some(why) = misplaced_initialize(&incoming) {
+        return Err(RequestError::InvalidRequest(why.into()));
     }
     let (sid, info) = owned_session(&app, &headers, &principal).await?;
     match incoming {
@@ -183,6 +207,20 @@ async fn post_inner(
     }
 }
 
+/// Why an `initialize` that is not a request of its own is refused (rather than as a request
+/// without a session, which would send the client looking for the wrong fault).
+fn misplaced_initialize(incoming: &Incoming) -> Option<&'static str> {
+    match incoming {
+        Incoming::Single(Message::Notification { method, .. }) if method == INITIALIZE => {
+            Some("initialize must be a request with an id")
+        }
+        Incoming::Batch(msgs) if msgs.iter().any(|m| m.method() == Some(INITIALIZE)) => {
+            Some("initialize must be sent on its own, not in a batch")
+        }
+        Incoming::Single(_) | Incoming::Batch(_) => None,
+    }
+}
+
 /// A batch: its cancellations reach held calls, and its calls go through policy one by one.
 async fn post_batch(
     app: &AppState,
@@ -190,7 +228,7 @@ async fn post_batch(
     bytes: Bytes,
     msgs: Vec<Message>,
 ) -> Result<Response, RequestError> {
-    let version = protocol_version(&caller.headers);
+    let version = protocol_version(&caller.headers)?;
     if !allows_batches(version) {
         return Err(RequestError::InvalidRequest(format!(
             "JSON-RPC batches are not part of MCP protocol version {version}"

@@ -224,6 +224,17 @@ pub enum RequestError {
     UnsupportedMediaType,
     #[error("Mcp-Session-Id header is required")]
     MissingSession,
+    #[error("Mcp-Session-Id is too long: more than {limit} characters")]
+    SessionIdTooLong { limit: usize },
+    #[error(
+        "Mcp-Session-Id is malformed: only visible ASCII characters (0x21 to 0x7E) are allowed"
+    )]
+    MalformedSession,
+    #[error("unsupported MCP-Protocol-Version {got:?}")]
+    UnsupportedProtocolVersion {
+        got: String,
+        supported: &'static [&'static str],
+    },
     #[error("unknown session")]
     UnknownSession,
     #[error("storage error")]
@@ -234,19 +245,27 @@ pub enum RequestError {
 
 impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, None),
-            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some(-32600)),
-            Self::BodyRead => (StatusCode::BAD_REQUEST, Some(-32700)),
-            Self::Parse(_) => (StatusCode::BAD_REQUEST, Some(-32700)),
-            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, Some(-32600)),
-            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(-32600)),
-            Self::MissingSession => (StatusCode::BAD_REQUEST, Some(-32600)),
-            Self::UnknownSession => (StatusCode::NOT_FOUND, Some(-32001)),
-            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Some(-32603)),
+        let none = Value::Null;
+        let (status, code, data) = match &self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, None, none),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some(-32600), none),
+            Self::BodyRead | Self::Parse(_) => (StatusCode::BAD_REQUEST, Some(-32700), none),
+            Self::InvalidRequest(_)
+            | Self::MissingSession
+            | Self::SessionIdTooLong { .. }
+            | Self::MalformedSession => (StatusCode::BAD_REQUEST, Some(-32600), none),
+            Self::UnsupportedProtocolVersion { supported, .. } => (
+                StatusCode::BAD_REQUEST,
+                Some(-32600),
+                json!({ "supported": supported }),
+            ),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(-32600), none),
+            Self::UnknownSession => (StatusCode::NOT_FOUND, Some(-32001), none),
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Some(-32603), none),
             Self::Upstream(UpstreamError::Status(s)) => (
                 StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY),
                 Some(-32603),
+                none,
             ),
             Self::Upstream(
                 UpstreamError::Unreachable(_)
@@ -254,17 +273,12 @@ impl IntoResponse for RequestError {
                 | UpstreamError::Body(_)
                 | UpstreamError::NoAnswer(_)
                 | UpstreamError::Unreadable(_),
-            ) => (StatusCode::BAD_GATEWAY, Some(-32603)),
+            ) => (StatusCode::BAD_GATEWAY, Some(-32603), none),
         };
         let mut resp = match code {
             Some(code) => (
                 status,
-                axum::Json(jsonrpc_error(
-                    &Value::Null,
-                    code,
-                    &self.to_string(),
-                    Value::Null,
-                )),
+                axum::Json(jsonrpc_error(&Value::Null, code, &self.to_string(), data)),
             )
                 .into_response(),
             None => (status, self.to_string()).into_response(),

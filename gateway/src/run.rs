@@ -180,6 +180,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         config.upstream_mcp_url.clone(),
         config.upstream_timeout,
         config.upstream_concurrency,
+        config.upstream_idle_timeout,
     )?;
     let link = UpstreamSessions::new(upstream, Sessions::new(pool.clone()), pool.clone());
     let locks = Locks::new(

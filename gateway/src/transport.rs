@@ -8,11 +8,15 @@ use bytes::Bytes;
 use futures::Stream;
 use serde_json::{Value, json};
 
+use crate::error::RequestError;
 use crate::sse;
 use crate::upstream::PROTOCOL_HEADER;
 
 /// The protocol version a request without the header speaks (the spec's rule).
 pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";
+
+/// Every MCP protocol version the gateway speaks, oldest first.
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// Who a held call waits for, as the progress message says it.
 pub fn waiting_for(approvers: &[String]) -> String {
@@ -53,12 +57,22 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|c| c.trim_start().starts_with("text/event-stream"))
 }
 
-/// The request's `MCP-Protocol-Version`, or the version the spec assumes without one.
-pub fn protocol_version(headers: &HeaderMap) -> &str {
-    headers
-        .get(&PROTOCOL_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(DEFAULT_PROTOCOL_VERSION)
+/// The request's `MCP-Protocol-Version`, or the version the spec assumes without one; a
+/// version the gateway does not speak is refused (and so never reaches the upstream).
+pub fn protocol_version(headers: &HeaderMap) -> Result<&'static str, RequestError> {
+    let Some(v) = headers.get(&PROTOCOL_HEADER) else {
+        return Ok(DEFAULT_PROTOCOL_VERSION);
+    };
+    let bytes = v.as_bytes();
+    SUPPORTED_PROTOCOL_VERSIONS
+        .iter()
+        .copied()
+        .find(|s| s.as_bytes() == bytes)
+        .ok_or_else(|| RequestError::UnsupportedProtocolVersion {
+            // Enough to recognise it; a client's header is not echoed in full.
+            got: String::from_utf8_lossy(bytes).chars().take(40).collect(),
+            supported: SUPPORTED_PROTOCOL_VERSIONS,
+        })
 }
 
 /// JSON-RPC batches were dropped from MCP in 2025-06-18.
@@ -92,6 +106,20 @@ mod tests {
         assert!(allows_batches("2025-03-26"));
         assert!(!allows_batches("2025-06-18"));
         assert!(!allows_batches("2025-11-25"));
+    }
+
+    #[test]
+    fn only_supported_protocol_versions_pass() {
+        let mut h = HeaderMap::new();
+        assert_eq!(protocol_version(&h).unwrap(), DEFAULT_PROTOCOL_VERSION);
+        for v in SUPPORTED_PROTOCOL_VERSIONS {
+            h.insert(&PROTOCOL_HEADER, HeaderValue::from_static(v));
+            assert_eq!(protocol_version(&h).unwrap(), *v);
+        }
+        for bad in ["2024-11-05", "2099-01-01", "banana", "", " 2025-06-18"] {
+            h.insert(&PROTOCOL_HEADER, HeaderValue::from_str(bad).unwrap());
+            assert!(protocol_version(&h).is_err(), "{bad:?} passed");
+        }
     }
 
     #[test]

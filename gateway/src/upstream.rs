@@ -38,13 +38,44 @@ pub struct Outgoing<'a> {
     pub upstream_session: Option<&'a str>,
 }
 
+/// How long a request that never reached the upstream waits before its one retry when the
+/// connection could not be made (an upstream restarting is back by then more often than not).
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether no byte of the request can have reached the upstream, so sending it again cannot
+/// run a tool twice. Two failures qualify: a connection that could not be made (reqwest's
+/// `is_connect`), and hyper's "canceled" (the pooled connection closed before the request was
+/// written to it). Everything else, a reset or "connection closed before message completed"
+/// included, may have come after the upstream read the request, and is never retried.
+fn never_sent(e: &reqwest::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 impl Upstream {
-    /// A client for `url`; `timeout` bounds the wait for the answer's headers, and at most
-    /// `concurrency` requests wait for them at once.
-    pub fn new(url: String, timeout: Duration, concurrency: usize) -> Result<Self, reqwest::Error> {
+    /// A client for `url`; `timeout` bounds the wait for the answer's headers, at most
+    /// `concurrency` requests wait for them at once, and a connection idle for `idle` is closed
+    /// rather than reused.
+    pub fn new(
+        url: String,
+        timeout: Duration,
+        concurrency: usize,
+        idle: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(idle)
             .tcp_nodelay(true)
             .build()?;
         Ok(Self {
@@ -55,8 +86,7 @@ impl Upstream {
         })
     }
 
-    /// Sends a request and returns the answer as soon as its headers arrive.
-    pub async fn send(&self, out: Outgoing<'_>) -> Result<reqwest::Response, UpstreamError> {
+    fn request(&self, out: &Outgoing<'_>) -> reqwest::RequestBuilder {
         let mut req = self.client.request(out.method.clone(), &self.url);
         // The gateway itself reads both JSON and SSE, whatever the client accepts; the MCP
         // transport requires a POST to offer both.
@@ -74,15 +104,31 @@ impl Upstream {
         if let Some(s) = out.upstream_session {
             req = req.header(SESSION_HEADER.as_str(), s);
         }
-        if let Some(body) = out.body {
+        if let Some(body) = &out.body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
+                .body(body.clone());
         }
+        req
+    }
+
+    /// Sends a request and returns the answer as soon as its headers arrive. A request that
+    /// never reached the upstream (see `never_sent`) is sent once more; the connection it
+    /// failed on is gone from the pool by then.
+    pub async fn send(&self, out: Outgoing<'_>) -> Result<reqwest::Response, UpstreamError> {
         let send = async {
             // The permit is held until the headers arrive; a streamed body does not keep it.
             let _permit = self.in_flight.acquire().await;
-            req.send().await
+            match self.request(&out).send().await {
+                Err(e) if never_sent(&e) => {
+                    tracing::debug!(error = %airlock_shared::telemetry::chain(&e), "upstream request not sent; retrying once");
+                    if e.is_connect() {
+                        tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+                    }
+                    self.request(&out).send().await
+                }
+                sent => sent,
+            }
         };
         match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(resp)) => Ok(resp),

@@ -5,6 +5,7 @@ mod api {
     pub mod helpers;
 
     mod batch;
+    mod connections;
     mod edges;
     mod hold;
     mod proxy;

@@ -11,7 +11,7 @@ use airlock_shared::config::LogFormat;
 use airlock_shared::job::NotifyJob;
 use airlock_shared::ticket::{self, Decided, Decision, Ticket};
 use airlock_shared::{DecisionSignal, TicketId, signal};
-use airlock_test_support::upstream::{FakeUpstream, Mode};
+use airlock_test_support::upstream::{FakeUpstream, Mode, Serving};
 use airlock_test_support::{TestDb, TestRedis, fresh_db, fresh_redis};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -66,6 +66,9 @@ pub struct Opts {
     pub upstream_concurrency: usize,
     /// How often a held call's stream carries a keepalive.
     pub keepalive_interval: Duration,
+    pub upstream_idle_timeout: Duration,
+    /// How the fake upstream serves its connections.
+    pub upstream_serving: Serving,
 }
 
 impl Default for Opts {
@@ -81,6 +84,8 @@ impl Default for Opts {
             max_body_bytes: 64 * 1024,
             upstream_concurrency: 256,
             keepalive_interval: Duration::from_secs(15),
+            upstream_idle_timeout: Duration::from_secs(4),
+            upstream_serving: Serving::default(),
         }
     }
 }
@@ -146,6 +151,7 @@ pub fn config_for(
         keepalive_interval: opts.keepalive_interval,
         upstream_timeout: Duration::from_secs(30),
         upstream_concurrency: opts.upstream_concurrency,
+        upstream_idle_timeout: opts.upstream_idle_timeout,
         decision_poll_interval: opts.poll_interval,
         edge: airlock_shared::edge::Edge {
             max_body_bytes: opts.max_body_bytes,
@@ -163,7 +169,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(opts: Opts) -> TestApp {
     let db = fresh_db().await;
     let redis = fresh_redis().await;
-    let upstream = FakeUpstream::spawn(opts.mode).await;
+    let upstream = FakeUpstream::spawn_serving(opts.mode, opts.upstream_serving).await;
     let (dir, policy, keys) = write_files(&opts);
     let config = config_for(&db, &redis, &upstream, &opts, policy, keys);
     let (addr, shutdown, server) = start_gateway(&config).await;

@@ -10,21 +10,32 @@
 //! waits for the client's response; `flood` streams many notifications (for slow readers and
 //! benchmarks); `die` breaks its stream off mid-way; [`FakeUpstream::push`] sends a message on
 //! the standalone GET stream, which keeps event ids and replays after `Last-Event-ID`.
+//!
+//! Its connections can misbehave as real servers do: [`Serving::close_idle_after`] closes a
+//! keep-alive connection that sat idle that long, and `hangup` drops the connection after the
+//! call was recorded, before any answer.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// How the fake answers requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +78,8 @@ struct Counters {
     /// POSTs between arrival and their answer's headers, now and at most.
     posts_in_flight: AtomicU64,
     max_posts_in_flight: AtomicU64,
+    /// Requests that arrived on a connection already idle past `close_idle_after`.
+    stale_closes: AtomicU64,
 }
 
 /// Counts a POST as in flight until its answer's headers are handed back.
@@ -120,6 +133,11 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Starts a fake on 127.0.0.1 with an OS-chosen port.
     pub async fn spawn(mode: Mode) -> Self {
+        Self::spawn_serving(mode, Serving::default()).await
+    }
+
+    /// Starts a fake that serves its connections as `serving` says.
+    pub async fn spawn_serving(mode: Mode, serving: Serving) -> Self {
         let state = Arc::new(Shared {
             state: Mutex::new(FakeState {
                 mode,
@@ -140,15 +158,21 @@ impl FakeUpstream {
                 post(handle_post).get(handle_get).delete(handle_delete),
             )
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bind = serving
+            .addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        tokio::spawn(accept_loop(listener, app, state.clone(), serving));
         Self {
             addr,
             shared: state,
         }
+    }
+
+    /// How many requests found their connection idle past `close_idle_after`, and lost it.
+    pub fn stale_closes(&self) -> u64 {
+        self.shared.counters.stale_closes.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
@@ -223,6 +247,102 @@ impl FakeUpstream {
     /// Forgets every session, as a restarted server would.
     pub fn forget_sessions(&self) {
         self.state().sessions.clear();
+    }
+}
+
+/// How the fake serves its connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Serving {
+    /// Where to listen; an OS-chosen port on 127.0.0.1 by default.
+    pub addr: Option<SocketAddr>,
+    /// A keep-alive connection idle this long is closed. A server's idle timer fires while a
+    /// request is on its way, now and then; here the request that comes after the timeout always
+    /// loses that race: it is read, dropped unanswered, and the connection closed.
+    pub close_idle_after: Option<Duration>,
+}
+
+/// Ends the connection a request came on (the `hangup` tool).
+#[derive(Clone)]
+struct Hangup(Arc<tokio::sync::Notify>);
+
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, shared: St, serving: Serving) {
+    while let Ok((tcp, _)) = listener.accept().await {
+        let hangup = Hangup(Arc::new(tokio::sync::Notify::new()));
+        let io = IdleClose {
+            tcp,
+            after: serving.close_idle_after,
+            last: Instant::now(),
+            closed: false,
+            shared: shared.clone(),
+        };
+        let service = TowerToHyperService::new(app.clone().layer(Extension(hangup.clone())));
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = hangup.0.notified() => {}
+            }
+        });
+    }
+}
+
+/// A TCP connection that reads as closed once a request arrives after `after` of silence.
+struct IdleClose {
+    tcp: TcpStream,
+    after: Option<Duration>,
+    last: Instant,
+    closed: bool,
+    shared: St,
+}
+
+impl AsyncRead for IdleClose {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.closed {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            if this.after.is_some_and(|a| this.last.elapsed() >= a) {
+                // Too late: drop what came and read as end of stream.
+                buf.set_filled(before);
+                this.closed = true;
+                this.shared
+                    .counters
+                    .stale_closes
+                    .fetch_add(1, Ordering::SeqCst);
+            } else {
+                this.last = Instant::now();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for IdleClose {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.tcp).poll_write(cx, data))?;
+        this.last = Instant::now();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }
 
@@ -306,7 +426,12 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-async fn handle_post(State(shared): State<St>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle_post(
+    State(shared): State<St>,
+    Extension(hangup): Extension<Hangup>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let counted = shared.clone();
     let _in_flight = PostInFlight::new(&counted.counters);
     let msg: Value = match serde_json::from_slice(&body) {
@@ -446,6 +571,11 @@ async fn handle_post(State(shared): State<St>, headers: HeaderMap, body: Bytes) 
             }
             match tool.as_str() {
                 "explode" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+                "hangup" => {
+                    // The call ran; the connection goes before any answer does.
+                    hangup.0.notify_one();
+                    return futures::future::pending().await;
+                }
                 "ask_client" => return ask_client(shared, id, &arguments),
                 "flood" => return flood(shared, id, &arguments),
                 "die" => return die(shared, id),
