@@ -10,6 +10,7 @@ pub mod message;
 pub mod metrics;
 pub mod pace;
 pub mod probes;
+pub mod reconcile;
 pub mod retry;
 pub mod stream;
 pub mod web_api;
@@ -57,6 +58,7 @@ pub enum RunError {
 /// A notifier, connected and ready to run.
 pub struct Notifier {
     worker: Worker,
+    reconciler: Option<reconcile::Reconciler>,
     state: probes::ProbeState,
 }
 
@@ -113,6 +115,21 @@ impl Notifier {
             conn.clone(),
             read_conn,
         );
+        let reconciler = t.reconcile_every.map(|every| {
+            reconcile::Reconciler::new(reconcile::ReconcilerParts {
+                pool: pool.clone(),
+                keys: keys.clone(),
+                redis: conn.clone(),
+                metrics: metrics.clone(),
+                every,
+                bounds: airlock_shared::ticket::Reconcile {
+                    grace: t.reconcile_grace,
+                    retry: t.reconcile_retry,
+                    limit: i64::from(t.reconcile_batch),
+                },
+                replica: config.consumer.clone(),
+            })
+        });
         let worker = Worker::new(worker::Parts {
             pool: pool.clone(),
             stream,
@@ -131,6 +148,7 @@ impl Notifier {
         });
         Ok(Self {
             worker,
+            reconciler,
             state: probes::ProbeState {
                 pool,
                 redis: conn,
@@ -165,7 +183,17 @@ impl Notifier {
             flag.cancelled().await;
             accepting.store(false, Ordering::Relaxed);
         });
+        let reconciler = self
+            .reconciler
+            .map(|r| tokio::spawn(r.run(shutdown.clone())));
         let result = self.worker.run(shutdown).await;
+        if let Some(r) = reconciler {
+            // On a worker error nothing cancels `shutdown`; the reconciler must not outlive us.
+            if result.is_err() {
+                r.abort();
+            }
+            let _ = r.await;
+        }
         http_stop.cancel();
         let served = server.await;
         result?;
