@@ -115,21 +115,7 @@ impl Notifier {
             conn.clone(),
             read_conn,
         );
-        let reconciler = t.reconcile_every.map(|every| {
-            reconcile::Reconciler::new(reconcile::ReconcilerParts {
-                pool: pool.clone(),
-                keys: keys.clone(),
-                redis: conn.clone(),
-                metrics: metrics.clone(),
-                every,
-                bounds: airlock_shared::ticket::Reconcile {
-                    grace: t.reconcile_grace,
-                    retry: t.reconcile_retry,
-                    limit: i64::from(t.reconcile_batch),
-                },
-                replica: config.consumer.clone(),
-            })
-        });
+        let reconciler = reconciler(config, &pool, &keys, &conn, &metrics);
         let worker = Worker::new(worker::Parts {
             pool: pool.clone(),
             stream,
@@ -202,6 +188,31 @@ impl Notifier {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// The reconciler, unless `RECONCILE_INTERVAL` turned it off.
+fn reconciler(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    keys: &Keys,
+    conn: &ConnectionManager,
+    metrics: &metrics::Metrics,
+) -> Option<reconcile::Reconciler> {
+    let t = &config.tuning;
+    let every = t.reconcile_every?;
+    Some(reconcile::Reconciler::new(reconcile::ReconcilerParts {
+        pool: pool.clone(),
+        keys: keys.clone(),
+        redis: conn.clone(),
+        metrics: metrics.clone(),
+        every,
+        bounds: airlock_shared::ticket::Reconcile {
+            grace: t.reconcile_grace,
+            retry: t.reconcile_retry,
+            limit: i64::from(t.reconcile_batch),
+        },
+        replica: config.consumer.clone(),
+    }))
 }
 
 /// Builds the notifier from `config`, binds `LISTEN_ADDR`, and runs until `shutdown`.
