@@ -69,6 +69,16 @@ pub struct Tuning {
     pub update_wait: Duration,
     /// How long in-flight jobs get to finish on SIGTERM (`SHUTDOWN_GRACE`).
     pub shutdown_grace: Duration,
+    /// The reconciler's pass interval, or `None` for no reconciler (`RECONCILE_INTERVAL`,
+    /// `off` to disable).
+    pub reconcile_every: Option<Duration>,
+    /// How old a ticket's change must be before the reconciler re-queues its job
+    /// (`RECONCILE_GRACE`).
+    pub reconcile_grace: Duration,
+    /// How long a re-queued job gets before it is re-queued again (`RECONCILE_RETRY`).
+    pub reconcile_retry: Duration,
+    /// Tickets per query per pass (`RECONCILE_BATCH`).
+    pub reconcile_batch: u32,
 }
 
 impl Default for Tuning {
@@ -86,6 +96,10 @@ impl Default for Tuning {
             http_timeout: Duration::from_secs(10),
             update_wait: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(20),
+            reconcile_every: Some(Duration::from_secs(15)),
+            reconcile_grace: Duration::from_secs(10),
+            reconcile_retry: Duration::from_secs(120),
+            reconcile_batch: 200,
         }
     }
 }
@@ -102,6 +116,14 @@ impl Tuning {
             Some("off") | Some("0") => None,
             _ => Some(env.duration("SLACK_CHANNEL_PACE", Duration::from_secs(1))),
         };
+        let reconcile_every = match env.raw("RECONCILE_INTERVAL").map(str::trim) {
+            Some("off") | Some("0") => None,
+            _ => Some(env.duration("RECONCILE_INTERVAL", Duration::from_secs(15))),
+        };
+        let reconcile_batch: u32 = env.or("RECONCILE_BATCH", d.reconcile_batch);
+        if reconcile_batch == 0 || reconcile_batch > 10_000 {
+            env.problem("RECONCILE_BATCH: must be between 1 and 10000");
+        }
         let tuning = Self {
             max_attempts,
             retry_base: env.duration("NOTIFY_RETRY_BASE", d.retry_base),
@@ -115,6 +137,10 @@ impl Tuning {
             http_timeout: env.duration("SLACK_HTTP_TIMEOUT", d.http_timeout),
             update_wait: env.duration("NOTIFY_UPDATE_WAIT", d.update_wait),
             shutdown_grace: env.duration("SHUTDOWN_GRACE", d.shutdown_grace),
+            reconcile_every,
+            reconcile_grace: env.duration("RECONCILE_GRACE", d.reconcile_grace),
+            reconcile_retry: env.duration("RECONCILE_RETRY", d.reconcile_retry),
+            reconcile_batch,
         };
         if tuning.claim_idle <= tuning.http_timeout * 2 {
             env.problem(
@@ -229,6 +255,8 @@ mod tests {
         assert_eq!(c.slack_api_base_url.as_str(), "https://slack.com/api");
         assert_eq!(c.key_prefix, "airlock");
         assert_eq!(c.tuning.channel_pace, Some(Duration::from_secs(1)));
+        assert_eq!(c.tuning.reconcile_every, Some(Duration::from_secs(15)));
+        assert_eq!(c.tuning.reconcile_grace, Duration::from_secs(10));
         match &c.token {
             SecretSource::Plain(t) => assert_eq!(t.expose_secret(), "xoxb-secret"),
             other => panic!("{other:?}"),
@@ -248,6 +276,7 @@ mod tests {
             ("LISTEN_ADDR", "nowhere"),
             ("SLACK_API_BASE_URL", "ftp://x"),
             ("NOTIFY_CLAIM_IDLE", "5s"),
+            ("RECONCILE_BATCH", "0"),
         ]))
         .unwrap_err();
         let text = err.to_string();
@@ -260,6 +289,7 @@ mod tests {
             "LISTEN_ADDR",
             "SLACK_API_BASE_URL",
             "NOTIFY_CLAIM_IDLE",
+            "RECONCILE_BATCH",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
@@ -302,9 +332,11 @@ mod tests {
             ),
             ("SLACK_CHANNEL", "C123"),
             ("SLACK_CHANNEL_PACE", "off"),
+            ("RECONCILE_INTERVAL", "off"),
         ]))
         .unwrap();
         assert_eq!(c.tuning.channel_pace, None);
+        assert_eq!(c.tuning.reconcile_every, None);
         assert!(matches!(c.token, SecretSource::SecretsManager { .. }));
     }
 }

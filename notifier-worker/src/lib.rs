@@ -10,6 +10,7 @@ pub mod message;
 pub mod metrics;
 pub mod pace;
 pub mod probes;
+pub mod reconcile;
 pub mod retry;
 pub mod stream;
 pub mod web_api;
@@ -57,6 +58,7 @@ pub enum RunError {
 /// A notifier, connected and ready to run.
 pub struct Notifier {
     worker: Worker,
+    reconciler: Option<reconcile::Reconciler>,
     state: probes::ProbeState,
 }
 
@@ -113,6 +115,7 @@ impl Notifier {
             conn.clone(),
             read_conn,
         );
+        let reconciler = reconciler(config, &pool, &keys, &conn, &metrics);
         let worker = Worker::new(worker::Parts {
             pool: pool.clone(),
             stream,
@@ -131,6 +134,7 @@ impl Notifier {
         });
         Ok(Self {
             worker,
+            reconciler,
             state: probes::ProbeState {
                 pool,
                 redis: conn,
@@ -165,7 +169,17 @@ impl Notifier {
             flag.cancelled().await;
             accepting.store(false, Ordering::Relaxed);
         });
+        let reconciler = self
+            .reconciler
+            .map(|r| tokio::spawn(r.run(shutdown.clone())));
         let result = self.worker.run(shutdown).await;
+        if let Some(r) = reconciler {
+            // On a worker error nothing cancels `shutdown`; the reconciler must not outlive us.
+            if result.is_err() {
+                r.abort();
+            }
+            let _ = r.await;
+        }
         http_stop.cancel();
         let served = server.await;
         result?;
@@ -174,6 +188,31 @@ impl Notifier {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// The reconciler, unless `RECONCILE_INTERVAL` turned it off.
+fn reconciler(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    keys: &Keys,
+    conn: &ConnectionManager,
+    metrics: &metrics::Metrics,
+) -> Option<reconcile::Reconciler> {
+    let t = &config.tuning;
+    let every = t.reconcile_every?;
+    Some(reconcile::Reconciler::new(reconcile::ReconcilerParts {
+        pool: pool.clone(),
+        keys: keys.clone(),
+        redis: conn.clone(),
+        metrics: metrics.clone(),
+        every,
+        bounds: airlock_shared::ticket::Reconcile {
+            grace: t.reconcile_grace,
+            retry: t.reconcile_retry,
+            limit: i64::from(t.reconcile_batch),
+        },
+        replica: config.consumer.clone(),
+    }))
 }
 
 /// Builds the notifier from `config`, binds `LISTEN_ADDR`, and runs until `shutdown`.

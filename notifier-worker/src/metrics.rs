@@ -27,6 +27,10 @@ pub struct Metrics {
     pub duplicates_removed: IntCounter,
     /// Errors of Redis or Postgres in the worker's own loops.
     pub backend_errors: IntCounterVec,
+    /// Jobs the reconciler queued again from Postgres, by kind.
+    pub requeued: IntCounterVec,
+    /// Reconciler passes this replica ran (it held the lease), by result.
+    pub reconcile_passes: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,7 +87,23 @@ impl Metrics {
             ),
             &["backend"],
         )?;
+        let requeued = IntCounterVec::new(
+            Opts::new(
+                "airlock_notifier_reconcile_requeued_total",
+                "Jobs re-queued by the reconciler",
+            ),
+            &["kind"],
+        )?;
+        let reconcile_passes = IntCounterVec::new(
+            Opts::new(
+                "airlock_notifier_reconcile_passes_total",
+                "Reconciler passes run by this replica",
+            ),
+            &["result"],
+        )?;
         Ok(Self {
+            requeued: registry.register(requeued),
+            reconcile_passes: registry.register(reconcile_passes),
             jobs: registry.register(jobs),
             slack_calls: registry.register(slack_calls),
             slack_seconds: registry.register(slack_seconds),

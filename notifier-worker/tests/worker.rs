@@ -12,5 +12,7 @@ mod delivery;
 mod faults;
 #[path = "worker/messages.rs"]
 mod messages;
+#[path = "worker/reconcile.rs"]
+mod reconcile;
 #[path = "worker/replicas.rs"]
 mod replicas;

@@ -69,6 +69,11 @@ impl Keys {
     pub fn notify_post_claim(&self, ticket: &crate::ids::TicketId) -> String {
         format!("{}:notify:post:{}", self.prefix, ticket)
     }
+
+    /// The lease that lets one notifier replica at a time run a reconciler pass.
+    pub fn reconcile_lease(&self) -> String {
+        format!("{}:notify:reconcile", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,13 @@ use uuid::Uuid;
 
 use crate::ids::TicketId;
 
+mod message;
+
+pub use message::{
+    PostedMessage, Reconcile, forget_requeue, record_message, record_messages, record_notify_error,
+    record_update, take_stale, take_unposted,
+};
+
 /// Where a ticket is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +138,8 @@ pub struct Ticket {
     pub message_ts: Option<String>,
     pub executed_at: Option<DateTime<Utc>>,
     pub notify_error: Option<String>,
+    /// The state the Slack message last showed (`None`: unknown, or nothing posted).
+    pub message_status: Option<TicketStatus>,
 }
 
 impl From<Uuid> for TicketId {
@@ -500,62 +509,6 @@ pub async fn get_many<'e>(
         .bind(ids)
         .fetch_all(db)
         .await
-}
-
-/// [`record_message`] for many tickets in one statement (and one commit). Two posts for one
-/// ticket in the same batch: one is kept, and the returned row says which.
-pub async fn record_messages<'e>(
-    db: impl PgExecutor<'e>,
-    posts: &[(TicketId, String, String)],
-) -> Result<Vec<Ticket>, sqlx::Error> {
-    let ids: Vec<Uuid> = posts.iter().map(|p| p.0.0).collect();
-    let channels: Vec<&str> = posts.iter().map(|p| p.1.as_str()).collect();
-    let ts: Vec<&str> = posts.iter().map(|p| p.2.as_str()).collect();
-    sqlx::query_as(
-        "UPDATE tickets t SET message_channel = COALESCE(t.message_channel, v.channel), \
-             message_ts = COALESCE(t.message_ts, v.ts) \
-         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, channel, ts) \
-         WHERE t.id = v.id RETURNING t.*",
-    )
-    .bind(ids)
-    .bind(channels)
-    .bind(ts)
-    .fetch_all(db)
-    .await
-}
-
-/// Stores where the approval request was posted, unless a message is already recorded.
-/// Returns the ticket as it now stands; its `message_ts` is the one that counts.
-pub async fn record_message<'e>(
-    db: impl PgExecutor<'e>,
-    id: TicketId,
-    channel: &str,
-    ts: &str,
-) -> Result<Option<Ticket>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE tickets SET message_channel = COALESCE(message_channel, $2), \
-             message_ts = COALESCE(message_ts, $3) \
-         WHERE id = $1 RETURNING *",
-    )
-    .bind(id.0)
-    .bind(channel)
-    .bind(ts)
-    .fetch_optional(db)
-    .await
-}
-
-/// Marks that the notifier gave up on a job for this ticket.
-pub async fn record_notify_error<'e>(
-    db: impl PgExecutor<'e>,
-    id: TicketId,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tickets SET notify_error = $2 WHERE id = $1")
-        .bind(id.0)
-        .bind(error)
-        .execute(db)
-        .await
-        .map(|_| ())
 }
 
 /// Expires pending tickets whose deadline passed more than `grace` ago (their waiter is gone).

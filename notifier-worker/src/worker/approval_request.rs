@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use airlock_shared::TicketId;
+use airlock_shared::TicketStatus;
 use airlock_shared::telemetry::chain;
-use airlock_shared::ticket::{self};
+use airlock_shared::ticket::{self, PostedMessage};
 use tracing::{debug, info, warn};
 
 use crate::claim::Claim;
@@ -52,7 +53,9 @@ impl JobRun {
                 }
                 Ok(Claim::Posted { channel, ts }) => {
                     info!(%channel, %ts, "a message was posted but not recorded; recording it");
-                    return self.record_posted(id, &Posted { channel, ts }).await;
+                    // What it showed is unknown; "pending" at worst costs one needless update.
+                    let posted = Posted { channel, ts };
+                    return self.record_posted(id, &posted, TicketStatus::Pending).await;
                 }
                 Err(e) => match self.failed("claiming the post", Failure::Redis(e)).await {
                     Some(o) => return o,
@@ -81,7 +84,7 @@ impl JobRun {
                         warn!(error = %chain(&e), "could not keep the posted ts in Redis");
                     }
                     info!(channel = %posted.channel, ts = %posted.ts, "approval request posted");
-                    return self.record_posted(id, &posted).await;
+                    return self.record_posted(id, &posted, t.status).await;
                 }
                 Err(e) => {
                     let _ = self.p().claims.release(id, &holder).await;
@@ -108,20 +111,30 @@ impl JobRun {
         }
     }
 
-    /// Stores the posted message on the ticket; if another message won, deletes ours.
-    pub(super) async fn record_posted(&mut self, id: TicketId, posted: &Posted) -> Outcome {
+    /// Stores the posted message, and the state its body `shown`, on the ticket; if another
+    /// message won, deletes ours.
+    pub(super) async fn record_posted(
+        &mut self,
+        id: TicketId,
+        posted: &Posted,
+        shown: TicketStatus,
+    ) -> Outcome {
+        let record = PostedMessage {
+            ticket: id,
+            channel: posted.channel.clone(),
+            ts: posted.ts.clone(),
+            shown,
+        };
         let mut batched = self
             .ctx
             .records
-            .submit((id, posted.channel.clone(), posted.ts.clone()))
+            .submit(record.clone())
             .await
             .map(Ok::<_, sqlx::Error>);
         loop {
             let recorded = match batched.take() {
                 Some(r) => r,
-                None => {
-                    ticket::record_message(&self.p().pool, id, &posted.channel, &posted.ts).await
-                }
+                None => ticket::record_message(&self.p().pool, &record).await,
             };
             match recorded {
                 Ok(Some(row)) => {

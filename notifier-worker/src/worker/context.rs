@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use airlock_shared::TicketId;
 use airlock_shared::batch::Batcher;
-use airlock_shared::ticket::Ticket;
+use airlock_shared::ticket::{PostedMessage, Ticket};
 use redis::RedisError;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -44,7 +44,7 @@ pub(super) struct Ctx {
     /// Ticket reads of concurrent jobs, one statement per batch.
     pub(super) reads: Batcher<TicketId, Option<Ticket>>,
     /// Posted messages of concurrent jobs, recorded in one statement (one commit) per batch.
-    pub(super) records: Batcher<(TicketId, String, String), Option<Ticket>>,
+    pub(super) records: Batcher<PostedMessage, Option<Ticket>>,
 }
 
 /// How a job ended.

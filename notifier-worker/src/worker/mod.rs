@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use airlock_shared::TicketId;
 use airlock_shared::batch::Batcher;
-use airlock_shared::ticket::{self, Ticket};
+use airlock_shared::ticket::{self, PostedMessage, Ticket};
 use redis::RedisError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,7 @@ impl Worker {
             }
         });
         let pool = parts.pool.clone();
-        let records = Batcher::start(batch, move |posts: Vec<(TicketId, String, String)>| {
+        let records = Batcher::start(batch, move |posts: Vec<PostedMessage>| {
             let pool = pool.clone();
             async move {
                 let rows: HashMap<TicketId, Ticket> = ticket::record_messages(&pool, &posts)
@@ -72,7 +72,7 @@ impl Worker {
                     .into_iter()
                     .map(|t| (t.id, t))
                     .collect();
-                Ok::<_, sqlx::Error>(posts.iter().map(|p| rows.get(&p.0).cloned()).collect())
+                Ok::<_, sqlx::Error>(posts.iter().map(|p| rows.get(&p.ticket).cloned()).collect())
             }
         });
         Self {

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use airlock_shared::TicketId;
+use airlock_shared::TicketStatus;
 use airlock_shared::telemetry::chain;
-use airlock_shared::ticket::{self};
+use airlock_shared::ticket::{self, PostedMessage};
 use tracing::{debug, info, warn};
 
 use crate::message;
@@ -41,6 +42,12 @@ impl JobRun {
                 match result {
                     Ok(_) => {
                         info!(status = %t.status, %channel, %ts, "approval message updated");
+                        // Unrecorded, the reconciler sends this update once more: harmless.
+                        if let Err(e) =
+                            ticket::record_update(&self.p().pool, id, &ts, t.status).await
+                        {
+                            warn!(error = %chain(&e), "could not record what the message shows");
+                        }
                         return Outcome::Done;
                     }
                     Err(e) => {
@@ -57,7 +64,13 @@ impl JobRun {
             }
             // A worker may have posted and crashed before recording: its claim has the ts.
             if let Ok(Some((channel, ts))) = self.p().claims.posted(id).await {
-                if let Err(e) = ticket::record_message(&self.p().pool, id, &channel, &ts).await {
+                let posted = PostedMessage {
+                    ticket: id,
+                    channel,
+                    ts,
+                    shown: TicketStatus::Pending,
+                };
+                if let Err(e) = ticket::record_message(&self.p().pool, &posted).await {
                     debug!(error = %chain(&e), "could not record the claimed message yet");
                 }
                 continue;
