@@ -23,6 +23,8 @@ pub struct Metrics {
     pub lock_lost: IntCounter,
     /// Pub/sub reconnects.
     pub pubsub_reconnects: IntCounter,
+    /// Calls on which a rule's conditions could not be evaluated, by rule.
+    pub policy_unevaluable: IntCounterVec,
 }
 
 impl Metrics {
@@ -32,6 +34,14 @@ impl Metrics {
         let tool_calls = IntCounterVec::new(
             Opts::new("airlock_tool_calls_total", "Tool calls by outcome"),
             &["outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let policy_unevaluable = IntCounterVec::new(
+            Opts::new(
+                "airlock_policy_unevaluable_total",
+                "Calls on which a rule's conditions could not be evaluated (approve/deny matched, allow skipped)",
+            ),
+            &["rule"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let held_calls = IntGauge::new("airlock_held_calls", "Calls held for approval now")
@@ -70,6 +80,7 @@ impl Metrics {
             Box::new(signal_lost.clone()),
             Box::new(lock_lost.clone()),
             Box::new(pubsub_reconnects.clone()),
+            Box::new(policy_unevaluable.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -82,6 +93,7 @@ impl Metrics {
             signal_lost,
             lock_lost,
             pubsub_reconnects,
+            policy_unevaluable,
         }
     }
 
