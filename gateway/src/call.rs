@@ -1,6 +1,6 @@
-//! One call's pipeline: the verdict it carries, budget and session lock, the hold, the
-//! upstream, and the audit row. Held calls answer over SSE (with keepalives) when the client
-//! accepts it.
+//! One call's pipeline: the verdict it carries, the argument check, budget and session lock,
+//! the hold, the upstream, and the audit row. Held calls answer over SSE (with keepalives) when
+//! the client accepts it.
 
 use std::future::Future;
 use std::sync::Arc;
