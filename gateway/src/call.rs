@@ -1,6 +1,6 @@
-//! One call's pipeline: the verdict it carries, budget and session lock, the hold, the
-//! upstream, and the audit row. Held calls answer over SSE (with keepalives) when the client
-//! accepts it.
+//! One call's pipeline: the verdict it carries, the argument check, budget and session lock,
+//! the hold, the upstream, and the audit row. Held calls answer over SSE (with keepalives) when
+//! the client accepts it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,15 +15,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::answer::Whole;
 use crate::answer::deliver;
 use crate::approval::{HeldCalls, Holds};
 use crate::audit::AuditSink;
 use crate::error::{CallError, UpstreamError, upstream_error};
+use crate::input_schema::{self, ArgumentsError, InputSchemas, Lookup};
 use crate::lock::{LockError, Locks};
 use crate::metrics::Metrics;
 use crate::policy::{Action, Policy};
@@ -36,6 +38,8 @@ use crate::upstream_session::UpstreamSessions;
 /// Everything one call's pipeline uses.
 pub struct Pipeline {
     pub policy: Arc<Policy>,
+    /// The tools' input schemas, from the upstream's `tools/list` answers.
+    pub schemas: Arc<InputSchemas>,
     pub locks: Locks,
     pub holds: Holds,
     /// The calls held right now, for `notifications/cancelled`.
@@ -135,6 +139,7 @@ impl Pipeline {
             arguments,
             body,
             verdict,
+            unevaluable,
             invalid,
             ..
         } = call;
@@ -161,6 +166,7 @@ impl Pipeline {
             id: &id,
             tool: &trail.tool,
             args: &trail.args,
+            unevaluable: &unevaluable,
         };
         let result = steps
             .go(checked, body, &mut trail.rec)
@@ -203,7 +209,11 @@ struct Steps<'a> {
     id: &'a Value,
     tool: &'a str,
     args: &'a Value,
+    unevaluable: &'a [Arc<str>],
 }
+
+/// Pages of `tools/list` the gateway reads at most when it looks for one tool's schema.
+const MAX_LIST_PAGES: usize = 20;
 
 impl Steps<'_> {
     async fn go(
@@ -214,6 +224,17 @@ impl Steps<'_> {
     ) -> Result<Response, CallError> {
         let verdict = checked?;
         let (p, c) = (self.p, self.caller);
+        // A call policy denies is refused whatever its arguments, without asking the upstream.
+        if p.policy.validate_arguments && verdict.action != Action::Deny {
+            self.check_arguments().await?;
+        }
+        for rule in self.unevaluable {
+            tracing::warn!(tool = %self.tool, rule = %rule, "policy condition could not be evaluated on the arguments; approve/deny rules match, allow rules are skipped");
+            p.metrics
+                .policy_unevaluable
+                .with_label_values(&[rule])
+                .inc();
+        }
         rec.rule = Some(verdict.rule.to_string());
         rec.decision = verdict.action.as_str();
         // Counted before the rules take effect; the lock is taken in the same round trip.
@@ -254,6 +275,79 @@ impl Steps<'_> {
             return Err(UpstreamError::Status(resp.status().as_u16()).into());
         }
         Ok(deliver(resp, &c.headers, Some(self.id.clone()), lock, p.keepalive).await?)
+    }
+
+    /// The arguments against the tool's `inputSchema`; without a known schema the gateway
+    /// lists the tools in this session first, and a call it cannot check is refused.
+    async fn check_arguments(&self) -> Result<(), ArgumentsError> {
+        let schemas = &self.p.schemas;
+        let session = self.caller.sid.0.as_str();
+        if let Lookup::Found(c) = schemas.lookup(self.tool, session) {
+            return input_schema::check(&c, self.args);
+        }
+        let _one = schemas.listing.lock().await;
+        match schemas.lookup(self.tool, session) {
+            Lookup::Found(c) => return input_schema::check(&c, self.args),
+            Lookup::Missing { listed: true } => {
+                return Err(ArgumentsError::UnknownTool(self.tool.to_owned()));
+            }
+            Lookup::Missing { listed: false } => {}
+        }
+        self.list_tools().await.map_err(ArgumentsError::Unlisted)?;
+        match schemas.lookup(self.tool, session) {
+            Lookup::Found(c) => input_schema::check(&c, self.args),
+            Lookup::Missing { .. } => Err(ArgumentsError::UnknownTool(self.tool.to_owned())),
+        }
+    }
+
+    /// Reads `tools/list` page by page into the schemas, until the tool turns up.
+    async fn list_tools(&self) -> Result<(), String> {
+        let (p, c) = (self.p, self.caller);
+        let mut cursor: Option<String> = None;
+        for page in 0..MAX_LIST_PAGES {
+            let id = json!(format!("airlock-schemas-{page}"));
+            let params = cursor
+                .as_ref()
+                .map_or(json!({}), |c| json!({ "cursor": c }));
+            let body =
+                json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params });
+            let resp = p
+                .link
+                .send(
+                    &c.sid,
+                    &c.info,
+                    reqwest::Method::POST,
+                    Some(Bytes::from(body.to_string())),
+                    &c.headers,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("upstream answered HTTP {}", resp.status().as_u16()));
+            }
+            let answer = Whole::read(resp, &id).await.map_err(|e| e.to_string())?;
+            let response = answer
+                .response
+                .ok_or("upstream gave no answer to tools/list")?;
+            let Some(result) = response.get("result") else {
+                let code = response.pointer("/error/code").and_then(Value::as_i64);
+                return Err(format!("upstream refused tools/list (code {code:?})"));
+            };
+            p.schemas
+                .put_page(cursor.as_deref().unwrap_or_default(), result);
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                p.schemas.mark_listed(&c.sid.0);
+                return Ok(());
+            }
+            if let Lookup::Found(_) = p.schemas.lookup(self.tool, &c.sid.0) {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     async fn hold(

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::answer::Whole;
 use crate::error::{RequestError, UpstreamError, upstream_error};
+use crate::input_schema::InputSchemas;
 use crate::policy::Policy;
 use crate::relay::{Relay, relay};
 use crate::session::SessionInfo;
@@ -37,6 +38,8 @@ pub struct Discovery {
     pub cache: Cache,
     pub policy: Arc<Policy>,
     pub link: UpstreamSessions,
+    /// Compiled from each fresh `tools/list` answer, for the calls' argument check.
+    pub schemas: Arc<InputSchemas>,
 }
 
 impl Cache {
@@ -215,6 +218,7 @@ impl Discovery {
         };
         if let Some(result) = response.get("result") {
             self.cache.put_tools(cursor, result);
+            self.schemas.put_page(cursor, result);
             let view = policy_view(&self.policy, result);
             response["result"] = view;
         }

@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 
 use airlock_shared::TicketId;
 
+use crate::input_schema::ArgumentsError;
+
 /// Why a `tools/call` (or another forwarded request) did not get the upstream's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -40,6 +42,8 @@ pub enum CallError {
     SessionBusy,
     #[error("invalid params: {0}")]
     InvalidParams(String),
+    #[error(transparent)]
+    Arguments(#[from] ArgumentsError),
     #[error("{}", UPSTREAM_ERROR)]
     Upstream(#[from] UpstreamError),
     #[error("storage error")]
@@ -93,6 +97,7 @@ impl CallError {
             | Self::BudgetExceeded { .. }
             | Self::SessionBusy
             | Self::InvalidParams(_)
+            | Self::Arguments(_)
             | Self::Upstream(_)
             | Self::Store(_)
             | Self::Redis(_) => None,
@@ -147,6 +152,19 @@ impl CallError {
             ),
             Self::SessionBusy => (-32002, "session busy", Value::Null),
             Self::InvalidParams(why) => (-32602, "invalid params", json!({ "why": why })),
+            Self::Arguments(ArgumentsError::Invalid { violations, more }) => (
+                -32602,
+                "invalid params",
+                json!({ "why": self.to_string(), "errors": violations, "more": more }),
+            ),
+            Self::Arguments(ArgumentsError::UnknownTool(tool)) => (
+                -32602,
+                "unknown tool",
+                json!({ "why": self.to_string(), "tool": tool }),
+            ),
+            Self::Arguments(ArgumentsError::BadSchema(_) | ArgumentsError::Unlisted(_)) => {
+                (-32603, UPSTREAM_ERROR, json!({ "why": self.to_string() }))
+            }
             Self::Upstream(e) => (-32603, UPSTREAM_ERROR, json!({ "why": e.to_string() })),
             Self::Store(_) | Self::Redis(_) => (-32603, "internal error", Value::Null),
         }
@@ -165,6 +183,12 @@ impl CallError {
             Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::SessionBusy => "session_busy",
             Self::InvalidParams(_) => "invalid_params",
+            Self::Arguments(ArgumentsError::Invalid { .. } | ArgumentsError::UnknownTool(_)) => {
+                "invalid_arguments"
+            }
+            Self::Arguments(ArgumentsError::BadSchema(_) | ArgumentsError::Unlisted(_)) => {
+                "arguments_unchecked"
+            }
             Self::Upstream(_) => "upstream_error",
             Self::Store(_) | Self::Redis(_) => "internal_error",
         }
@@ -183,6 +207,7 @@ impl CallError {
             | Self::BudgetExceeded { .. }
             | Self::SessionBusy
             | Self::InvalidParams(_)
+            | Self::Arguments(_)
             | Self::Upstream(_)
             | Self::Store(_)
             | Self::Redis(_) => None,
@@ -193,7 +218,11 @@ impl CallError {
     pub fn is_fault(&self) -> bool {
         matches!(
             self,
-            Self::Upstream(_) | Self::Store(_) | Self::Redis(_) | Self::NotifyFailed { .. }
+            Self::Upstream(_)
+                | Self::Store(_)
+                | Self::Redis(_)
+                | Self::NotifyFailed { .. }
+                | Self::Arguments(ArgumentsError::BadSchema(_) | ArgumentsError::Unlisted(_))
         )
     }
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub lock_lost: IntCounter,
     /// Pub/sub reconnects.
     pub pubsub_reconnects: IntCounter,
+    /// Calls on which a rule's conditions could not be evaluated, by rule.
+    pub policy_unevaluable: IntCounterVec,
 }
 
 impl Metrics {
@@ -30,6 +32,13 @@ impl Metrics {
         let tool_calls = IntCounterVec::new(
             Opts::new("airlock_tool_calls_total", "Tool calls by outcome"),
             &["outcome"],
+        )?;
+        let policy_unevaluable = IntCounterVec::new(
+            Opts::new(
+                "airlock_policy_unevaluable_total",
+                "Calls on which a rule's conditions could not be evaluated (approve/deny matched, allow skipped)",
+            ),
+            &["rule"],
         )?;
         let held_calls = IntGauge::new("airlock_held_calls", "Calls held for approval now")?;
         let approval_wait = Histogram::with_opts(
@@ -62,6 +71,7 @@ impl Metrics {
         let signal_lost = registry.register(signal_lost);
         let lock_lost = registry.register(lock_lost);
         let pubsub_reconnects = registry.register(pubsub_reconnects);
+        let policy_unevaluable = registry.register(policy_unevaluable);
         Ok(Self {
             registry,
             tool_calls,
@@ -71,6 +81,7 @@ impl Metrics {
             signal_lost,
             lock_lost,
             pubsub_reconnects,
+            policy_unevaluable,
         })
     }
 

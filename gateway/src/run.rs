@@ -22,6 +22,7 @@ use crate::auth::{self, AgentKeys};
 use crate::call::Pipeline;
 use crate::config::Config;
 use crate::discovery::{Cache, Discovery};
+use crate::input_schema::InputSchemas;
 use crate::lock::Locks;
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy};
@@ -190,8 +191,10 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         config.lock_acquire_timeout,
         metrics.clone(),
     );
+    let schemas = Arc::new(InputSchemas::default());
     let pipeline = Arc::new(Pipeline {
         policy: policy.clone(),
+        schemas: schemas.clone(),
         locks,
         holds,
         held: HeldCalls::default(),
@@ -208,6 +211,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             cache: Cache::default(),
             policy,
             link,
+            schemas,
         },
         metrics,
         pool,

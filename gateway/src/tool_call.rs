@@ -1,5 +1,7 @@
 //! A `tools/call` taken apart once, with the verdict policy gave it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -20,6 +22,8 @@ pub struct ToolCall {
     pub body: Bytes,
     /// What policy says about this call.
     pub verdict: Verdict,
+    /// Rules whose conditions could not be evaluated on these arguments.
+    pub unevaluable: Vec<Arc<str>>,
     /// Why the params are unusable, if they are; such a call never reaches the upstream.
     pub invalid: Option<&'static str>,
 }
@@ -43,7 +47,8 @@ impl ToolCall {
         } else {
             None
         };
-        let verdict = policy.evaluate(&tool, &arguments).clone();
+        let assessed = policy.assess(&tool, &arguments);
+        let (verdict, unevaluable) = (assessed.verdict.clone(), assessed.unevaluable);
         Self {
             id,
             progress_token: params.pointer("/_meta/progressToken").cloned(),
@@ -51,6 +56,7 @@ impl ToolCall {
             arguments,
             body,
             verdict,
+            unevaluable,
             invalid,
         }
     }

@@ -4,6 +4,7 @@
 mod api {
     pub mod helpers;
 
+    mod arguments;
     mod batch;
     mod connections;
     mod edges;

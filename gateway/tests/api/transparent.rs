@@ -609,5 +609,5 @@ async fn tools_list_hides_denied_tools_and_notes_approvals_in_json_and_sse() {
         .unwrap(),
     )
     .await;
-    assert_eq!(a.body["result"]["tools"].as_array().unwrap().len(), 8);
+    assert_eq!(a.body["result"]["tools"].as_array().unwrap().len(), 9);
 }

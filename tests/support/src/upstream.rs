@@ -416,6 +416,7 @@ fn tools() -> Value {
         { "name": "ask_client", "description": "Sends a request to the client and returns its response", "inputSchema": schema(json!({"method": {"type": "string"}}), json!(["method"])) },
         { "name": "flood", "description": "Streams n notifications of size bytes", "inputSchema": schema(json!({"n": {"type": "integer"}, "size": {"type": "integer"}}), json!([])) },
         { "name": "die", "description": "Breaks its stream off", "inputSchema": schema(json!({}), json!([])) },
+        { "name": "explode", "description": "Answers HTTP 500", "inputSchema": schema(json!({}), json!([])) },
     ]})
 }
 

@@ -2,14 +2,20 @@
 //!
 //! The file is validated strictly when it loads: an unknown field, a bad glob or regex, or a
 //! wrong type is an error that names the line. Rules are tried in order; the first match wins.
+//! A condition that cannot be evaluated as written (a string compared as a number, a missing
+//! argument under a comparison) makes an `approve` or `deny` rule match and an `allow` rule not:
+//! a malformed call never falls through to a later allow.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use globset::{Glob, GlobMatcher};
-use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
+
+use condition::{Condition, Truth};
+
+mod condition;
 
 /// What policy does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -55,6 +61,16 @@ pub struct Policy {
     pub max_tool_calls_per_session: Option<u64>,
     /// Whether `tools/list` leaves out tools that are always denied.
     pub hide_denied_tools: bool,
+    /// Whether calls are checked against the tool's `inputSchema` before policy.
+    pub validate_arguments: bool,
+}
+
+/// A verdict and the rules on the way whose conditions could not be evaluated.
+#[derive(Debug)]
+pub struct Assessment<'a> {
+    pub verdict: &'a Verdict,
+    /// Rules that matched (approve, deny) or were skipped (allow) for that reason.
+    pub unevaluable: Vec<Arc<str>>,
 }
 
 /// The outcome of evaluating a call: the action and the rule that chose it.
@@ -89,8 +105,14 @@ struct RawPolicy {
     budget: Option<RawBudget>,
     #[serde(default)]
     hide_denied_tools: bool,
+    #[serde(default = "yes")]
+    validate_arguments: bool,
     #[serde(default)]
     rules: Vec<RawRule>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,119 +226,22 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-/// One `when` condition: a JSON pointer into the arguments and exactly one operator.
-#[derive(Debug, Deserialize)]
-#[serde(try_from = "RawCondition")]
-struct Condition {
-    pointer: String,
-    op: Op,
-}
-
-#[derive(Debug)]
-enum Op {
-    Equals(Value),
-    NotEquals(Value),
-    Lt(f64),
-    Lte(f64),
-    Gt(f64),
-    Gte(f64),
-    In(Vec<Value>),
-    Matches(Regex),
-    Exists(bool),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCondition {
-    arg: String,
-    equals: Option<Value>,
-    not_equals: Option<Value>,
-    lt: Option<f64>,
-    lte: Option<f64>,
-    gt: Option<f64>,
-    gte: Option<f64>,
-    #[serde(rename = "in")]
-    in_: Option<Vec<Value>>,
-    matches: Option<String>,
-    exists: Option<bool>,
-}
-
-impl TryFrom<RawCondition> for Condition {
-    type Error = String;
-
-    fn try_from(c: RawCondition) -> Result<Self, Self::Error> {
-        if !c.arg.is_empty() && !c.arg.starts_with('/') {
-            return Err(format!(
-                "arg {:?} is not a JSON pointer (it must start with /, e.g. /amount)",
-                c.arg
-            ));
+impl Rule {
+    /// All conditions together: one that fails rules the rule out even if another could not
+    /// be evaluated.
+    fn check(&self, tool: &str, args: &Value) -> Truth {
+        if !self.tools.iter().any(|g| g.is_match(tool)) {
+            return Truth::Fails;
         }
-        let mut ops = Vec::new();
-        if let Some(v) = c.equals {
-            ops.push(Op::Equals(v));
+        let mut truth = Truth::Holds;
+        for c in &self.when {
+            match c.check(args) {
+                Truth::Fails => return Truth::Fails,
+                Truth::Unevaluable => truth = Truth::Unevaluable,
+                Truth::Holds => {}
+            }
         }
-        if let Some(v) = c.not_equals {
-            ops.push(Op::NotEquals(v));
-        }
-        if let Some(v) = c.lt {
-            ops.push(Op::Lt(v));
-        }
-        if let Some(v) = c.lte {
-            ops.push(Op::Lte(v));
-        }
-        if let Some(v) = c.gt {
-            ops.push(Op::Gt(v));
-        }
-        if let Some(v) = c.gte {
-            ops.push(Op::Gte(v));
-        }
-        if let Some(v) = c.in_ {
-            ops.push(Op::In(v));
-        }
-        if let Some(r) = c.matches {
-            let re = Regex::new(&r).map_err(|e| format!("bad regex {r:?}: {e}"))?;
-            ops.push(Op::Matches(re));
-        }
-        if let Some(v) = c.exists {
-            ops.push(Op::Exists(v));
-        }
-        let mut ops = ops.into_iter();
-        match (ops.next(), ops.next()) {
-            (Some(op), None) => Ok(Condition { pointer: c.arg, op }),
-            (None, _) => Err(format!(
-                "condition on {:?} needs one operator: equals, not_equals, lt, lte, gt, gte, in, matches or exists",
-                c.arg
-            )),
-            (Some(_), Some(_)) => Err(format!(
-                "condition on {:?} has more than one operator; use one condition per operator",
-                c.arg
-            )),
-        }
-    }
-}
-
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        _ => a == b,
-    }
-}
-
-impl Condition {
-    fn holds(&self, args: &Value) -> bool {
-        let v = args.pointer(&self.pointer);
-        match &self.op {
-            Op::Exists(want) => v.is_some() == *want,
-            Op::Equals(x) => v.is_some_and(|v| json_eq(v, x)),
-            // A missing argument is "not equal" to anything.
-            Op::NotEquals(x) => !v.is_some_and(|v| json_eq(v, x)),
-            Op::Lt(n) => v.and_then(Value::as_f64).is_some_and(|v| v < *n),
-            Op::Lte(n) => v.and_then(Value::as_f64).is_some_and(|v| v <= *n),
-            Op::Gt(n) => v.and_then(Value::as_f64).is_some_and(|v| v > *n),
-            Op::Gte(n) => v.and_then(Value::as_f64).is_some_and(|v| v >= *n),
-            Op::In(set) => v.is_some_and(|v| set.iter().any(|x| json_eq(v, x))),
-            Op::Matches(re) => v.and_then(Value::as_str).is_some_and(|s| re.is_match(s)),
-        }
+        truth
     }
 }
 
@@ -371,18 +296,38 @@ impl Policy {
             rules: raw.rules.into_iter().map(|r| r.0).collect(),
             max_tool_calls_per_session: raw.budget.map(|b| b.max_tool_calls_per_session),
             hide_denied_tools: raw.hide_denied_tools,
+            validate_arguments: raw.validate_arguments,
         })
     }
 
     /// The verdict for a call to `tool` with `args`: the first matching rule, else the default.
     pub fn evaluate(&self, tool: &str, args: &Value) -> &Verdict {
-        self.rules
-            .iter()
-            .find(|r| {
-                r.tools.iter().any(|g| g.is_match(tool)) && r.when.iter().all(|c| c.holds(args))
-            })
-            .map(|r| &r.verdict)
-            .unwrap_or(&self.default)
+        self.assess(tool, args).verdict
+    }
+
+    /// The verdict, and the rules whose conditions could not be evaluated on the way.
+    pub fn assess(&self, tool: &str, args: &Value) -> Assessment<'_> {
+        let mut unevaluable = Vec::new();
+        for r in &self.rules {
+            match r.check(tool, args) {
+                Truth::Holds => {}
+                Truth::Fails => continue,
+                Truth::Unevaluable => {
+                    unevaluable.push(r.verdict.rule.clone());
+                    if r.verdict.action == Action::Allow {
+                        continue;
+                    }
+                }
+            }
+            return Assessment {
+                verdict: &r.verdict,
+                unevaluable,
+            };
+        }
+        Assessment {
+            verdict: &self.default,
+            unevaluable,
+        }
     }
 
     /// Whether some call to `tool` may be held for a person's approval.
@@ -480,7 +425,8 @@ rules:
             )
             .rule
             .as_ref(),
-            "small refunds"
+            "big refunds need a manager",
+            "\"150\" is not a number, so the approve rule cannot be ruled out"
         );
         let v = p.evaluate("delete_customer", &json!({}));
         assert_eq!(
@@ -587,6 +533,82 @@ rules:
         );
         assert!(err("default: deny\n").contains("version"));
         assert!(err("version: 1\ndefault: deny\nrules:\n  - { name: x, tools: [a], action: approve, timeout: 0s }\n").contains("bad duration"));
+    }
+
+    const FAIL_CLOSED: &str = r#"
+version: 1
+default: allow
+rules:
+  - name: big refunds
+    tools: [create_refund]
+    when: [{ arg: /amount, gt: 100 }, { arg: /currency, in: [usd] }]
+    action: approve
+  - { name: small refunds, tools: [create_refund], action: allow }
+  - { name: no prod, tools: [deploy], when: [{ arg: /env, matches: "^prod" }], action: deny }
+  - { name: cheap, tools: [buy], when: [{ arg: /price, lt: 10 }], action: allow }
+  - { name: buying, tools: [buy], action: approve }
+"#;
+
+    #[test]
+    fn conditions_that_cannot_be_evaluated_never_fall_through_to_an_allow() {
+        let p = Policy::parse(FAIL_CLOSED).unwrap();
+        let rule = |t: &str, a: Value| p.evaluate(t, &a).rule.to_string();
+        // A string where a number is compared, and a missing pointer: the approve rule matches.
+        assert_eq!(
+            rule("create_refund", json!({"amount": "500", "currency": "usd"})),
+            "big refunds"
+        );
+        assert_eq!(
+            rule("create_refund", json!({"currency": "usd"})),
+            "big refunds"
+        );
+        // A condition that is known to fail still rules the rule out.
+        assert_eq!(
+            rule("create_refund", json!({"amount": "500", "currency": "gbp"})),
+            "small refunds"
+        );
+        assert_eq!(
+            rule("create_refund", json!({"amount": 50, "currency": "usd"})),
+            "small refunds"
+        );
+        // A non-string under `matches` makes the deny rule match.
+        assert_eq!(rule("deploy", json!({"env": 1})), "no prod");
+        assert_eq!(rule("deploy", json!({})), "no prod");
+        assert_eq!(rule("deploy", json!({"env": "dev"})), "default");
+        // An allow rule that cannot be evaluated is skipped.
+        assert_eq!(rule("buy", json!({"price": "5"})), "buying");
+        assert_eq!(rule("buy", json!({"price": 5})), "cheap");
+    }
+
+    #[test]
+    fn the_assessment_names_the_rules_it_could_not_evaluate() {
+        let p = Policy::parse(FAIL_CLOSED).unwrap();
+        let a = p.assess("buy", &json!({}));
+        assert_eq!(
+            (a.verdict.rule.as_ref(), a.unevaluable.len()),
+            ("buying", 1)
+        );
+        assert_eq!(a.unevaluable[0].as_ref(), "cheap");
+        let a = p.assess("create_refund", &json!({"amount": "1", "currency": "usd"}));
+        assert_eq!(a.verdict.action, Action::Approve);
+        assert_eq!(
+            a.unevaluable.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
+            ["big refunds"]
+        );
+        assert!(p.assess("buy", &json!({"price": 1})).unevaluable.is_empty());
+    }
+
+    #[test]
+    fn argument_validation_is_on_unless_the_file_turns_it_off() {
+        assert!(
+            Policy::parse("version: 1\ndefault: deny\n")
+                .unwrap()
+                .validate_arguments
+        );
+        let off = Policy::parse("version: 1\ndefault: deny\nvalidate_arguments: false\n").unwrap();
+        assert!(!off.validate_arguments);
+        let bad = err("version: 1\ndefault: deny\nvalidate_arguments: maybe\n");
+        assert!(bad.contains("line 3"), "{bad}");
     }
 
     #[test]
