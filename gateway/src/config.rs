@@ -58,6 +58,7 @@ impl std::fmt::Debug for Config {
             upstream_timeout,
             upstream_concurrency,
             decision_poll_interval,
+            edge,
         } = self;
         f.debug_struct("Config")
             .field("listen_addr", listen_addr)
@@ -78,6 +79,7 @@ impl std::fmt::Debug for Config {
             .field("upstream_timeout", upstream_timeout)
             .field("upstream_concurrency", upstream_concurrency)
             .field("decision_poll_interval", decision_poll_interval)
+            .field("edge", edge)
             .finish()
     }
 }
