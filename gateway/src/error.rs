@@ -37,7 +37,10 @@ pub enum CallError {
     #[error("tool-call budget of {limit} exceeded")]
     BudgetExceeded { limit: u64 },
     #[error("session busy")]
-    SessionBusy,
+    SessionBusy {
+        /// How long the lock's holder has left on it.
+        retry_after_ms: u64,
+    },
     #[error("invalid params: {0}")]
     InvalidParams(String),
     #[error("{}", UPSTREAM_ERROR)]
@@ -91,7 +94,7 @@ impl CallError {
             | Self::ApprovalAlreadyUsed { .. }
             | Self::NotifyFailed { .. }
             | Self::BudgetExceeded { .. }
-            | Self::SessionBusy
+            | Self::SessionBusy { .. }
             | Self::InvalidParams(_)
             | Self::Upstream(_)
             | Self::Store(_)
@@ -145,7 +148,11 @@ impl CallError {
                 "tool-call budget exceeded",
                 json!({ "limit": limit }),
             ),
-            Self::SessionBusy => (-32002, "session busy", Value::Null),
+            Self::SessionBusy { retry_after_ms } => (
+                -32002,
+                "session busy",
+                json!({ "retry_after_ms": retry_after_ms }),
+            ),
             Self::InvalidParams(why) => (-32602, "invalid params", json!({ "why": why })),
             Self::Upstream(e) => (-32603, UPSTREAM_ERROR, json!({ "why": e.to_string() })),
             Self::Store(_) | Self::Redis(_) => (-32603, "internal error", Value::Null),
@@ -163,7 +170,7 @@ impl CallError {
             Self::ApprovalAlreadyUsed { .. } => "already_used",
             Self::NotifyFailed { .. } => "notify_failed",
             Self::BudgetExceeded { .. } => "budget_exceeded",
-            Self::SessionBusy => "session_busy",
+            Self::SessionBusy { .. } => "session_busy",
             Self::InvalidParams(_) => "invalid_params",
             Self::Upstream(_) => "upstream_error",
             Self::Store(_) | Self::Redis(_) => "internal_error",
@@ -181,7 +188,7 @@ impl CallError {
             Self::DeniedByPolicy { .. }
             | Self::NotifyFailed { .. }
             | Self::BudgetExceeded { .. }
-            | Self::SessionBusy
+            | Self::SessionBusy { .. }
             | Self::InvalidParams(_)
             | Self::Upstream(_)
             | Self::Store(_)
