@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 use airlock_shared::{Keys, SessionId};
 use tokio::sync::Notify;
 
+/// Per session: how many waiters, and what wakes them.
+type Waiters = Arc<Mutex<HashMap<String, (usize, Arc<Notify>)>>>;
+
 /// This pod's lock waiters, by session.
 #[derive(Clone)]
 pub struct LockWakeups {
     channel: String,
-    waiting: Arc<Mutex<HashMap<String, (usize, Arc<Notify>)>>>,
+    waiting: Waiters,
 }
 
 /// One waiter's registration; dropping it unregisters.
@@ -19,7 +22,7 @@ pub struct Waiting {
     session: String,
     /// Notified on every release of the session's lock.
     pub notify: Arc<Notify>,
-    waiting: Arc<Mutex<HashMap<String, (usize, Arc<Notify>)>>>,
+    waiting: Waiters,
 }
 
 impl LockWakeups {
