@@ -322,6 +322,7 @@ impl Drop for SessionLock {
             std::mem::take(&mut self.claim.lock),
             std::mem::take(&mut self.claim.value),
         );
+        let queue = std::mem::take(&mut self.claim.queue);
         let session = std::mem::take(&mut self.claim.session.0);
         // Released on a fresh task: the request that held it may be gone already.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -329,6 +330,7 @@ impl Drop for SessionLock {
                 let res: Result<i64, _> = scripts
                     .release
                     .key(&key)
+                    .key(&queue)
                     .arg(&value)
                     .arg(&channel)
                     .arg(&session)

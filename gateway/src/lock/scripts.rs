@@ -81,12 +81,12 @@ return acquire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]))";
 /// KEYS: lock. ARGV: value, TTL ms. Extends the lock if it is still ours.
 pub const EXTEND: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
-/// KEYS: lock. ARGV: value, wake-up channel, session. Compare-and-delete, then tell the
-/// session's waiters (on every pod) that the lock is free.
+/// KEYS: lock, queue. ARGV: value, wake-up channel, session. Compare-and-delete, then, if
+/// anyone waits, tell the session's waiters (on every pod) that the lock is free.
 pub const RELEASE: &str = r"
 if redis.call('get', KEYS[1]) == ARGV[1] then
   redis.call('del', KEYS[1])
-  redis.call('publish', ARGV[2], ARGV[3])
+  if redis.call('zcard', KEYS[2]) > 0 then redis.call('publish', ARGV[2], ARGV[3]) end
   return 1
 end
 return 0";
