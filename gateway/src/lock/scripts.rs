@@ -51,7 +51,7 @@ local function acquire(lock, queue, waiters, value, ttl, stale)
   redis.call('pexpire', queue, stale * 2)
   redis.call('pexpire', waiters, stale * 2)
   local left = 0
-  if cur then left = redis.call('pttl', lock) end
+  if cur then left = math.max(redis.call('pttl', lock), 0) end
   return {0, left}
 end
 ";
