@@ -239,16 +239,24 @@ impl Steps<'_> {
         rec.decision = verdict.action.as_str();
         // Counted before the rules take effect; the lock is taken in the same round trip.
         let wants_lock = !verdict.read_only && verdict.action != Action::Deny;
+        let request_hash = canonical::request_hash(self.tool, self.args);
         let lock = p
             .locks
-            .admit(&c.sid, p.policy.max_tool_calls_per_session, wants_lock)
+            .admit(
+                &c.sid,
+                &request_hash,
+                p.policy.max_tool_calls_per_session,
+                wants_lock,
+            )
             .await
             .map_err(|e| match e {
                 LockError::BudgetExceeded(limit) => {
                     rec.decision = "budget";
                     CallError::BudgetExceeded { limit }
                 }
-                LockError::Busy => CallError::SessionBusy,
+                LockError::Busy { retry_after } => CallError::SessionBusy {
+                    retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                },
                 LockError::Redis(e) => CallError::Redis(e),
             })?;
         if verdict.action == Action::Deny {
@@ -258,7 +266,7 @@ impl Steps<'_> {
             });
         }
         if verdict.action == Action::Approve {
-            self.hold(&verdict, rec).await?;
+            self.hold(&verdict, request_hash, rec).await?;
         }
         let resp = p
             .link
@@ -353,6 +361,7 @@ impl Steps<'_> {
     async fn hold(
         &self,
         verdict: &crate::policy::Verdict,
+        request_hash: String,
         rec: &mut CallRecord,
     ) -> Result<(), CallError> {
         let (p, c) = (self.p, self.caller);
@@ -366,7 +375,7 @@ impl Steps<'_> {
             reason: verdict.reason.as_deref().map(str::to_owned),
             approvers: verdict.approvers.to_vec(),
             slack_channel: verdict.channel.as_deref().map(str::to_owned),
-            request_hash: canonical::request_hash(self.tool, self.args),
+            request_hash,
             timeout: verdict.timeout.unwrap_or(p.approval_timeout),
         };
         let cancel = CancellationToken::new();

@@ -39,7 +39,10 @@ pub enum CallError {
     #[error("tool-call budget of {limit} exceeded")]
     BudgetExceeded { limit: u64 },
     #[error("session busy")]
-    SessionBusy,
+    SessionBusy {
+        /// How long the lock's holder has left on it.
+        retry_after_ms: u64,
+    },
     #[error("invalid params: {0}")]
     InvalidParams(String),
     #[error(transparent)]
@@ -95,7 +98,7 @@ impl CallError {
             | Self::ApprovalAlreadyUsed { .. }
             | Self::NotifyFailed { .. }
             | Self::BudgetExceeded { .. }
-            | Self::SessionBusy
+            | Self::SessionBusy { .. }
             | Self::InvalidParams(_)
             | Self::Arguments(_)
             | Self::Upstream(_)
@@ -150,7 +153,11 @@ impl CallError {
                 "tool-call budget exceeded",
                 json!({ "limit": limit }),
             ),
-            Self::SessionBusy => (-32002, "session busy", Value::Null),
+            Self::SessionBusy { retry_after_ms } => (
+                -32002,
+                "session busy",
+                json!({ "retry_after_ms": retry_after_ms }),
+            ),
             Self::InvalidParams(why) => (-32602, "invalid params", json!({ "why": why })),
             Self::Arguments(ArgumentsError::Invalid { violations, more }) => (
                 -32602,
@@ -181,7 +188,7 @@ impl CallError {
             Self::ApprovalAlreadyUsed { .. } => "already_used",
             Self::NotifyFailed { .. } => "notify_failed",
             Self::BudgetExceeded { .. } => "budget_exceeded",
-            Self::SessionBusy => "session_busy",
+            Self::SessionBusy { .. } => "session_busy",
             Self::InvalidParams(_) => "invalid_params",
             Self::Arguments(ArgumentsError::Invalid { .. } | ArgumentsError::UnknownTool(_)) => {
                 "invalid_arguments"
@@ -205,7 +212,7 @@ impl CallError {
             Self::DeniedByPolicy { .. }
             | Self::NotifyFailed { .. }
             | Self::BudgetExceeded { .. }
-            | Self::SessionBusy
+            | Self::SessionBusy { .. }
             | Self::InvalidParams(_)
             | Self::Arguments(_)
             | Self::Upstream(_)

@@ -23,7 +23,7 @@ use crate::call::Pipeline;
 use crate::config::Config;
 use crate::discovery::{Cache, Discovery};
 use crate::input_schema::InputSchemas;
-use crate::lock::Locks;
+use crate::lock::{LockWakeups, Locks};
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy};
 use crate::session::Sessions;
@@ -35,7 +35,8 @@ use crate::{endpoint, health};
 /// The header that carries each request's id; set when the client sent none, and echoed.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The hub and the ticket sweeper, started; the holds that use them.
+/// The hub and the ticket sweeper, started; the holds that use them, and the lock waiters the
+/// hub's subscription wakes.
 fn start_holds(
     config: &Config,
     pool: &sqlx::PgPool,
@@ -44,13 +45,15 @@ fn start_holds(
     keys: &Keys,
     metrics: &Metrics,
     background: &CancellationToken,
-) -> Holds {
+) -> (Holds, LockWakeups) {
+    let wakeups = LockWakeups::new(keys);
     let hub = Hub::start(
         pool.clone(),
         redis_client,
         keys,
         config.decision_poll_interval,
         metrics.clone(),
+        wakeups.clone(),
         background.clone(),
     );
     tokio::spawn(sweep_loop(
@@ -59,14 +62,15 @@ fn start_holds(
         keys.clone(),
         background.clone(),
     ));
-    Holds {
+    let holds = Holds {
         pool: pool.clone(),
         redis: redis.clone(),
         keys: keys.clone(),
         hub,
         metrics: metrics.clone(),
         interrupt: CancellationToken::new(),
-    }
+    };
+    (holds, wakeups)
 }
 
 /// Why the gateway could not start.
@@ -166,7 +170,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let metrics = Metrics::new()?;
     let background = CancellationToken::new();
     let interrupt = CancellationToken::new();
-    let mut holds = start_holds(
+    let (mut holds, wakeups) = start_holds(
         config,
         &pool,
         redis_client,
@@ -189,6 +193,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         keys,
         config.session_lock_ttl,
         config.lock_acquire_timeout,
+        wakeups,
         metrics.clone(),
     );
     let schemas = Arc::new(InputSchemas::default());

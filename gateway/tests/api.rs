@@ -11,5 +11,6 @@ mod api {
     mod hold;
     mod proxy;
     mod races;
+    mod session_lock;
     mod transparent;
 }

@@ -51,6 +51,22 @@ impl Keys {
         format!("{}:session:{{{}}}:lock", self.prefix, session.0)
     }
 
+    /// The queue of calls waiting for the session's lock (a sorted set, by arrival). Same hash
+    /// tag as the lock: one script enqueues and tries the lock.
+    pub fn session_lock_queue(&self, session: &SessionId) -> String {
+        format!("{}:session:{{{}}}:lock:queue", self.prefix, session.0)
+    }
+
+    /// When each queued waiter counts as gone unless it checks again (a hash, beside the queue).
+    pub fn session_lock_waiters(&self, session: &SessionId) -> String {
+        format!("{}:session:{{{}}}:lock:waiters", self.prefix, session.0)
+    }
+
+    /// The pub/sub channel on which a released session lock is announced (payload: session id).
+    pub fn lock_released_channel(&self) -> String {
+        format!("{}:lock-released", self.prefix)
+    }
+
     /// The per-session tool-call counter. It shares the session's hash tag with the lock, because
     /// one script counts the call and takes the lock (Redis Cluster needs one slot for that).
     pub fn budget(&self, session: &SessionId) -> String {
@@ -88,5 +104,10 @@ mod tests {
         let s1 = SessionId("s1".into());
         assert_eq!(k.session_lock(&s1), "airlock:session:{s1}:lock");
         assert_eq!(k.budget(&s1), "airlock:session:{s1}:budget");
+        assert_eq!(k.session_lock_queue(&s1), "airlock:session:{s1}:lock:queue");
+        assert_eq!(
+            k.session_lock_waiters(&s1),
+            "airlock:session:{s1}:lock:waiters"
+        );
     }
 }

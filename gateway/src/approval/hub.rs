@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::lock::LockWakeups;
 use crate::metrics::Metrics;
 
 const QUERY_CHUNK: usize = 5_000;
@@ -93,13 +94,15 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// Starts the subscriber and the checker; both stop when `stop` is cancelled.
+    /// Starts the subscriber and the checker; both stop when `stop` is cancelled. The one
+    /// subscription also carries session-lock releases, for `lock_wakeups`.
     pub fn start(
         pool: PgPool,
         redis: redis::Client,
         keys: &Keys,
         poll_interval: Duration,
         metrics: Metrics,
+        lock_wakeups: LockWakeups,
         stop: CancellationToken,
     ) -> Self {
         let (kick, kick_rx) = mpsc::unbounded_channel();
@@ -134,6 +137,7 @@ impl Hub {
             inner.clone(),
             redis,
             keys.decisions_channel(),
+            lock_wakeups,
             metrics,
             stop,
         ));
@@ -252,6 +256,7 @@ async fn subscribe_loop(
     inner: Arc<Inner>,
     client: redis::Client,
     channel: String,
+    lock_wakeups: LockWakeups,
     metrics: Metrics,
     stop: CancellationToken,
 ) {
@@ -260,7 +265,8 @@ async fn subscribe_loop(
     loop {
         let attempt = async {
             let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&channel).await?;
+            ps.subscribe(&[channel.as_str(), lock_wakeups.channel()])
+                .await?;
             Ok::<_, redis::RedisError>(ps)
         };
         let ps = tokio::select! {
@@ -280,6 +286,9 @@ async fn subscribe_loop(
                 loop {
                     tokio::select! {
                         m = messages.next() => match m {
+                            Some(msg) if msg.get_channel_name() == lock_wakeups.channel() => {
+                                lock_wakeups.wake(msg.get_payload_bytes());
+                            }
                             Some(msg) => {
                                 if let Some(sig) = signal::parse(msg.get_payload_bytes())
                                     && inner.is_registered(&sig.ticket_id)

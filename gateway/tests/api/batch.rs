@@ -420,10 +420,11 @@ async fn batches_with_tools_call_are_refused_where_the_protocol_has_no_batches()
 async fn two_mutating_calls_in_one_batch_contend_for_the_session_lock() {
     let g = gw(Opts::default()).await;
     let sid = g.batch_session().await;
-    // Each holds the lock for longer than LOCK_ACQUIRE_TIMEOUT (300 ms in tests).
+    // Each holds the lock for longer than LOCK_ACQUIRE_TIMEOUT (300 ms in tests). Different
+    // calls: the same call twice would count as its own retry and take the lock over.
     let batch = json!([
-        call(1, "slow", json!({"ms": 1500})),
-        call(2, "slow", json!({"ms": 1500}))
+        call(1, "slow", json!({"ms": 1500, "n": 1})),
+        call(2, "slow", json!({"ms": 1500, "n": 2}))
     ]);
     let answers = g.json_batch(&sid, &batch).await;
     assert_eq!(answers.len(), 2, "{answers:?}");

@@ -174,6 +174,7 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         &app.redis.keys,
         Duration::from_secs(60),
         airlock_gateway::metrics::Metrics::new().unwrap(),
+        airlock_gateway::lock::LockWakeups::new(&app.redis.keys),
         stop.clone(),
     );
     let started = Instant::now();

@@ -1,0 +1,345 @@
+//! The per-session lock (one mutating tool call at a time) and the per-session budget.
+//!
+//! The lock lives in Redis with a TTL so that a crashed pod never wedges a session, and carries
+//! an owner token so that only its holder can extend or release it, plus the call's canonical
+//! request hash so that a retry of that same call takes it over at once. Waiters queue in
+//! Redis and are served in arrival order, woken by the release announcement.
+
+mod scripts;
+mod wake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_shared::{Keys, SessionId};
+use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+pub use wake::LockWakeups;
+
+/// How long a budget counter lives after the session's last call.
+const BUDGET_TTL_SECS: i64 = 7 * 24 * 3600;
+/// A waiter checks at least this often, in case a wake-up was lost or a holder died.
+const RECHECK: Duration = Duration::from_millis(500);
+/// A queued waiter that has not checked for this long is dropped (its pod is gone).
+const STALE_WAITER_MS: u64 = 2_000;
+
+/// Why a call was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("session lock held by another call")]
+    Busy {
+        /// How long the holder's lock has left.
+        retry_after: Duration,
+    },
+    #[error("tool-call budget of {0} exceeded")]
+    BudgetExceeded(u64),
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Session locks and budgets.
+#[derive(Clone)]
+pub struct Locks {
+    conn: ConnectionManager,
+    keys: Keys,
+    ttl: Duration,
+    acquire_timeout: Duration,
+    scripts: Arc<Scripts>,
+    wakeups: LockWakeups,
+    metrics: Metrics,
+}
+
+struct Scripts {
+    admit: redis::Script,
+    acquire: redis::Script,
+    extend: redis::Script,
+    release: redis::Script,
+    leave: redis::Script,
+}
+
+/// One call's claim on a session's lock: the keys, and the value that names the call.
+struct Claim {
+    session: SessionId,
+    lock: String,
+    queue: String,
+    waiters: String,
+    token: String,
+    value: String,
+}
+
+/// A held session lock. Extended in the background while held; released on drop.
+pub struct SessionLock {
+    conn: ConnectionManager,
+    claim: Claim,
+    scripts: Arc<Scripts>,
+    channel: String,
+    extender: JoinHandle<()>,
+}
+
+impl Locks {
+    /// Locks on `conn` under `keys`; waiters are woken through `wakeups`.
+    pub fn new(
+        conn: ConnectionManager,
+        keys: Keys,
+        ttl: Duration,
+        acquire_timeout: Duration,
+        wakeups: LockWakeups,
+        metrics: Metrics,
+    ) -> Self {
+        let scripts = Scripts {
+            admit: redis::Script::new(&scripts::admit()),
+            acquire: redis::Script::new(&scripts::acquire()),
+            extend: redis::Script::new(scripts::EXTEND),
+            release: redis::Script::new(scripts::RELEASE),
+            leave: redis::Script::new(scripts::LEAVE),
+        };
+        Self {
+            conn,
+            keys,
+            ttl,
+            acquire_timeout,
+            scripts: Arc::new(scripts),
+            wakeups,
+            metrics,
+        }
+    }
+
+    fn claim(&self, session: &SessionId, request_hash: &str) -> Claim {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        Claim {
+            session: session.clone(),
+            lock: self.keys.session_lock(session),
+            queue: self.keys.session_lock_queue(session),
+            waiters: self.keys.session_lock_waiters(session),
+            value: format!("{token} {request_hash}"),
+            token,
+        }
+    }
+
+    /// Admits one tool call: counts it against `budget` (if any), then, if `lock` is asked
+    /// for, takes the session's lock for the call whose canonical hash is `request_hash`,
+    /// waiting in line up to `LOCK_ACQUIRE_TIMEOUT`.
+    pub async fn admit(
+        &self,
+        session: &SessionId,
+        request_hash: &str,
+        budget: Option<u64>,
+        lock: bool,
+    ) -> Result<Option<SessionLock>, LockError> {
+        if budget.is_none() && !lock {
+            return Ok(None);
+        }
+        let claim = self.claim(session, request_hash);
+        let deadline = Instant::now() + self.acquire_timeout;
+        let mut conn = self.conn.clone();
+        let limit = budget.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let (count, locked, _left): (i64, i64, u64) = self
+            .scripts
+            .admit
+            .key(self.keys.budget(session))
+            .key(&claim.lock)
+            .key(&claim.queue)
+            .key(&claim.waiters)
+            .arg(limit)
+            .arg(BUDGET_TTL_SECS)
+            .arg(&claim.value)
+            .arg(self.ttl.as_millis() as u64)
+            .arg(u8::from(lock))
+            .arg(STALE_WAITER_MS)
+            .invoke_async(&mut conn)
+            .await?;
+        if limit >= 0 && count > limit {
+            return Err(LockError::BudgetExceeded(limit.unsigned_abs()));
+        }
+        match locked {
+            1 => Ok(Some(self.held(claim))),
+            0 => Ok(None),
+            // Queued: wait for our turn, without counting the call again.
+            _ => self.wait_turn(claim, deadline).await.map(Some),
+        }
+    }
+
+    /// Waits in the session's queue until the lock is ours or `deadline` passes.
+    async fn wait_turn(&self, claim: Claim, deadline: Instant) -> Result<SessionLock, LockError> {
+        let waiting = self.wakeups.register(&claim.session);
+        let mut place = QueuePlace {
+            locks: self,
+            claim: Some(claim),
+        };
+        let left = loop {
+            // Listening before the check: a release between the two is not missed.
+            let notified = waiting.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claim = place.claim()?;
+            let mut conn = self.conn.clone();
+            let (got, ms): (i64, u64) = self
+                .scripts
+                .acquire
+                .key(&claim.lock)
+                .key(&claim.queue)
+                .key(&claim.waiters)
+                .arg(&claim.value)
+                .arg(self.ttl.as_millis() as u64)
+                .arg(STALE_WAITER_MS)
+                .invoke_async(&mut conn)
+                .await?;
+            if got == 1 {
+                return Ok(self.held(place.take()?));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break ms;
+            }
+            let recheck = match ms {
+                0 => RECHECK,
+                ms => Duration::from_millis(ms).clamp(Duration::from_millis(5), RECHECK),
+            };
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until((now + recheck).min(deadline)) => {}
+            }
+        };
+        place.leave().await;
+        Err(LockError::Busy {
+            retry_after: Duration::from_millis(left),
+        })
+    }
+
+    fn held(&self, claim: Claim) -> SessionLock {
+        let mut conn = self.conn.clone();
+        let scripts = self.scripts.clone();
+        let every = self.ttl / 3;
+        let ttl_ms = self.ttl.as_millis() as u64;
+        let metrics = self.metrics.clone();
+        let (k, v) = (claim.lock.clone(), claim.value.clone());
+        let extender = tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                let res: Result<i64, _> = scripts
+                    .extend
+                    .key(&k)
+                    .arg(&v)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await;
+                match res {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        metrics.lock_lost.inc();
+                        tracing::warn!(lock = %k, "session lock lost while held (taken over by a retry, or expired)");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lock = %k, error = %e, "could not extend session lock; will retry");
+                    }
+                }
+            }
+        });
+        SessionLock {
+            conn: self.conn.clone(),
+            claim,
+            scripts: self.scripts.clone(),
+            channel: self.wakeups.channel().to_owned(),
+            extender,
+        }
+    }
+}
+
+/// A waiter's place in the queue; a waiter that gives up or goes away leaves it.
+struct QueuePlace<'a> {
+    locks: &'a Locks,
+    claim: Option<Claim>,
+}
+
+impl QueuePlace<'_> {
+    fn claim(&self) -> Result<&Claim, LockError> {
+        self.claim.as_ref().ok_or(LockError::Busy {
+            retry_after: Duration::ZERO,
+        })
+    }
+
+    fn take(&mut self) -> Result<Claim, LockError> {
+        self.claim.take().ok_or(LockError::Busy {
+            retry_after: Duration::ZERO,
+        })
+    }
+
+    async fn leave(&mut self) {
+        if let Some(c) = self.claim.take() {
+            leave(
+                self.locks.conn.clone(),
+                self.locks.scripts.clone(),
+                self.locks.wakeups.channel().to_owned(),
+                c,
+            )
+            .await;
+        }
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        // The request went away mid-wait: leave on a fresh task.
+        if let Some(c) = self.claim.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let (conn, scripts) = (self.locks.conn.clone(), self.locks.scripts.clone());
+            let channel = self.locks.wakeups.channel().to_owned();
+            handle.spawn(leave(conn, scripts, channel, c));
+        }
+    }
+}
+
+async fn leave(mut conn: ConnectionManager, scripts: Arc<Scripts>, channel: String, c: Claim) {
+    let res: Result<i64, _> = scripts
+        .leave
+        .key(&c.lock)
+        .key(&c.queue)
+        .key(&c.waiters)
+        .arg(&c.token)
+        .arg(&channel)
+        .arg(&c.session.0)
+        .invoke_async(&mut conn)
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(lock = %c.lock, error = %e, "could not leave the lock queue; dropped when stale");
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        self.extender.abort();
+        let mut conn = self.conn.clone();
+        let scripts = self.scripts.clone();
+        let channel = std::mem::take(&mut self.channel);
+        let (key, value) = (
+            std::mem::take(&mut self.claim.lock),
+            std::mem::take(&mut self.claim.value),
+        );
+        let queue = std::mem::take(&mut self.claim.queue);
+        let session = std::mem::take(&mut self.claim.session.0);
+        // Released on a fresh task: the request that held it may be gone already.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let res: Result<i64, _> = scripts
+                    .release
+                    .key(&key)
+                    .key(&queue)
+                    .arg(&value)
+                    .arg(&channel)
+                    .arg(&session)
+                    .invoke_async(&mut conn)
+                    .await;
+                if let Err(e) = res {
+                    tracing::warn!(lock = %key, error = %e, "could not release session lock; it expires by TTL");
+                }
+            });
+        }
+    }
+}
