@@ -351,6 +351,16 @@ impl TestApp {
         r
     }
 
+    /// Sends [`Self::request`] and returns the response (any status).
+    pub async fn send(
+        &self,
+        session: Option<&str>,
+        accept: &str,
+        body: impl serde::Serialize,
+    ) -> reqwest::Response {
+        self.request(session, accept, body).send().await.unwrap()
+    }
+
     /// Sends `initialize` for protocol `version` as the billing agent.
     pub async fn init(&self, version: &str) -> reqwest::Response {
         let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});

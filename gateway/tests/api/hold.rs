@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use airlock_shared::job::NotifyJob;
 use airlock_shared::ticket::{self, Decided, Decision};
-use airlock_shared::{TicketStatus, canonical};
+use airlock_shared::{TicketId, TicketStatus, canonical};
+use airlock_test_support::restart::{RestartStack, a_retry_after_a_restart_reattaches};
 use serde_json::json;
 
 use super::helpers::*;
@@ -214,15 +215,7 @@ async fn a_publish_that_never_arrives_is_found_in_postgres_within_two_seconds() 
     assert!(a.code().is_none(), "{:?}", a.body);
     assert!(waited < Duration::from_secs(2), "resumed after {waited:?}");
     assert_eq!(app.upstream.calls().len(), 1);
-    let m = app
-        .http
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(m.contains("airlock_signal_lost_total 1"), "{m}");
 }
 
@@ -559,83 +552,118 @@ async fn sigterm_lets_held_calls_finish_within_the_grace_then_interrupts_them() 
     assert_eq!(app.ticket(second).await.status, TicketStatus::Pending);
 }
 
-#[tokio::test]
-async fn a_retry_after_a_restart_reattaches_and_runs_exactly_once() {
-    let app = spawn_with(Opts {
-        shutdown_grace: Duration::from_millis(200),
-        ..Opts::default()
-    })
-    .await;
-    let sid = app.initialize(BILLING_TOKEN).await;
-    let first = held_call(&app, &sid, 1, 500).await;
-    let id = app.wait_for_request().await;
-    app.shutdown.cancel();
-    assert_eq!(first.await.unwrap().message(), "approval interrupted");
-    // A second gateway instance, same database, Redis and upstream.
-    let cfg = app.second_config();
-    let (addr, shutdown, _h) = start_gateway(&cfg).await;
-    let retry = |rid: i64| {
-        let (sid, url) = (sid.clone(), format!("http://{addr}/mcp"));
-        spawn_call(
-            url,
+/// The in-process gateway behind the shared restart-and-retry scenario.
+struct InProcess {
+    app: TestApp,
+    sid: String,
+    first: Option<tokio::task::JoinHandle<Answer>>,
+    second: Option<(std::net::SocketAddr, tokio_util::sync::CancellationToken)>,
+}
+
+impl InProcess {
+    /// A gateway with a short shutdown grace and a billing session.
+    async fn start() -> Self {
+        let app = spawn_with(Opts {
+            shutdown_grace: Duration::from_millis(200),
+            ..Opts::default()
+        })
+        .await;
+        let sid = app.initialize(BILLING_TOKEN).await;
+        Self {
+            app,
             sid,
-            rid,
+            first: None,
+            second: None,
+        }
+    }
+
+    fn stop_second(&self) {
+        if let Some((_, shutdown)) = &self.second {
+            shutdown.cancel();
+        }
+    }
+}
+
+impl RestartStack for InProcess {
+    async fn hold(&mut self) -> TicketId {
+        self.first = Some(held_call(&self.app, &self.sid, 1, 500).await);
+        self.app.wait_for_request().await
+    }
+
+    async fn stop_gateway(&mut self) -> String {
+        self.app.shutdown.cancel();
+        let first = self.first.take().expect("a held call").await.unwrap();
+        first.message().to_owned()
+    }
+
+    async fn start_gateway(&mut self) {
+        let (addr, shutdown, _h) = start_gateway(&self.app.second_config()).await;
+        self.second = Some((addr, shutdown));
+    }
+
+    fn retry(&mut self) -> tokio::task::JoinHandle<Result<(), String>> {
+        let (addr, _) = self.second.as_ref().expect("a second gateway");
+        // Same call, keys in another order: the same canonical request.
+        let call = spawn_call(
+            format!("http://{addr}/mcp"),
+            self.sid.clone(),
+            2,
             "create_refund",
             json!({"currency": "usd", "amount": 500}),
             "application/json",
-        )
-    };
-    // Same call, keys in another order: the same canonical request.
-    let second = retry(2);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        app.jobs().await,
-        vec![NotifyJob::ApprovalRequest { ticket_id: id }],
-        "no second message"
-    );
-    decide(&app.db, &app.redis, id, Decision::Approve, true).await;
-    let a = second.await.unwrap();
-    assert!(a.code().is_none(), "{:?}", a.body);
-    assert_eq!(app.upstream.calls().len(), 1);
-    assert_eq!(app.ticket(id).await.status, TicketStatus::Executed);
-    shutdown.cancel();
+        );
+        tokio::spawn(async move {
+            let a = call.await.unwrap();
+            match a.code() {
+                None => Ok(()),
+                Some(_) => Err(a.body.to_string()),
+            }
+        })
+    }
+
+    async fn approval_requests(&self) -> usize {
+        let jobs = self.app.jobs().await;
+        jobs.iter()
+            .filter(|j| matches!(j, NotifyJob::ApprovalRequest { .. }))
+            .count()
+    }
+
+    async fn approve(&mut self, id: TicketId) {
+        decide(&self.app.db, &self.app.redis, id, Decision::Approve, true).await;
+    }
+
+    async fn status(&self, id: TicketId) -> TicketStatus {
+        self.app.ticket(id).await.status
+    }
+
+    async fn executions(&self) -> usize {
+        self.app.upstream.calls().len()
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_a_restart_reattaches_and_runs_exactly_once() {
+    let mut stack = InProcess::start().await;
+    a_retry_after_a_restart_reattaches(&mut stack, Duration::from_millis(500)).await;
+    stack.stop_second();
 }
 
 #[tokio::test]
 async fn an_approved_ticket_that_never_ran_runs_exactly_once_on_retry() {
-    let app = spawn_with(Opts {
-        shutdown_grace: Duration::from_millis(200),
-        ..Opts::default()
-    })
-    .await;
-    let sid = app.initialize(BILLING_TOKEN).await;
-    let first = held_call(&app, &sid, 1, 500).await;
-    let id = app.wait_for_request().await;
-    app.shutdown.cancel();
-    assert_eq!(first.await.unwrap().message(), "approval interrupted");
+    let mut stack = InProcess::start().await;
+    let id = stack.hold().await;
+    assert_eq!(stack.stop_gateway().await, "approval interrupted");
     // Approved while no gateway waited.
-    decide(&app.db, &app.redis, id, Decision::Approve, true).await;
-    let cfg = app.second_config();
-    let (addr, shutdown, _h) = start_gateway(&cfg).await;
-    let client = reqwest::Client::new();
-    let send = |rid: i64| {
-        let body = json!({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "create_refund", "arguments": refund(500)}});
-        client
-            .post(format!("http://{addr}/mcp"))
-            .bearer_auth(BILLING_TOKEN)
-            .header("content-type", "application/json")
-            .header("mcp-session-id", sid.clone())
-            .body(body.to_string())
-            .send()
-    };
-    let a = read_answer(send(2).await.unwrap()).await;
-    assert!(a.code().is_none(), "{:?}", a.body);
-    assert_eq!(app.upstream.calls().len(), 1);
-    assert_eq!(app.ticket(id).await.status, TicketStatus::Executed);
+    stack.approve(id).await;
+    stack.start_gateway().await;
+    let a = stack.retry().await.unwrap();
+    assert!(a.is_ok(), "{a:?}");
+    assert_eq!(stack.executions().await, 1);
+    assert_eq!(stack.status(id).await, TicketStatus::Executed);
     // The approval was single use: the next identical call asks again.
-    let third = tokio::spawn(send(3));
-    let next = wait_for_request(&app.redis, 1).await;
+    let third = stack.retry();
+    let next = wait_for_request(&stack.app.redis, 1).await;
     assert_ne!(next, id);
     third.abort();
-    shutdown.cancel();
+    stack.stop_second();
 }

@@ -44,19 +44,17 @@ fn call(id: i64, tool: &str, args: Value, token: Option<&str>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
 }
 
+/// Sends a refund that the policy holds for approval, accepting JSON or SSE.
+async fn held_refund(g: &TestApp, sid: &str, id: i64, token: Option<&str>) -> reqwest::Response {
+    let body = call(id, "create_refund", json!({"amount": 500}), token);
+    g.send(Some(sid), BOTH, body).await
+}
+
 #[tokio::test]
 async fn a_held_call_gets_progress_keepalives_then_the_upstreams_own_sse_answer() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
     let sid = g.session("2025-06-18").await;
-    let resp = g
-        .request(
-            Some(&sid),
-            BOTH,
-            call(7, "create_refund", json!({"amount": 500}), Some("pt-1")),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = held_refund(&g, &sid, 7, Some("pt-1")).await;
     assert_eq!(resp.status(), 200);
     let mut r = Reader::new(resp);
     let mut last = 0.0;
@@ -99,15 +97,7 @@ use airlock_shared::ticket;
 async fn without_a_progress_token_the_hold_sends_comments_and_json_answers_become_events() {
     let g = gw(Mode::Json, HIDING_POLICY).await;
     let sid = g.session("2025-06-18").await;
-    let resp = g
-        .request(
-            Some(&sid),
-            BOTH,
-            call(8, "create_refund", json!({"amount": 500}), None),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = held_refund(&g, &sid, 8, None).await;
     let mut r = Reader::new(resp);
     tokio::time::sleep(SHORT_KEEPALIVE * 3).await;
     g.approve_next(0).await;
@@ -124,26 +114,15 @@ async fn without_a_progress_token_the_hold_sends_comments_and_json_answers_becom
 async fn a_held_call_that_is_denied_or_cancelled_ends_its_stream_with_the_error() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
     let sid = g.session("2025-06-18").await;
-    let resp = g
-        .request(
-            Some(&sid),
-            BOTH,
-            call(9, "create_refund", json!({"amount": 500}), Some("c1")),
-        )
-        .send()
-        .await
-        .unwrap();
+    let resp = held_refund(&g, &sid, 9, Some("c1")).await;
     let mut r = Reader::new(resp);
     let id = wait_for_request(&g.redis, 0).await;
     let cancel = g
-        .request(
+        .send(
             Some(&sid),
             BOTH,
             json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9, "reason": "user gave up"}}),
-        )
-        .send()
-        .await
-        .unwrap();
+        ).await;
     assert_eq!(cancel.status(), 202);
     let mut answer = r.next_json().await.unwrap();
     while answer.get("id").is_none() {
@@ -162,14 +141,12 @@ async fn json_only_clients_get_plain_json_even_when_the_upstream_streams() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
     let sid = g.session("2025-06-18").await;
     let plain = g
-        .request(
+        .send(
             Some(&sid),
             "application/json",
             call(1, "list_charges", json!({}), Some("p")),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(plain.status(), 200);
     assert!(
         plain.headers()["content-type"]
@@ -211,23 +188,17 @@ async fn server_to_client_requests_reach_the_client_and_its_responses_reach_the_
         .enumerate()
     {
         let resp = g
-            .request(
+            .send(
                 Some(&sid),
                 BOTH,
                 call(n as i64, "ask_client", json!({"method": method}), None),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         let mut r = Reader::new(resp);
         let question = r.next_json().await.unwrap();
         assert_eq!(question["method"], method);
         let reply = json!({"jsonrpc": "2.0", "id": question["id"], "result": {"answer": n}});
-        let posted = g
-            .request(Some(&sid), BOTH, reply.clone())
-            .send()
-            .await
-            .unwrap();
+        let posted = g.send(Some(&sid), BOTH, reply.clone()).await;
         assert_eq!(posted.status(), 202);
         let answer = r.next_json().await.unwrap();
         assert_eq!(answer["id"], n as i64);
@@ -289,29 +260,11 @@ async fn status_codes_follow_the_spec() {
     let sid = g.session("2025-06-18").await;
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let s = |r: reqwest::Response| r.status().as_u16();
-    assert_eq!(
-        s(g.request(Some(&sid), BOTH, note.clone())
-            .send()
-            .await
-            .unwrap()),
-        202
-    );
+    assert_eq!(s(g.send(Some(&sid), BOTH, note.clone()).await), 202);
     let response = json!({"jsonrpc": "2.0", "id": "x", "result": {}});
-    assert_eq!(
-        s(g.request(Some(&sid), BOTH, response).send().await.unwrap()),
-        202
-    );
-    assert_eq!(
-        s(g.request(None, BOTH, note.clone()).send().await.unwrap()),
-        400
-    );
-    assert_eq!(
-        s(g.request(Some("nope"), BOTH, note.clone())
-            .send()
-            .await
-            .unwrap()),
-        404
-    );
+    assert_eq!(s(g.send(Some(&sid), BOTH, response).await), 202);
+    assert_eq!(s(g.send(None, BOTH, note.clone()).await), 400);
+    assert_eq!(s(g.send(Some("nope"), BOTH, note.clone()).await), 404);
     let put = g
         .http
         .put(g.url())
@@ -338,20 +291,10 @@ async fn status_codes_follow_the_spec() {
         .await
         .unwrap();
     assert_eq!(del.status(), 200);
-    assert_eq!(
-        s(g.request(Some(&sid), BOTH, note).send().await.unwrap()),
-        404
-    );
+    assert_eq!(s(g.send(Some(&sid), BOTH, note).await), 404);
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
     let sid = g.session("2025-06-18").await;
-    let pong: Value = g
-        .request(Some(&sid), BOTH, ping)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pong: Value = g.send(Some(&sid), BOTH, ping).await.json().await.unwrap();
     assert_eq!(pong, json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
 }
 
@@ -401,14 +344,12 @@ async fn a_client_that_disconnects_mid_stream_releases_the_upstream_stream() {
     let g = gw(Mode::Sse, HIDING_POLICY).await;
     let sid = g.session("2025-06-18").await;
     let mut resp = g
-        .request(
+        .send(
             Some(&sid),
             BOTH,
             call(1, "flood", json!({"n": 1_000_000, "size": 1000}), None),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert!(resp.chunk().await.unwrap().is_some());
     drop(resp);
     let dropped = eventually(Duration::from_secs(5), || async {
@@ -425,14 +366,12 @@ async fn a_slow_reader_does_not_make_the_gateway_buffer() {
     let sid = g.session("2025-06-18").await;
     let n = 20_000u64;
     let mut resp = g
-        .request(
+        .send(
             Some(&sid),
             BOTH,
             call(1, "flood", json!({"n": n, "size": 10_000}), None),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert!(resp.chunk().await.unwrap().is_some());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sent = g.upstream.flood_sent();
@@ -460,10 +399,8 @@ async fn an_upstream_that_dies_mid_stream_gets_an_upstream_error_for_the_request
     let g = gw(Mode::Sse, HIDING_POLICY).await;
     let sid = g.session("2025-06-18").await;
     let resp = g
-        .request(Some(&sid), BOTH, call(5, "die", json!({}), None))
-        .send()
-        .await
-        .unwrap();
+        .send(Some(&sid), BOTH, call(5, "die", json!({}), None))
+        .await;
     let mut r = Reader::new(resp);
     let first = r.next_json().await.unwrap();
     assert_eq!(first["method"], "notifications/message");
@@ -478,22 +415,10 @@ async fn discovery_survives_an_upstream_outage_and_sessions_are_initialised_afte
     let g = gw(Mode::Sse, HIDING_POLICY).await;
     let sid = g.session("2025-06-18").await;
     let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
-    let live = read_answer(
-        g.request(Some(&sid), BOTH, list.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let live = read_answer(g.send(Some(&sid), BOTH, list.clone()).await).await;
     assert!(live.body["result"]["tools"].is_array(), "{:?}", live.body);
     g.upstream.set_down(true);
-    let cached = read_answer(
-        g.request(Some(&sid), BOTH, list.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let cached = read_answer(g.send(Some(&sid), BOTH, list.clone()).await).await;
     assert_eq!(cached.body["result"], live.body["result"]);
     assert_eq!(cached.body["id"], 3);
     // A new session opens from the cached initialize.
@@ -503,10 +428,8 @@ async fn discovery_survives_an_upstream_outage_and_sessions_are_initialised_afte
     let init = read_answer(r).await;
     assert_eq!(init.body["result"]["serverInfo"]["name"], "fake-upstream");
     let down = read_answer(
-        g.request(Some(&late), BOTH, call(4, "list_charges", json!({}), None))
-            .send()
-            .await
-            .unwrap(),
+        g.send(Some(&late), BOTH, call(4, "list_charges", json!({}), None))
+            .await,
     )
     .await;
     assert_eq!(
@@ -516,10 +439,8 @@ async fn discovery_survives_an_upstream_outage_and_sessions_are_initialised_afte
     g.upstream.set_down(false);
     let inits_before = count(&g.upstream, "initialize");
     let up = read_answer(
-        g.request(Some(&late), BOTH, call(5, "list_charges", json!({}), None))
-            .send()
-            .await
-            .unwrap(),
+        g.send(Some(&late), BOTH, call(5, "list_charges", json!({}), None))
+            .await,
     )
     .await;
     assert!(up.body["result"]["content"].is_array(), "{:?}", up.body);
@@ -537,14 +458,12 @@ async fn a_session_the_upstream_forgot_is_reinitialised_once_and_the_call_retrie
     let sid = g.session("2025-06-18").await;
     g.upstream.forget_sessions();
     let a = read_answer(
-        g.request(
+        g.send(
             Some(&sid),
             BOTH,
             call(1, "list_charges", json!({"limit": 1}), None),
         )
-        .send()
-        .await
-        .unwrap(),
+        .await,
     )
     .await;
     assert!(a.body["result"]["content"].is_array(), "{:?}", a.body);
@@ -552,10 +471,8 @@ async fn a_session_the_upstream_forgot_is_reinitialised_once_and_the_call_retrie
     assert_eq!(g.upstream.calls().len(), 1);
     // The new upstream session is kept: the next call needs no re-initialise.
     let b = read_answer(
-        g.request(Some(&sid), BOTH, call(2, "list_charges", json!({}), None))
-            .send()
-            .await
-            .unwrap(),
+        g.send(Some(&sid), BOTH, call(2, "list_charges", json!({}), None))
+            .await,
     )
     .await;
     assert!(b.body["result"].is_object());
@@ -570,14 +487,12 @@ async fn tools_list_hides_denied_tools_and_notes_approvals_in_json_and_sse() {
         let g = gw(mode, HIDING_POLICY).await;
         let sid = g.session("2025-06-18").await;
         let a = read_answer(
-            g.request(
+            g.send(
                 Some(&sid),
                 BOTH,
                 json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
             )
-            .send()
-            .await
-            .unwrap(),
+            .await,
         )
         .await;
         let tools = a.body["result"]["tools"].as_array().unwrap().clone();
@@ -599,14 +514,12 @@ async fn tools_list_hides_denied_tools_and_notes_approvals_in_json_and_sse() {
     let g = gw(Mode::Json, POLICY).await;
     let sid = g.session("2025-06-18").await;
     let a = read_answer(
-        g.request(
+        g.send(
             Some(&sid),
             BOTH,
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
         )
-        .send()
-        .await
-        .unwrap(),
+        .await,
     )
     .await;
     assert_eq!(a.body["result"]["tools"].as_array().unwrap().len(), 9);

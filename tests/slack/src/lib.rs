@@ -1,14 +1,17 @@
 //! The one Slack fake.
 //!
-//! - [`fake`]: an in-process fake of the Web API for tests and benches ([`fake::FakeSlack`]):
-//!   programmable faults and latency, every call recorded.
+//! - [`web_api`]: the one fake of the Web API: message store, method dispatch, Block Kit
+//!   validation ([`blocks`]), faults, latency and a record of every call.
+//! - [`fake`]: that Web API in-process for tests and benches ([`fake::FakeSlack`]).
 //! - [`emulator`]: the same Web API behind a channel page a person clicks in a browser, a JSON
 //!   API for tests, and signed clicks to the webhook (binary `airlock-slack-emulator`).
 //!
 //! Block Kit limits come from [`airlock_shared::block_kit`].
 
+pub mod blocks;
 pub mod emulator;
 pub mod fake;
+pub mod web_api;
 
 use std::future::Future;
 use std::process::ExitCode;

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use airlock_shared::TicketStatus;
+use airlock_shared::{TicketId, TicketStatus};
+use rmcp::RoleClient;
+use rmcp::model::CallToolResult;
+use rmcp::service::RunningService;
 use serde_json::{Value, json};
 
 use crate::stack::*;
@@ -26,16 +29,56 @@ fn rendered(m: &Value) -> &str {
     m["rendered"].as_str().unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approve_runs_the_call_once_and_updates_the_message() {
+/// A fresh stack with the big refund held for a person.
+struct Waiting {
+    s: Stack,
+    /// Keeps the MCP session open.
+    _client: RunningService<RoleClient, ()>,
+    held: CallHandle,
+    message: Value,
+    ts: String,
+    id: TicketId,
+}
+
+async fn waiting_refund() -> Waiting {
     let s = Stack::start().await;
     let client = s.client().await;
-    let Held {
-        call: held,
+    let Held { call, message, ts } = s.hold(&client, big_refund(), WAIT).await;
+    let id = Stack::ticket_of(&message);
+    Waiting {
+        s,
+        _client: client,
+        held: call,
         message,
         ts,
-    } = s.hold(&client, big_refund(), WAIT).await;
-    let id = Stack::ticket_of(&message);
+        id,
+    }
+}
+
+/// Clicks as `user` and asserts that the webhook took the click.
+async fn click_taken(s: &Stack, user: &str, ts: &str, action_id: &str) {
+    let click = s.click(user, ts, action_id).await;
+    assert_eq!(click["webhook_status"], 200, "{click}");
+}
+
+/// The held call's answer.
+async fn answer(held: CallHandle) -> Result<CallToolResult, rmcp::ServiceError> {
+    tokio::time::timeout(WAIT, held)
+        .await
+        .expect("call completes")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_runs_the_call_once_and_updates_the_message() {
+    let Waiting {
+        s,
+        _client,
+        held,
+        message,
+        ts,
+        id,
+    } = waiting_refund().await;
     let text = rendered(&message);
     for want in [
         "create_refund",
@@ -50,13 +93,9 @@ async fn approve_runs_the_call_once_and_updates_the_message() {
     assert!(!held.is_finished(), "the call must wait for a person");
     assert!(s.executed().await.is_empty());
 
-    let click = s.click(ALICE, &ts, APPROVE).await;
-    assert_eq!(click["webhook_status"], 200, "{click}");
+    click_taken(&s, ALICE, &ts, APPROVE).await;
 
-    let result = tokio::time::timeout(WAIT, held)
-        .await
-        .expect("call completes")
-        .unwrap();
+    let result = answer(held).await;
     let result = result.expect("approved call succeeds");
     let body = result_json(&result);
     assert_eq!(body["refund"]["amount"], 250.0);
@@ -91,21 +130,17 @@ async fn approve_runs_the_call_once_and_updates_the_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_refuses_the_call_and_says_who() {
-    let s = Stack::start().await;
-    let client = s.client().await;
-    let Held {
-        call: held,
-        message,
+    let Waiting {
+        s,
+        _client,
+        held,
         ts,
-    } = s.hold(&client, big_refund(), WAIT).await;
-    let id = Stack::ticket_of(&message);
+        id,
+        ..
+    } = waiting_refund().await;
 
-    let click = s.click(ALICE, &ts, DENY).await;
-    assert_eq!(click["webhook_status"], 200, "{click}");
-    let result = tokio::time::timeout(WAIT, held)
-        .await
-        .expect("call completes")
-        .unwrap();
+    click_taken(&s, ALICE, &ts, DENY).await;
+    let result = answer(held).await;
     assert_refused(&result, "approval denied");
     s.wait_message(&ts, WAIT, "denied without buttons", |m| {
         rendered(m).contains("Denied") && rendered(m).contains("@alice") && !has_buttons(m)
@@ -153,18 +188,17 @@ async fn an_unanswered_request_times_out_and_its_buttons_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_approver_gets_an_ephemeral_and_the_call_stays_held() {
-    let s = Stack::start().await;
-    let client = s.client().await;
-    let Held {
-        call: held,
-        message,
+    let Waiting {
+        s,
+        _client,
+        held,
         ts,
-    } = s.hold(&client, big_refund(), WAIT).await;
-    let id = Stack::ticket_of(&message);
+        id,
+        ..
+    } = waiting_refund().await;
 
     // Mallory is in the workspace but not among the rule's approvers.
-    let click = s.click(MALLORY, &ts, APPROVE).await;
-    assert_eq!(click["webhook_status"], 200, "{click}");
+    click_taken(&s, MALLORY, &ts, APPROVE).await;
     let deadline = std::time::Instant::now() + WAIT;
     let eph = loop {
         let slack = s.slack().await;
@@ -196,26 +230,27 @@ async fn a_refused_approver_gets_an_ephemeral_and_the_call_stays_held() {
     );
 
     s.click(ALICE, &ts, APPROVE).await;
-    let result = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    let result = answer(held).await;
     result_json(&result.expect("approved by alice"));
     assert_eq!(s.executed().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_double_click_runs_the_call_once() {
-    let s = Stack::start().await;
-    let client = s.client().await;
-    let Held {
-        call: held,
-        message,
+    let Waiting {
+        s,
+        _client,
+        held,
         ts,
-    } = s.hold(&client, big_refund(), WAIT).await;
-    let id = Stack::ticket_of(&message);
+        id,
+        ..
+    } = waiting_refund().await;
 
-    let (a, b) = tokio::join!(s.click(ALICE, &ts, APPROVE), s.click(ALICE, &ts, APPROVE));
-    assert_eq!(a["webhook_status"], 200, "{a}");
-    assert_eq!(b["webhook_status"], 200, "{b}");
-    let result = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    tokio::join!(
+        click_taken(&s, ALICE, &ts, APPROVE),
+        click_taken(&s, ALICE, &ts, APPROVE)
+    );
+    let result = answer(held).await;
     result_json(&result.expect("approved"));
     s.wait_message(&ts, WAIT, "approved", |m| !has_buttons(m))
         .await;
@@ -227,19 +262,20 @@ async fn a_double_click_runs_the_call_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_and_deny_at_once_exactly_one_wins() {
-    let s = Stack::start().await;
-    let client = s.client().await;
-    let Held {
-        call: held,
-        message,
+    let Waiting {
+        s,
+        _client,
+        held,
         ts,
-    } = s.hold(&client, big_refund(), WAIT).await;
-    let id = Stack::ticket_of(&message);
+        id,
+        ..
+    } = waiting_refund().await;
 
-    let (a, d) = tokio::join!(s.click(ALICE, &ts, APPROVE), s.click("U0BOB", &ts, DENY));
-    assert_eq!(a["webhook_status"], 200, "{a}");
-    assert_eq!(d["webhook_status"], 200, "{d}");
-    let result = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    tokio::join!(
+        click_taken(&s, ALICE, &ts, APPROVE),
+        click_taken(&s, "U0BOB", &ts, DENY)
+    );
+    let result = answer(held).await;
     let status = s.ticket(id).await.status;
     match status {
         TicketStatus::Executed => {

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use airlock_shared::TicketStatus;
+use airlock_shared::{TicketId, TicketStatus};
+use airlock_test_support::restart::{RestartStack, a_retry_after_a_restart_reattaches};
 use serde_json::json;
 
 use crate::stack::*;
@@ -131,38 +132,72 @@ fn url_port(url: &str) -> u16 {
         .unwrap_or(6379)
 }
 
+/// The real binaries behind the shared restart-and-retry scenario.
+struct Binaries {
+    s: Stack,
+    client: rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    held: Option<CallHandle>,
+    ts: String,
+}
+
+impl RestartStack for Binaries {
+    async fn hold(&mut self) -> TicketId {
+        let Held { call, message, ts } = self.s.hold(&self.client, big_refund(), WAIT).await;
+        (self.held, self.ts) = (Some(call), ts);
+        Stack::ticket_of(&message)
+    }
+
+    async fn stop_gateway(&mut self) -> String {
+        // A rolling restart: SIGTERM, the grace period passes, held calls answer "interrupted".
+        let status = self.s.gateway.terminate().await;
+        assert!(status.success(), "gateway exit: {status}");
+        let held = self.held.take().expect("a held call");
+        match tokio::time::timeout(WAIT, held).await.unwrap().unwrap() {
+            Err(rmcp::ServiceError::McpError(e)) => e.message.to_string(),
+            other => format!("not a JSON-RPC error: {other:?}"),
+        }
+    }
+
+    async fn start_gateway(&mut self) {
+        self.s.gateway.restart().await;
+    }
+
+    fn retry(&mut self) -> tokio::task::JoinHandle<Result<(), String>> {
+        let peer = self.client.peer().clone();
+        tokio::spawn(async move {
+            match peer.call_tool(big_refund()).await {
+                Ok(r) if r.is_error != Some(true) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+    }
+
+    async fn approval_requests(&self) -> usize {
+        self.s.messages().await.len()
+    }
+
+    async fn approve(&mut self, _id: TicketId) {
+        self.s.click(ALICE, &self.ts, APPROVE).await;
+    }
+
+    async fn status(&self, id: TicketId) -> TicketStatus {
+        self.s.ticket(id).await.status
+    }
+
+    async fn executions(&self) -> usize {
+        self.s.executed().await.len()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_gateway_restart_the_retry_reattaches_to_its_ticket() {
-    let mut s = Stack::start().await;
+    let s = Stack::start().await;
     let client = s.client().await;
-    let Held {
-        call: held,
-        message,
-        ts,
-    } = s.hold(&client, big_refund(), WAIT).await;
-    let id = Stack::ticket_of(&message);
-
-    // A rolling restart: SIGTERM, the grace period passes, held calls answer "interrupted".
-    let status = s.gateway.terminate().await;
-    assert!(status.success(), "gateway exit: {status}");
-    let first = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
-    assert_refused(&first, "approval interrupted");
-    assert_eq!(
-        s.ticket(id).await.status,
-        TicketStatus::Pending,
-        "the ticket outlives the pod"
-    );
-    s.gateway.restart().await;
-
-    // The client retries the same call in the same session.
-    let peer = client.peer().clone();
-    let retry = tokio::spawn(async move { peer.call_tool(big_refund()).await });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!retry.is_finished(), "the retry waits on the same ticket");
-    assert_eq!(s.messages().await.len(), 1, "no second approval request");
-    s.click(ALICE, &ts, APPROVE).await;
-    let r = tokio::time::timeout(WAIT, retry).await.unwrap().unwrap();
-    result_json(&r.expect("the retry runs once approved"));
-    assert_eq!(s.ticket(id).await.status, TicketStatus::Executed);
-    assert_eq!(s.executed().await.len(), 1);
+    let mut stack = Binaries {
+        s,
+        client,
+        held: None,
+        ts: String::new(),
+    };
+    a_retry_after_a_restart_reattaches(&mut stack, Duration::from_secs(2)).await;
 }

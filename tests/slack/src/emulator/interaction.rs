@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{ClickRecord, Emulator, Fault, Message};
+use super::{ClickRecord, Emulator, FaultRequest};
+use crate::web_api::{Message, message_json};
 
 /// `v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{body}`, as Slack signs requests.
 pub fn sign(secret: &str, timestamp: &str, body: &str) -> String {
@@ -103,15 +104,9 @@ pub fn block_actions(
 ) -> Value {
     let user_name = emu.user_name(user_id).unwrap_or_default();
     let channel_name = emu.channel(&m.channel).map(|(_, n)| n).unwrap_or_default();
-    let action_ts = emu.workspace().next_ts();
+    let action_ts = emu.slack.next_ts();
     let team = &emu.config.team_id;
-    let mut message = json!({
-        "type": "message", "user": m.user, "bot_id": "B0AIRLOCK", "app_id": emu.config.api_app_id,
-        "team": team, "text": m.text, "ts": m.ts, "blocks": m.blocks,
-    });
-    if let Some(e) = &m.edited_ts {
-        message["edited"] = json!({"user": m.user, "ts": e});
-    }
+    let message = message_json(m, &emu.slack.workspace);
     json!({
         "type": "block_actions",
         "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team},
@@ -146,14 +141,9 @@ pub async fn click(
     if emu.user_name(&req.user_id).is_none() {
         return Err(ClickError::UnknownUser);
     }
-    let message = {
-        let ws = emu.workspace();
-        ws.messages
-            .iter()
-            .find(|m| m.ts == req.ts && req.channel.as_ref().is_none_or(|c| *c == m.channel))
-            .cloned()
-    }
-    .ok_or(ClickError::NoMessage)?;
+    let message = (emu.slack.messages(None).into_iter())
+        .find(|m| m.ts == req.ts && req.channel.as_ref().is_none_or(|c| *c == m.channel))
+        .ok_or(ClickError::NoMessage)?;
     let (block_id, button) = find_button(&message, &req.action_id).ok_or(ClickError::NoButton)?;
     let payload = block_actions(&emu, &req.user_id, &message, &block_id, &button);
     let body: String = form_urlencoded::Serializer::new(String::new())
@@ -180,7 +170,7 @@ pub async fn click(
         Err(e) => (None, String::new(), Some(e.to_string())),
     };
     tracing::info!(user = %req.user_id, ts = %message.ts, action = %req.action_id, status = ?status, elapsed_ms, "click sent to the webhook");
-    emu.workspace().clicks.push(ClickRecord {
+    emu.clicks().push(ClickRecord {
         user_id: req.user_id.clone(),
         channel: message.channel.clone(),
         message_ts: message.ts.clone(),
@@ -192,7 +182,7 @@ pub async fn click(
         status,
         elapsed_ms,
     });
-    emu.changed();
+    emu.slack.changed();
     Ok(Json(json!({
         "ok": status.is_some_and(|s| (200..300).contains(&s)),
         "webhook_status": status,
@@ -213,33 +203,60 @@ pub struct MessagesQuery {
 /// `GET /_emulator/messages`: the channel's messages, ephemerals, clicks and API calls.
 pub async fn messages(State(emu): State<Emulator>, Query(q): Query<MessagesQuery>) -> Json<Value> {
     let channel = q.channel.and_then(|c| emu.channel(&c).map(|(id, _)| id));
-    let ws = emu.workspace();
-    let keep = |c: &String| channel.as_ref().is_none_or(|want| want == c);
+    let api_calls: Vec<Value> = emu.slack.with_calls(|calls| {
+        calls
+            .iter()
+            .map(|c| {
+                let error = match c.response.get("error").and_then(Value::as_str) {
+                    Some(e) => Some(e.to_owned()),
+                    None if c.response.is_null() => Some(format!("HTTP {}", c.status)),
+                    None => None,
+                };
+                json!({
+                    "method": c.method, "ok": c.response["ok"] == true,
+                    "error": error, "http_status": c.status,
+                })
+            })
+            .collect()
+    });
     Json(json!({
-        "messages": ws.messages.iter().filter(|m| keep(&m.channel)).collect::<Vec<_>>(),
-        "ephemerals": ws.ephemerals.iter().filter(|m| keep(&m.channel)).collect::<Vec<_>>(),
-        "clicks": ws.clicks,
-        "api_calls": ws.api_calls,
+        "messages": views(&emu, channel.as_deref()).0,
+        "ephemerals": views(&emu, channel.as_deref()).1,
+        "clicks": *emu.clicks(),
+        "api_calls": api_calls,
     }))
+}
+
+/// The messages and ephemerals (of one channel) with their renderings.
+fn views(emu: &Emulator, channel: Option<&str>) -> (Vec<Value>, Vec<Value>) {
+    let messages = (emu.slack.messages(channel).iter())
+        .map(|m| emu.view(m, &m.blocks, &m.text))
+        .collect();
+    let ephemerals = (emu.slack.ephemerals(channel).iter())
+        .map(|e| emu.view(e, &e.blocks, &e.text))
+        .collect();
+    (messages, ephemerals)
 }
 
 /// `GET /_emulator/state`: everything the page needs, with the change version.
 pub async fn state(State(emu): State<Emulator>) -> Json<Value> {
-    let version = *emu.version.borrow();
-    let ws = emu.workspace();
+    let version = emu.slack.version();
+    let (messages, ephemerals) = views(&emu, None);
     Json(json!({
         "version": version,
         "users": emu.config.users.iter().map(|(id, name)| json!({"id": id, "name": name})).collect::<Vec<_>>(),
         "channels": emu.config.channels.iter().map(|(id, name)| json!({"id": id, "name": name})).collect::<Vec<_>>(),
-        "messages": ws.messages,
-        "ephemerals": ws.ephemerals,
-        "clicks": ws.clicks.iter().rev().take(20).collect::<Vec<_>>(),
+        "messages": messages,
+        "ephemerals": ephemerals,
+        "clicks": emu.clicks().iter().rev().take(20).collect::<Vec<_>>(),
     }))
 }
 
 /// `POST /_emulator/faults`: the next `times` calls of `method` fail as described.
-pub async fn add_fault(State(emu): State<Emulator>, Json(f): Json<Fault>) -> StatusCode {
-    emu.workspace().faults.push(f);
+pub async fn add_fault(State(emu): State<Emulator>, Json(f): Json<FaultRequest>) -> StatusCode {
+    for _ in 0..f.times {
+        emu.slack.fail_next(Some(&f.method), f.fault());
+    }
     StatusCode::NO_CONTENT
 }
 
@@ -266,55 +283,21 @@ pub async fn response_url(
     Json(r): Json<ResponseMessage>,
 ) -> (StatusCode, &'static str) {
     let blocks = r.blocks.unwrap_or(Value::Array(vec![]));
-    if !super::blocks::validate(&blocks).is_empty() {
+    if !crate::blocks::validate(&blocks).is_empty() {
         return (StatusCode::BAD_REQUEST, "invalid_blocks");
     }
     let text = r.text.unwrap_or_default();
-    let rendered = emu.render(&blocks, &text);
-    {
-        let mut ws = emu.workspace();
-        if r.delete_original {
-            ws.messages
-                .retain(|m| !(m.channel == channel && m.ts == ts));
-        } else if r.replace_original {
-            let edit = ws.next_ts();
-            let Some(m) = ws
-                .messages
-                .iter_mut()
-                .find(|m| m.channel == channel && m.ts == ts)
-            else {
-                return (StatusCode::NOT_FOUND, "message_not_found");
-            };
-            m.text = text;
-            m.blocks = blocks;
-            m.rendered = rendered;
-            m.edited_ts = Some(edit);
-            m.updates += 1;
-        } else if r.response_type.as_deref() == Some("in_channel") {
-            let new_ts = ws.next_ts();
-            ws.messages.push(Message {
-                channel,
-                ts: new_ts,
-                text,
-                blocks,
-                user: super::web_api::BOT_USER.into(),
-                edited_ts: None,
-                updates: 0,
-                rendered,
-            });
-        } else {
-            let new_ts = ws.next_ts();
-            ws.ephemerals.push(super::Ephemeral {
-                channel,
-                user,
-                message_ts: new_ts,
-                text,
-                blocks,
-                rendered,
-            });
+    if r.delete_original {
+        emu.slack.delete(&channel, &ts);
+    } else if r.replace_original {
+        if emu.slack.update(&channel, &ts, text, blocks).is_none() {
+            return (StatusCode::NOT_FOUND, "message_not_found");
         }
+    } else if r.response_type.as_deref() == Some("in_channel") {
+        emu.slack.post(&channel, text, blocks);
+    } else {
+        emu.slack.post_ephemeral(&channel, &user, text, blocks);
     }
-    emu.changed();
     (StatusCode::OK, "ok")
 }
 

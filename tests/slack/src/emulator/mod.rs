@@ -10,14 +10,12 @@
 //! A click does what Slack does: it POSTs a signed, form-encoded `block_actions` payload to the
 //! webhook URL.
 
-pub mod blocks;
 pub mod interaction;
 mod page;
-pub mod web_api;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use airlock_shared::config::{ConfigError, Env};
 use axum::Router;
@@ -25,7 +23,9 @@ use axum::routing::{get, post};
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
+
+use crate::blocks;
+use crate::web_api::{self, Channel, Core, Fault, Workspace};
 
 /// The emulator's configuration, from the environment.
 #[derive(Clone, Debug)]
@@ -112,34 +112,6 @@ impl Config {
     }
 }
 
-/// One channel message.
-#[derive(Clone, Debug, Serialize)]
-pub struct Message {
-    pub channel: String,
-    pub ts: String,
-    pub text: String,
-    pub blocks: Value,
-    /// The bot user that posted it.
-    pub user: String,
-    /// The ts of the last `chat.update`, like Slack's `edited.ts`.
-    pub edited_ts: Option<String>,
-    /// How many times `chat.update` changed it.
-    pub updates: u32,
-    /// The message as a reader sees it, in plain text.
-    pub rendered: String,
-}
-
-/// A message only one user sees.
-#[derive(Clone, Debug, Serialize)]
-pub struct Ephemeral {
-    pub channel: String,
-    pub user: String,
-    pub message_ts: String,
-    pub text: String,
-    pub blocks: Value,
-    pub rendered: String,
-}
-
 /// One click sent to the webhook, and its answer.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClickRecord {
@@ -153,20 +125,12 @@ pub struct ClickRecord {
     pub elapsed_ms: u64,
 }
 
-/// One Web API call, as the emulator saw it (the token is never kept).
-#[derive(Clone, Debug, Serialize)]
-pub struct ApiCall {
-    pub method: String,
-    pub ok: bool,
-    pub error: Option<String>,
-    pub http_status: u16,
-}
-
-/// An injected failure for the next `times` calls of `method`.
+/// An injected failure for the next `times` calls of `method`, as `POST /_emulator/faults`
+/// takes it.
 #[derive(Clone, Debug, serde::Deserialize, Serialize)]
-pub struct Fault {
+pub struct FaultRequest {
     pub method: String,
-    /// HTTP status to answer with (429, 500, …); 200 with `error` gives an `ok:false`.
+    /// HTTP status to answer with (429, 500, …); an `error` gives 200 with `ok:false`.
     pub status: u16,
     #[serde(default)]
     pub error: Option<String>,
@@ -175,32 +139,16 @@ pub struct Fault {
     pub times: u32,
 }
 
-/// Everything the workspace holds.
-#[derive(Debug, Default)]
-pub struct Workspace {
-    pub messages: Vec<Message>,
-    pub ephemerals: Vec<Ephemeral>,
-    pub clicks: Vec<ClickRecord>,
-    pub api_calls: Vec<ApiCall>,
-    pub faults: Vec<Fault>,
-    last_ts: (u64, u64),
-}
-
-impl Workspace {
-    /// A fresh, strictly increasing message ts (`seconds.micros`, as Slack's look).
-    pub fn next_ts(&mut self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        let candidate = (now.as_secs(), u64::from(now.subsec_micros()));
-        self.last_ts = if candidate > self.last_ts {
-            candidate
-        } else if self.last_ts.1 >= 999_999 {
-            (self.last_ts.0 + 1, 0)
-        } else {
-            (self.last_ts.0, self.last_ts.1 + 1)
-        };
-        format!("{}.{:06}", self.last_ts.0, self.last_ts.1)
+impl FaultRequest {
+    /// The Web API fault it asks for.
+    pub fn fault(&self) -> Fault {
+        match (&self.error, self.status) {
+            (None, 429) => Fault::RateLimited {
+                retry_after_secs: self.retry_after.unwrap_or(1),
+            },
+            (Some(e), _) => Fault::SlackError(e.clone()),
+            (None, status) => Fault::Http(status),
+        }
     }
 }
 
@@ -211,9 +159,9 @@ pub struct Emulator(Arc<Inner>);
 /// The parts of [`Emulator`].
 pub struct Inner {
     pub config: Config,
-    workspace: Mutex<Workspace>,
-    /// Bumped on every change; the page waits on it.
-    pub version: watch::Sender<u64>,
+    /// The Web API: messages, ephemerals, calls, faults.
+    pub slack: Arc<Core>,
+    clicks: Mutex<Vec<ClickRecord>>,
     http: reqwest::Client,
 }
 
@@ -231,49 +179,52 @@ impl Emulator {
             .timeout(Duration::from_secs(10))
             .user_agent("Slackbot 1.0 (+https://api.slack.com/robots)")
             .build()?;
+        let slack = Core::new(Workspace {
+            token: config.bot_token.clone(),
+            channels: (config.channels.iter())
+                .map(|(id, name)| Channel::joined(id, name))
+                .collect(),
+            users: config.users.clone(),
+            team_id: config.team_id.clone(),
+            app_id: config.api_app_id.clone(),
+            url: format!("{}/", config.public_url),
+        });
         Ok(Self(Arc::new(Inner {
             config,
-            workspace: Mutex::new(Workspace::default()),
-            version: watch::channel(0).0,
+            slack,
+            clicks: Mutex::new(Vec::new()),
             http,
         })))
     }
 
-    /// The workspace, locked. A poisoned lock still holds consistent data (every change is
+    /// The clicks sent so far. A poisoned lock still holds consistent data (every change is
     /// applied in one step), so it is used as is.
-    pub fn workspace(&self) -> MutexGuard<'_, Workspace> {
-        self.workspace
+    pub fn clicks(&self) -> MutexGuard<'_, Vec<ClickRecord>> {
+        self.clicks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Tells page viewers that something changed.
-    pub fn changed(&self) {
-        self.version.send_modify(|v| *v += 1);
-    }
-
     /// A user's display name.
     pub fn user_name(&self, id: &str) -> Option<String> {
-        self.config
-            .users
-            .iter()
-            .find(|(uid, _)| uid == id)
-            .map(|(_, n)| n.clone())
+        self.slack.workspace.user_name(id).map(str::to_owned)
     }
 
     /// A channel by id, `#name` or name, as (id, name).
     pub fn channel(&self, key: &str) -> Option<(String, String)> {
-        let name = key.strip_prefix('#').unwrap_or(key);
-        self.config
-            .channels
-            .iter()
-            .find(|(id, n)| id == key || n == name)
-            .cloned()
+        (self.slack.workspace.channel(key)).map(|c| (c.id.clone(), c.name.clone()))
     }
 
     /// Plain-text rendering with this workspace's user names.
     pub fn render(&self, blocks: &Value, text: &str) -> String {
         blocks::render_plain(blocks, text, &|id| self.user_name(id))
+    }
+
+    /// A message or ephemeral as the JSON API shows it: its fields and its plain rendering.
+    pub fn view(&self, item: &impl Serialize, blocks: &Value, text: &str) -> Value {
+        let mut v = serde_json::to_value(item).unwrap_or(Value::Null);
+        v["rendered"] = Value::String(self.render(blocks, text));
+        v
     }
 }
 
@@ -281,7 +232,12 @@ impl Emulator {
 pub fn app(emulator: Emulator) -> Router {
     Router::new()
         .route("/", get(page::index))
-        .route("/api/{method}", post(web_api::call).get(web_api::call))
+        .route(
+            "/api/{method}",
+            post(web_api::handle)
+                .get(web_api::handle)
+                .with_state(emulator.slack.clone()),
+        )
         .route("/_emulator/state", get(interaction::state))
         .route("/_emulator/messages", get(interaction::messages))
         .route("/_emulator/click", post(interaction::click))
