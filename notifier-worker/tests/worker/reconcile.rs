@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use airlock_shared::ticket::{self, Decision, Reconcile, Ticket, TicketStatus};
 use airlock_shared::{Keys, TicketId};
-use airlock_test_support::fake_slack::{FakeSlack, FakeSlackConfig};
+use airlock_slack_fake::fake::{FakeSlack, FakeSlackConfig};
 use airlock_test_support::{TestRedis, fresh_db};
 use notifier_worker::metrics::Metrics;
 use notifier_worker::reconcile::{Pass, Reconciler, ReconcilerParts};
@@ -91,7 +91,7 @@ async fn private_app(redis: &PrivateRedis) -> TestApp {
 }
 
 /// The messages in the approvals channel that name `id`.
-fn messages_of(app: &TestApp, id: TicketId) -> Vec<airlock_test_support::fake_slack::Message> {
+fn messages_of(app: &TestApp, id: TicketId) -> Vec<airlock_slack_fake::fake::Message> {
     app.slack
         .messages("C0APPROVALS")
         .into_iter()
@@ -99,7 +99,7 @@ fn messages_of(app: &TestApp, id: TicketId) -> Vec<airlock_test_support::fake_sl
         .collect()
 }
 
-fn has_buttons(m: &airlock_test_support::fake_slack::Message) -> bool {
+fn has_buttons(m: &airlock_slack_fake::fake::Message) -> bool {
     m.blocks.to_string().contains("\"actions\"")
 }
 
