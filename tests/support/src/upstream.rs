@@ -417,6 +417,7 @@ fn tools() -> Value {
         { "name": "flood", "description": "Streams n notifications of size bytes", "inputSchema": schema(json!({"n": {"type": "integer"}, "size": {"type": "integer"}}), json!([])) },
         { "name": "die", "description": "Breaks its stream off", "inputSchema": schema(json!({}), json!([])) },
         { "name": "explode", "description": "Answers HTTP 500", "inputSchema": schema(json!({}), json!([])) },
+        { "name": "hangup", "description": "Drops the connection after recording the call", "inputSchema": schema(json!({}), json!([])) },
     ]})
 }
 
