@@ -121,7 +121,13 @@ for (const version of ["2025-03-26", "2025-06-18", "2025-11-25"]) {
     continue;
   }
   check(results, `ts ${version}: negotiated ${version}`, a.protocol === version && b.protocol === version, `${a.protocol} / ${b.protocol}`);
-  for (const key of Object.keys(a)) {
+  // Arguments that do not fit the tool's inputSchema, and tools the upstream does not list, are
+  // refused by the gateway with -32602 before they reach the upstream (it fails closed); directly
+  // the reference server answers them as tool errors.
+  for (const key of ["invalid", "unknownTool"]) {
+    check(results, `ts ${version}: ${key} fails directly and is refused -32602 through the gateway`, a[key].isError === true && b[key].code === -32602, `direct ${JSON.stringify(a[key])}\n  gateway ${JSON.stringify(b[key])}`);
+  }
+  for (const key of Object.keys(a).filter((k) => k !== "invalid" && k !== "unknownTool")) {
     const same = JSON.stringify(a[key]) === JSON.stringify(b[key]);
     check(results, `ts ${version}: ${key} same through the gateway`, same, `direct ${JSON.stringify(a[key]).slice(0, 400)}\n  gateway ${JSON.stringify(b[key]).slice(0, 400)}`);
   }
