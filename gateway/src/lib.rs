@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod health;
+pub mod held_stream;
 pub mod input_schema;
 pub mod lock;
 pub mod mcp;

@@ -154,18 +154,7 @@ fn traced(router: Router) -> Router {
 pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let policy = Arc::new(Policy::load(&config.policy_file)?);
     let agents = Arc::new(AgentKeys::load(&config.agent_keys_file)?);
-    let pool = airlock_shared::db::connect(
-        config.database_url.expose_secret(),
-        16,
-        Duration::from_secs(5),
-    )
-    .await
-    .map_err(StartError::Postgres)?;
-    if config.migrate_on_start {
-        airlock_shared::db::migrate(&pool).await?;
-    }
-    let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
-    let redis = ConnectionManager::new(redis_client.clone()).await?;
+    let (pool, redis_client, redis) = connect_stores(config).await?;
     let keys = Keys::new(config.redis_key_prefix.clone());
     let metrics = Metrics::new()?;
     let background = CancellationToken::new();
@@ -231,6 +220,25 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         shutdown_grace: config.shutdown_grace,
         edge: config.edge.clone(),
     })
+}
+
+/// Postgres (migrated when asked) and the Redis client with its multiplexed connection.
+async fn connect_stores(
+    config: &Config,
+) -> Result<(sqlx::PgPool, redis::Client, ConnectionManager), StartError> {
+    let pool = airlock_shared::db::connect(
+        config.database_url.expose_secret(),
+        16,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(StartError::Postgres)?;
+    if config.migrate_on_start {
+        airlock_shared::db::migrate(&pool).await?;
+    }
+    let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
+    let redis = ConnectionManager::new(redis_client.clone()).await?;
+    Ok((pool, redis_client, redis))
 }
 
 impl Gateway {
