@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_test_support::upstream::{FakeUpstream, Mode};
+use airlock_test_support::upstream::Mode;
 use common::*;
 use serde_json::json;
 
@@ -92,15 +92,9 @@ async fn closed_loop(client: &reqwest::Client, t: &Target, workers: usize, secs:
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let db = airlock_test_support::fresh_db().await;
-        let redis = airlock_test_support::fresh_redis().await;
-        let upstream = FakeUpstream::spawn(Mode::Json).await;
-        let gw = start_gateway(&db, &redis, &upstream, POLICY, &[]).await;
+    runtime().block_on(async {
+        let stack = Stack::start(Mode::Json, POLICY, &[]).await;
+        let (upstream, gw) = (&stack.upstream, &stack.gw);
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()
@@ -167,6 +161,6 @@ fn main() {
             let rps = closed_loop(&client, t, 32, 5).await;
             println!("  {:<26} {:>8.0} req/s", t.name, rps);
         }
-        drop(gw);
+        drop(stack);
     });
 }

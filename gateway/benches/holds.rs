@@ -42,11 +42,7 @@ async fn redis_clients(redis: &airlock_test_support::TestRedis) -> i64 {
 
 fn main() {
     let n = holds();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let db = airlock_test_support::fresh_db().await;
         let redis = airlock_test_support::fresh_redis().await;
         let upstream = FakeUpstream::spawn(Mode::Json).await;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use airlock_test_support::upstream::{FakeUpstream, Mode};
+use airlock_test_support::upstream::Mode;
 use common::*;
 use serde_json::json;
 
@@ -49,15 +49,9 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(300);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let db = airlock_test_support::fresh_db().await;
-        let redis = airlock_test_support::fresh_redis().await;
-        let upstream = FakeUpstream::spawn(Mode::Json).await;
-        let gw = start_gateway(&db, &redis, &upstream, POLICY, &[]).await;
+    runtime().block_on(async {
+        let stack = Stack::start(Mode::Json, POLICY, &[]).await;
+        let (upstream, gw) = (&stack.upstream, &stack.gw);
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()
@@ -104,6 +98,6 @@ fn main() {
             "{:.0} calls/s, {done} answered, {busy} session busy (target 0)",
             done as f64 / elapsed.as_secs_f64()
         );
-        drop(gw);
+        drop(stack);
     });
 }

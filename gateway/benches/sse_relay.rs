@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_gateway::sse::Parser;
-use airlock_test_support::upstream::{FakeUpstream, Mode};
+use airlock_test_support::upstream::Mode;
 use common::*;
 use serde_json::{Value, json};
 
@@ -76,10 +76,8 @@ async fn throughput(client: &reqwest::Client, t: &Target, n: u64, size: u64) -> 
 
 #[tokio::main]
 async fn main() {
-    let db = airlock_test_support::fresh_db().await;
-    let redis = airlock_test_support::fresh_redis().await;
-    let upstream = FakeUpstream::spawn(Mode::Sse).await;
-    let gw = start_gateway(&db, &redis, &upstream, POLICY, &[]).await;
+    let stack = Stack::start(Mode::Sse, POLICY, &[]).await;
+    let (upstream, gw) = (&stack.upstream, &stack.gw);
     let client = reqwest::Client::new();
     let direct = Target {
         name: "direct",

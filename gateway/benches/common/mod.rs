@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use airlock_gateway::auth::token_sha256;
-use airlock_test_support::upstream::FakeUpstream;
+use airlock_test_support::upstream::{FakeUpstream, Mode};
 use airlock_test_support::{TestDb, TestRedis};
 use serde_json::{Value, json};
 
@@ -40,6 +40,37 @@ impl GatewayProcess {
 
     pub fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+}
+
+/// A multi-threaded runtime for a bench's `main`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fresh database and key prefix, a fake upstream answering in `mode`, and a gateway in front.
+pub struct Stack {
+    pub db: TestDb,
+    pub redis: TestRedis,
+    pub upstream: FakeUpstream,
+    pub gw: GatewayProcess,
+}
+
+impl Stack {
+    pub async fn start(mode: Mode, policy: &str, extra: &[(&str, &str)]) -> Self {
+        let db = airlock_test_support::fresh_db().await;
+        let redis = airlock_test_support::fresh_redis().await;
+        let upstream = FakeUpstream::spawn(mode).await;
+        let gw = start_gateway(&db, &redis, &upstream, policy, extra).await;
+        Self {
+            db,
+            redis,
+            upstream,
+            gw,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! The lock lives in Redis with a TTL so that a crashed pod never wedges a session, and carries
 //! an owner token so that only its holder can extend or release it, plus the call's canonical
 //! request hash so that a retry of that same call takes it over at once. Waiters queue in
-//! Redis and are served in arrival order, woken by the release announcement.
+//! Redis and are served in arrival order: a release hands the lock to the next live waiter.
 
 mod scripts;
 mod wake;
@@ -26,6 +26,9 @@ const BUDGET_TTL_SECS: i64 = 7 * 24 * 3600;
 const RECHECK: Duration = Duration::from_millis(500);
 /// A queued waiter that has not checked for this long is dropped (its pod is gone).
 const STALE_WAITER_MS: u64 = 2_000;
+/// A lock handed to a waiter lives this long until its new holder extends it (at once), so a
+/// waiter whose pod died just before its turn wedges the session for seconds, not a whole TTL.
+const HANDOFF_MS: u64 = STALE_WAITER_MS;
 
 /// Why a call was not admitted.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,6 @@ struct Scripts {
 
 /// One call's claim on a session's lock: the keys, and the value that names the call.
 struct Claim {
-    session: SessionId,
     lock: String,
     queue: String,
     waiters: String,
@@ -94,8 +96,8 @@ impl Locks {
             admit: redis::Script::new(&scripts::admit()),
             acquire: redis::Script::new(&scripts::acquire()),
             extend: redis::Script::new(scripts::EXTEND),
-            release: redis::Script::new(scripts::RELEASE),
-            leave: redis::Script::new(scripts::LEAVE),
+            release: redis::Script::new(&scripts::release()),
+            leave: redis::Script::new(&scripts::leave()),
         };
         Self {
             conn,
@@ -111,7 +113,6 @@ impl Locks {
     fn claim(&self, session: &SessionId, request_hash: &str) -> Claim {
         let token = uuid::Uuid::new_v4().simple().to_string();
         Claim {
-            session: session.clone(),
             lock: self.keys.session_lock(session),
             queue: self.keys.session_lock_queue(session),
             waiters: self.keys.session_lock_waiters(session),
@@ -156,7 +157,7 @@ impl Locks {
             return Err(LockError::BudgetExceeded(limit.unsigned_abs()));
         }
         match locked {
-            1 => Ok(Some(self.held(claim))),
+            1 => Ok(Some(self.held(claim, false))),
             0 => Ok(None),
             // Queued: wait for our turn, without counting the call again.
             _ => self.wait_turn(claim, deadline).await.map(Some),
@@ -165,7 +166,7 @@ impl Locks {
 
     /// Waits in the session's queue until the lock is ours or `deadline` passes.
     async fn wait_turn(&self, claim: Claim, deadline: Instant) -> Result<SessionLock, LockError> {
-        let waiting = self.wakeups.register(&claim.session);
+        let waiting = self.wakeups.register(&claim.token);
         let mut place = QueuePlace {
             locks: self,
             claim: Some(claim),
@@ -189,7 +190,7 @@ impl Locks {
                 .invoke_async(&mut conn)
                 .await?;
             if got == 1 {
-                return Ok(self.held(place.take()?));
+                return Ok(self.held(place.take()?, false));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -200,7 +201,8 @@ impl Locks {
                 ms => Duration::from_millis(ms).clamp(Duration::from_millis(5), RECHECK),
             };
             tokio::select! {
-                () = &mut notified => {}
+                // Only a release that handed us the lock names us.
+                () = &mut notified => return Ok(self.held(place.take()?, true)),
                 () = tokio::time::sleep_until((now + recheck).min(deadline)) => {}
             }
         };
@@ -210,7 +212,8 @@ impl Locks {
         })
     }
 
-    fn held(&self, claim: Claim) -> SessionLock {
+    /// The lock, held; one `handed` over by a release is extended to the full TTL at once.
+    fn held(&self, claim: Claim, handed: bool) -> SessionLock {
         let mut conn = self.conn.clone();
         let scripts = self.scripts.clone();
         let every = self.ttl / 3;
@@ -218,7 +221,12 @@ impl Locks {
         let metrics = self.metrics.clone();
         let (k, v) = (claim.lock.clone(), claim.value.clone());
         let extender = tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+            let first = if handed {
+                Instant::now()
+            } else {
+                Instant::now() + every
+            };
+            let mut tick = tokio::time::interval_at(first, every);
             loop {
                 tick.tick().await;
                 let res: Result<i64, _> = scripts
@@ -304,7 +312,7 @@ async fn leave(mut conn: ConnectionManager, scripts: Arc<Scripts>, channel: Stri
         .key(&c.waiters)
         .arg(&c.token)
         .arg(&channel)
-        .arg(&c.session.0)
+        .arg(HANDOFF_MS)
         .invoke_async(&mut conn)
         .await;
     if let Err(e) = res {
@@ -323,7 +331,7 @@ impl Drop for SessionLock {
             std::mem::take(&mut self.claim.value),
         );
         let queue = std::mem::take(&mut self.claim.queue);
-        let session = std::mem::take(&mut self.claim.session.0);
+        let waiters = std::mem::take(&mut self.claim.waiters);
         // Released on a fresh task: the request that held it may be gone already.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -331,9 +339,10 @@ impl Drop for SessionLock {
                     .release
                     .key(&key)
                     .key(&queue)
+                    .key(&waiters)
                     .arg(&value)
                     .arg(&channel)
-                    .arg(&session)
+                    .arg(HANDOFF_MS)
                     .invoke_async(&mut conn)
                     .await;
                 if let Err(e) = res {

@@ -3,7 +3,38 @@
 //!
 //! The lock's value is `"<token> <request hash>"`: the token says who holds it, the canonical
 //! request hash which call. Waiters queue in a sorted set (score: Redis time of arrival, in µs)
-//! beside a hash of their staleness deadlines, refreshed by every check a waiter makes.
+//! beside a hash of their staleness deadlines and values, refreshed by every check a waiter
+//! makes. A release hands the lock straight to the next live waiter.
+
+/// Shared by every script. A waiter's entry in the waiters hash is `"<stale deadline µs>
+/// <value>"`. `live_head` is the first queued waiter still checking in (those that stopped, on a
+/// crashed pod, are dropped) as `token, value`, or nil. `hand_over` gives a free lock to it, with
+/// a short TTL that its holder extends at once, and names it on the wake-up channel.
+const COMMON_FN: &str = r"
+local function now_us()
+  local t = redis.call('time')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function live_head(queue, waiters, now)
+  while true do
+    local head = redis.call('zrange', queue, 0, 0)[1]
+    if not head then return nil end
+    local entry = redis.call('hget', waiters, head) or '0 -'
+    local until_us, value = string.match(entry, '^(%S+) (.+)$')
+    if tonumber(until_us or '0') >= now then return head, value end
+    redis.call('zrem', queue, head)
+    redis.call('hdel', waiters, head)
+  end
+end
+local function hand_over(lock, queue, waiters, channel, handoff_ms)
+  local head, value = live_head(queue, waiters, now_us())
+  if not head then return end
+  redis.call('set', lock, value, 'PX', handoff_ms)
+  redis.call('zrem', queue, head)
+  redis.call('hdel', waiters, head)
+  redis.call('publish', channel, head)
+end
+";
 
 /// Shared by ADMIT and ACQUIRE. `acquire(lock, queue, waiters, value, ttl, stale)` returns
 /// `{1, 0}` when the lock is ours, else `{0, ms the lock has left}` with us queued.
@@ -11,6 +42,11 @@ const ACQUIRE_FN: &str = r"
 local function acquire(lock, queue, waiters, value, ttl, stale)
   local token, hash = string.match(value, '^(%S+) (%S+)$')
   local cur = redis.call('get', lock)
+  if cur == value then
+    -- Handed over to us by a release; our wake-up is on its way or was lost.
+    redis.call('pexpire', lock, ttl)
+    return {1, 0}
+  end
   if cur then
     local _, held = string.match(cur, '^(%S+) (%S+)$')
     -- A retry of the very call that holds the lock takes it over (its holder may be dead).
@@ -24,29 +60,17 @@ local function acquire(lock, queue, waiters, value, ttl, stale)
     redis.call('set', lock, value, 'PX', ttl)
     return {1, 0}
   end
-  local t = redis.call('time')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local now = now_us()
   if not redis.call('zscore', queue, token) then
     redis.call('zadd', queue, string.format('%.0f', now), token)
   end
-  redis.call('hset', waiters, token, string.format('%.0f', now + stale * 1000))
-  while true do
-    local head = redis.call('zrange', queue, 0, 0)[1]
-    if not head then break end
-    local until_us = tonumber(redis.call('hget', waiters, head) or '0')
-    if until_us >= now then
-      -- Only the head may take a free lock: arrival order.
-      if head == token and not cur then
-        redis.call('set', lock, value, 'PX', ttl)
-        redis.call('zrem', queue, token)
-        redis.call('hdel', waiters, token)
-        return {1, 0}
-      end
-      break
-    end
-    -- A waiter that stopped checking (its pod crashed) must not wedge the queue.
-    redis.call('zrem', queue, head)
-    redis.call('hdel', waiters, head)
+  redis.call('hset', waiters, token, string.format('%.0f', now + stale * 1000) .. ' ' .. value)
+  -- Only the head may take a free lock: arrival order.
+  if not cur and live_head(queue, waiters, now) == token then
+    redis.call('set', lock, value, 'PX', ttl)
+    redis.call('zrem', queue, token)
+    redis.call('hdel', waiters, token)
+    return {1, 0}
   end
   redis.call('pexpire', queue, stale * 2)
   redis.call('pexpire', waiters, stale * 2)
@@ -81,30 +105,46 @@ return acquire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]))";
 /// KEYS: lock. ARGV: value, TTL ms. Extends the lock if it is still ours.
 pub const EXTEND: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
-/// KEYS: lock, queue. ARGV: value, wake-up channel, session. Compare-and-delete, then, if
-/// anyone waits, tell the session's waiters (on every pod) that the lock is free.
-pub const RELEASE: &str = r"
+/// KEYS: lock, queue, waiters. ARGV: value, wake-up channel, hand-over TTL ms.
+/// Compare-and-delete, then hand the lock to the next live waiter (on whichever pod): only it
+/// wakes, and it need not ask again.
+const RELEASE_BODY: &str = r"
 if redis.call('get', KEYS[1]) == ARGV[1] then
   redis.call('del', KEYS[1])
-  if redis.call('zcard', KEYS[2]) > 0 then redis.call('publish', ARGV[2], ARGV[3]) end
+  hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]))
   return 1
 end
 return 0";
 
-/// KEYS: lock, queue, waiters. ARGV: token, wake-up channel, session. A waiter that gives up
-/// leaves the queue; if the lock is free the next waiter is told.
-pub const LEAVE: &str = r"
+/// KEYS: lock, queue, waiters. ARGV: token, wake-up channel, hand-over TTL ms. A waiter that
+/// gives up leaves the queue; a lock handed to it meanwhile, or a free one, goes to the next.
+const LEAVE_BODY: &str = r"
 redis.call('zrem', KEYS[2], ARGV[1])
 redis.call('hdel', KEYS[3], ARGV[1])
-if redis.call('exists', KEYS[1]) == 0 then redis.call('publish', ARGV[2], ARGV[3]) end
+local cur = redis.call('get', KEYS[1])
+if cur and string.match(cur, '^(%S+) ') == ARGV[1] then
+  redis.call('del', KEYS[1])
+  cur = nil
+end
+if not cur then hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3])) end
 return 1";
 
 /// The admission script: budget, then the first lock attempt.
 pub fn admit() -> String {
-    format!("{ACQUIRE_FN}{ADMIT_BODY}")
+    format!("{COMMON_FN}{ACQUIRE_FN}{ADMIT_BODY}")
 }
 
 /// A queued waiter's check.
 pub fn acquire() -> String {
-    format!("{ACQUIRE_FN}{ACQUIRE_BODY}")
+    format!("{COMMON_FN}{ACQUIRE_FN}{ACQUIRE_BODY}")
+}
+
+/// The holder's release.
+pub fn release() -> String {
+    format!("{COMMON_FN}{RELEASE_BODY}")
+}
+
+/// A waiter leaving the queue.
+pub fn leave() -> String {
+    format!("{COMMON_FN}{LEAVE_BODY}")
 }

@@ -1,16 +1,16 @@
-//! In-process waiters for session locks, woken when a release is announced on the pod's one
-//! pub/sub subscription (the decision hub's).
+//! In-process waiters for session locks. A release that hands the lock to a waiter names it (by its
+//! token) on the pod's one pub/sub subscription (the decision hub's); only that waiter wakes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use airlock_shared::{Keys, SessionId};
+use airlock_shared::Keys;
 use tokio::sync::Notify;
 
-/// Per session: how many waiters, and what wakes them.
-type Waiters = Arc<Mutex<HashMap<String, (usize, Arc<Notify>)>>>;
+/// Waiting calls on this pod, by their queue token.
+type Waiters = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
 
-/// This pod's lock waiters, by session.
+/// This pod's lock waiters.
 #[derive(Clone)]
 pub struct LockWakeups {
     channel: String,
@@ -19,8 +19,8 @@ pub struct LockWakeups {
 
 /// One waiter's registration; dropping it unregisters.
 pub struct Waiting {
-    session: String,
-    /// Notified on every release of the session's lock.
+    token: String,
+    /// Notified when a release names this waiter.
     pub notify: Arc<Notify>,
     waiting: Waiters,
 }
@@ -39,49 +39,37 @@ impl LockWakeups {
         &self.channel
     }
 
-    /// Registers a waiter for `session`'s lock.
-    pub fn register(&self, session: &SessionId) -> Waiting {
-        let notify = match self.waiting.lock() {
-            Ok(mut w) => {
-                let e = w.entry(session.0.clone()).or_default();
-                e.0 += 1;
-                e.1.clone()
-            }
-            // A poisoned map only costs the push: the waiter's safety re-check still runs.
-            Err(_) => Arc::default(),
-        };
+    /// Registers the waiter whose queue token is `token`.
+    pub fn register(&self, token: &str) -> Waiting {
+        let notify = Arc::new(Notify::new());
+        // A poisoned map only costs the push: the waiter's safety re-check still runs.
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(token.to_owned(), notify.clone());
+        }
         Waiting {
-            session: session.0.clone(),
+            token: token.to_owned(),
             notify,
             waiting: self.waiting.clone(),
         }
     }
 
-    /// Wakes this pod's waiters of the session named by a release announcement.
+    /// Wakes the waiter named by a release announcement, if it waits on this pod.
     pub fn wake(&self, payload: &[u8]) {
-        let Ok(session) = std::str::from_utf8(payload) else {
+        let Ok(token) = std::str::from_utf8(payload) else {
             return;
         };
-        let notify = self
-            .waiting
-            .lock()
-            .ok()
-            .and_then(|w| w.get(session).map(|e| e.1.clone()));
+        let notify = self.waiting.lock().ok().and_then(|w| w.get(token).cloned());
         if let Some(n) = notify {
-            n.notify_waiters();
+            // A permit is kept if the waiter is between checks, so the turn is not missed.
+            n.notify_one();
         }
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Ok(mut w) = self.waiting.lock()
-            && let Some(e) = w.get_mut(&self.session)
-        {
-            e.0 -= 1;
-            if e.0 == 0 {
-                w.remove(&self.session);
-            }
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&self.token);
         }
     }
 }

@@ -190,3 +190,60 @@ async fn a_different_call_waits_then_is_told_when_to_retry_and_leaves_the_queue(
     );
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_waiter_whose_pod_died_at_the_head_of_the_queue_does_not_wedge_the_session() {
+    let app = spawn_with(Opts {
+        lock_acquire_timeout: Duration::from_secs(8),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let holder = spawn_call(
+        app.url(),
+        sid.clone(),
+        1,
+        "slow",
+        json!({"ms": 300}),
+        "application/json",
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A waiter queued first whose pod then died: it checked in just now and never will again,
+    // so the holder's release hands the lock to it.
+    let s = SessionId(sid.clone());
+    let mut conn = app.redis.conn().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let now_us = secs * 1_000_000 + micros;
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg(app.redis.keys.session_lock_queue(&s))
+        .arg(now_us)
+        .arg("deadwaiter")
+        .ignore()
+        .cmd("HSET")
+        .arg(app.redis.keys.session_lock_waiters(&s))
+        .arg("deadwaiter")
+        .arg(format!("{} deadwaiter 0000", now_us + 2_000_000))
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let next = app
+        .call(BILLING_TOKEN, &sid, 2, "slow", json!({"ms": 1, "n": 2}))
+        .await;
+    assert!(holder.await.unwrap().code().is_none());
+    assert!(next.code().is_none(), "{:?}", next.body);
+    // The dead waiter's turn lapses within the hand-over window, far below the lock's TTL.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let dead_holds: Option<String> = redis::cmd("GET")
+        .arg(app.redis.keys.session_lock(&s))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(dead_holds.is_none(), "{dead_holds:?}");
+}
