@@ -71,8 +71,10 @@ impl Config {
         let decision_poll_interval = env.duration("DECISION_POLL_INTERVAL", Duration::from_secs(1));
         let edge = Edge::from_env(
             &mut env,
+            // Every held call is an open connection: a pod is sized for many thousands.
             Edge {
                 max_body_bytes,
+                max_connections: 16_384,
                 ..Edge::default()
             },
         );
