@@ -9,6 +9,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod backing;
+pub mod cluster;
 pub mod restart;
 pub mod streams;
 pub mod upstream;
