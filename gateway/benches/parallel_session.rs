@@ -51,7 +51,7 @@ fn main() {
         .unwrap_or(300);
     runtime().block_on(async {
         let stack = Stack::start(Mode::Json, POLICY, &[]).await;
-        let (upstream, gw) = (&stack.upstream, &stack.gw);
+        let gw = &stack.gw;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()
