@@ -11,6 +11,8 @@ use jsonschema::Validator;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::era::{ParamHeader, annotations};
+
 /// How many violations a refusal names, and how long each message may be.
 const MAX_VIOLATIONS: usize = 5;
 const MAX_MESSAGE: usize = 200;
@@ -28,6 +30,8 @@ pub struct InputSchemas {
     /// By `tools/list` cursor ("" for the first page), then by tool name: a fresh answer for a
     /// page replaces that page's tools.
     pages: Mutex<HashMap<String, Arc<HashMap<String, Compiled>>>>,
+    /// The `x-mcp-header` annotations of each tool (2026-07-28), by tool name.
+    params: Mutex<HashMap<String, Arc<[ParamHeader]>>>,
     /// Sessions in which the gateway listed every page itself.
     listed: Mutex<HashSet<String>>,
     /// One listing at a time: calls that wait for it find its result.
@@ -85,6 +89,19 @@ impl InputSchemas {
         if let Ok(mut pages) = self.pages.lock() {
             pages.insert(cursor.to_owned(), Arc::new(page));
         }
+        if let Ok(mut params) = self.params.lock() {
+            for t in tools.into_iter().flatten() {
+                if let Some(name) = t.get("name").and_then(Value::as_str) {
+                    let a = t.get("inputSchema").map(annotations).unwrap_or_default();
+                    params.insert(name.to_owned(), a.into());
+                }
+            }
+        }
+    }
+
+    /// The `x-mcp-header` annotations of `tool`, if some page listed it.
+    pub fn param_headers(&self, tool: &str) -> Option<Arc<[ParamHeader]>> {
+        self.params.lock().ok()?.get(tool).cloned()
     }
 
     /// Remembers that `session` listed every page.

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use crate::era::{METHOD_HEADER, NAME_HEADER, PARAM_PREFIX};
 use crate::error::UpstreamError;
 
 /// The session header of streamable HTTP.
@@ -32,7 +33,8 @@ pub struct Upstream {
 pub struct Outgoing<'a> {
     pub method: reqwest::Method,
     pub body: Option<Bytes>,
-    /// The client's headers; MCP-Protocol-Version and Last-Event-ID are passed on.
+    /// The client's headers; MCP-Protocol-Version, Last-Event-ID and the mirrored request
+    /// headers of 2026-07-28 (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`) are passed on.
     pub headers: &'a HeaderMap,
     /// The upstream's own session id (never the one we handed the client).
     pub upstream_session: Option<&'a str>,
@@ -99,6 +101,15 @@ impl Upstream {
         for name in [&PROTOCOL_HEADER, &LAST_EVENT_ID] {
             if let Some(v) = out.headers.get(name).and_then(|v| v.to_str().ok()) {
                 req = req.header(name.as_str(), v);
+            }
+        }
+        // Checked against the body before we get here; an upstream or balancer may route on them.
+        for (name, v) in out.headers {
+            if *name == METHOD_HEADER
+                || *name == NAME_HEADER
+                || name.as_str().starts_with(PARAM_PREFIX)
+            {
+                req = req.header(name, v);
             }
         }
         if let Some(s) = out.upstream_session {
