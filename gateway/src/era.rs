@@ -6,18 +6,14 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::error::RequestError;
+use crate::input_schema::ParamHeader;
 use crate::mcp::{Incoming, Message};
+use crate::upstream::{METHOD_HEADER, NAME_HEADER, PARAM_PREFIX, PROTOCOL_HEADER};
 
 /// The stateless revision: no session, no `initialize`.
-pub const MODERN: &str = "2026-07-28";
+pub use crate::transport::MODERN_PROTOCOL_VERSION as MODERN;
 /// Where a 2026-07-28 request names its protocol version.
 pub const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
-/// The body's `method`, mirrored.
-pub const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
-/// The body's `params.name` (or `params.uri`), mirrored.
-pub const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
-/// Tool arguments a tool's `inputSchema` marks with `x-mcp-header` are mirrored as these.
-pub const PARAM_PREFIX: &str = "mcp-param-";
 
 fn mismatch(why: impl Into<String>) -> RequestError {
     RequestError::HeaderMismatch(why.into())
@@ -46,8 +42,7 @@ pub fn is_modern(
     version: &str,
     incoming: &Incoming,
 ) -> Result<bool, RequestError> {
-    // (The header's name is spelt here: upstream.rs, which owns it, sits below this file.)
-    let header_given = headers.contains_key("mcp-protocol-version");
+    let header_given = headers.contains_key(PROTOCOL_HEADER);
     match meta_version(incoming) {
         Some(v) if !header_given => Err(mismatch(format!(
             "_meta names protocol version {v} but the MCP-Protocol-Version header is missing"
@@ -140,40 +135,6 @@ pub fn check_request_headers(
             "Mcp-Name header {h:?} does not match body params.{field} {b:?}"
         ))),
     }
-}
-
-/// One `x-mcp-header` annotation of a tool: the header's token (lower case), the argument's
-/// path of `properties` keys, and its declared type.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParamHeader {
-    pub token: String,
-    pub path: Vec<String>,
-    pub kind: Option<String>,
-}
-
-/// The `x-mcp-header` annotations reachable from the schema's root through `properties` only
-/// (the spec's rule; others make the tool invalid, and the client drops it).
-pub fn annotations(schema: &Value) -> Vec<ParamHeader> {
-    let mut out = Vec::new();
-    let mut stack: Vec<(Vec<String>, &Value)> = vec![(Vec::new(), schema)];
-    while let Some((path, node)) = stack.pop() {
-        let Some(props) = node.get("properties").and_then(Value::as_object) else {
-            continue;
-        };
-        for (key, prop) in props {
-            let mut p = path.clone();
-            p.push(key.clone());
-            if let Some(token) = prop.get("x-mcp-header").and_then(Value::as_str) {
-                out.push(ParamHeader {
-                    token: token.to_ascii_lowercase(),
-                    path: p.clone(),
-                    kind: prop.get("type").and_then(Value::as_str).map(str::to_owned),
-                });
-            }
-            stack.push((p, prop));
-        }
-    }
-    out
 }
 
 /// How the body value reads as a header, before any Base64; None for values no header carries.
@@ -304,6 +265,7 @@ mod tests {
 
     #[test]
     fn param_headers_follow_their_annotations() {
+        use crate::input_schema::annotations;
         let schema = json!({"type": "object", "properties": {
             "region": {"type": "string", "x-mcp-header": "Region"},
             "n": {"type": "integer", "x-mcp-header": "N"},

@@ -11,8 +11,6 @@ use jsonschema::Validator;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::era::{ParamHeader, annotations};
-
 /// How many violations a refusal names, and how long each message may be.
 const MAX_VIOLATIONS: usize = 5;
 const MAX_MESSAGE: usize = 200;
@@ -128,6 +126,40 @@ impl InputSchemas {
             },
         }
     }
+}
+
+/// One `x-mcp-header` annotation of a tool: the header's token (lower case), the argument's
+/// path of `properties` keys, and its declared type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamHeader {
+    pub token: String,
+    pub path: Vec<String>,
+    pub kind: Option<String>,
+}
+
+/// The `x-mcp-header` annotations reachable from the schema's root through `properties` only
+/// (the spec's rule; others make the tool invalid, and the client drops it).
+pub fn annotations(schema: &Value) -> Vec<ParamHeader> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(Vec<String>, &Value)> = vec![(Vec::new(), schema)];
+    while let Some((path, node)) = stack.pop() {
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, prop) in props {
+            let mut p = path.clone();
+            p.push(key.clone());
+            if let Some(token) = prop.get("x-mcp-header").and_then(Value::as_str) {
+                out.push(ParamHeader {
+                    token: token.to_ascii_lowercase(),
+                    path: p.clone(),
+                    kind: prop.get("type").and_then(Value::as_str).map(str::to_owned),
+                });
+            }
+            stack.push((p, prop));
+        }
+    }
+    out
 }
 
 /// Checks `args` against a compiled schema.

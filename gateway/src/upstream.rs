@@ -7,13 +7,18 @@ use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::era::{METHOD_HEADER, NAME_HEADER, PARAM_PREFIX};
 use crate::error::UpstreamError;
 
 /// The session header of streamable HTTP.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// The protocol version header.
 pub const PROTOCOL_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// 2026-07-28: the body's `method`, mirrored.
+pub const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+/// 2026-07-28: the body's `params.name` (or `params.uri`), mirrored.
+pub const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
+/// 2026-07-28: tool arguments whose schema has `x-mcp-header` are mirrored as these.
+pub const PARAM_PREFIX: &str = "mcp-param-";
 /// SSE resumption.
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
