@@ -243,6 +243,9 @@ async fn a_filtered_tool_list_is_private_and_a_cached_one_says_so() {
     );
 }
 
+/// What is wrong, the body, the headers that replace a conforming client's, the code expected.
+type Case = (&'static str, Value, Vec<(&'static str, &'static str)>, i64);
+
 #[tokio::test]
 async fn headers_that_disagree_with_the_body_are_refused_before_the_upstream() {
     let app = modern_app().await;
@@ -250,7 +253,7 @@ async fn headers_that_disagree_with_the_body_are_refused_before_the_upstream() {
     let call = call_body(1, "list_charges", json!({}));
     let mut no_meta = call.clone();
     no_meta["params"].as_object_mut().unwrap().remove("_meta");
-    let cases: Vec<(&str, Value, Vec<(&str, &str)>, i64)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "Mcp-Method differs",
             call.clone(),

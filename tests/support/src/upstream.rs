@@ -513,7 +513,7 @@ async fn handle_post(
     let answer =
         |mode, accept_sse, messages, delay| answer_as(modern, mode, accept_sse, messages, delay);
     if modern {
-        if let Err(refusal) = modern_checks(&headers, &msg) {
+        if let Some(refusal) = modern_checks(&headers, &msg) {
             return refusal;
         }
         let id = id.clone().unwrap_or(Value::Null);
@@ -786,12 +786,11 @@ fn decode_header(v: &str) -> Option<String> {
 }
 
 /// The 2026-07-28 server's checks of a request, in the SDK's order: the envelope, the headers
-/// against the body, then the version.
-fn modern_checks(headers: &HeaderMap, msg: &Value) -> Result<(), Response> {
+/// against the body, then the version. Some refusal, or None when the request passes.
+fn modern_checks(headers: &HeaderMap, msg: &Value) -> Option<Response> {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if msg.get("id").is_none() {
-        return Ok(());
-    }
+    // Notifications are not checked.
+    msg.get("id")?;
     let meta = msg.pointer("/params/_meta");
     let version = meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"));
     if version.is_none()
@@ -799,14 +798,14 @@ fn modern_checks(headers: &HeaderMap, msg: &Value) -> Result<(), Response> {
             .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
             .is_none()
     {
-        return Err(modern_refusal(
+        return Some(modern_refusal(
             -32602,
             "params._meta is missing the envelope keys".into(),
             Value::Null,
         ));
     }
     if version.and_then(Value::as_str) != h("mcp-protocol-version") {
-        return Err(modern_refusal(
+        return Some(modern_refusal(
             -32020,
             "MCP-Protocol-Version header does not match _meta".into(),
             Value::Null,
@@ -814,7 +813,7 @@ fn modern_checks(headers: &HeaderMap, msg: &Value) -> Result<(), Response> {
     }
     let method = msg.get("method").and_then(Value::as_str);
     if h("mcp-method") != method {
-        return Err(modern_refusal(
+        return Some(modern_refusal(
             -32020,
             "Mcp-Method header does not match the body".into(),
             Value::Null,
@@ -828,7 +827,7 @@ fn modern_checks(headers: &HeaderMap, msg: &Value) -> Result<(), Response> {
     if let Some(name) = name.and_then(Value::as_str)
         && h("mcp-name").and_then(decode_header).as_deref() != Some(name)
     {
-        return Err(modern_refusal(
+        return Some(modern_refusal(
             -32020,
             "Mcp-Name header does not match the body".into(),
             Value::Null,
@@ -839,7 +838,7 @@ fn modern_checks(headers: &HeaderMap, msg: &Value) -> Result<(), Response> {
             .pointer("/params/arguments/region")
             .and_then(Value::as_str);
         if h("mcp-param-region").and_then(decode_header).as_deref() != region {
-            return Err(modern_refusal(
+            return Some(modern_refusal(
                 -32020,
                 "Mcp-Param-Region header does not match the body".into(),
                 Value::Null,
@@ -848,13 +847,13 @@ fn modern_checks(headers: &HeaderMap, msg: &Value) -> Result<(), Response> {
     }
     if version.and_then(Value::as_str) != Some(MODERN) {
         let data = json!({ "supported": [MODERN], "requested": version });
-        return Err(modern_refusal(
+        return Some(modern_refusal(
             -32022,
             "Unsupported protocol version".into(),
             data,
         ));
     }
-    Ok(())
+    None
 }
 
 async fn handle_get(State(shared): State<St>, headers: HeaderMap) -> Response {
