@@ -153,11 +153,7 @@ fn call_part(ctx: &Ctx, call: ToolCall) -> BoxStream<'_, Out> {
 fn rest_part(ctx: &Ctx, body: Bytes, ids: Vec<Value>) -> BoxStream<'_, Out> {
     Box::pin(async_stream::stream! {
         let c = &ctx.caller;
-        let sent = ctx
-            .pipeline
-            .link
-            .send(&c.sid, &c.info, reqwest::Method::POST, Some(body), &c.headers)
-            .await;
+        let sent = c.send(&ctx.pipeline.link, body, &c.headers).await;
         let msgs: BoxStream<'_, Result<Value, String>> = match sent {
             Ok(resp) if resp.status().is_success() => {
                 let sse = is_event_stream(resp.headers());

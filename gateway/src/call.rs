@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use airlock_shared::audit::AuditRecord;
 use airlock_shared::ticket::NewTicket;
-use airlock_shared::{Principal, SessionId, TicketId, canonical};
+use airlock_shared::{TicketId, canonical};
 use axum::Json;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -21,13 +20,15 @@ use crate::answer::Whole;
 use crate::answer::deliver;
 use crate::approval::{HeldCalls, Holds};
 use crate::audit::AuditSink;
+pub use crate::caller::Caller;
+use crate::era;
 use crate::error::{CallError, UpstreamError};
 use crate::held_stream::held_stream;
 use crate::input_schema::{self, ArgumentsError, InputSchemas, Lookup};
 use crate::lock::{LockError, Locks};
+use crate::mcp::TOOLS_LIST;
 use crate::metrics::Metrics;
 use crate::policy::{Action, Policy};
-use crate::session::SessionInfo;
 use crate::tool_call::ToolCall;
 use crate::transport::{accepts_sse, waiting_for};
 use crate::upstream_session::UpstreamSessions;
@@ -47,16 +48,6 @@ pub struct Pipeline {
     pub approval_timeout: Duration,
     /// How often idle SSE streams and held calls get a keepalive.
     pub keepalive: Duration,
-}
-
-/// Who makes a call, and in which session.
-#[derive(Clone)]
-pub struct Caller {
-    pub principal: Principal,
-    pub sid: SessionId,
-    pub info: Arc<SessionInfo>,
-    /// The client's request headers.
-    pub headers: HeaderMap,
 }
 
 /// What the audit row of one call says.
@@ -91,7 +82,11 @@ impl AuditTrail<'_> {
         self.p.audit.record(AuditRecord {
             at: chrono::Utc::now(),
             principal: self.caller.principal.0.clone(),
-            session_id: Some(self.caller.sid.0.clone()),
+            session_id: self
+                .caller
+                .session
+                .as_ref()
+                .map(|_| self.caller.sid.0.clone()),
             tool: std::mem::take(&mut self.tool),
             arguments: Some(std::mem::take(&mut self.args)),
             rule: self.rec.rule.take(),
@@ -125,6 +120,40 @@ impl Pipeline {
         let keepalive = self.keepalive;
         let fut = async move { self.run(&caller, call).await };
         held_stream(fut, keepalive, token, waiting)
+    }
+
+    /// The `Mcp-Param-*` headers of a 2026-07-28 call against its arguments. When the tool's
+    /// annotations are unknown, the tools are listed first (not for a call policy denies: it
+    /// goes nowhere). Without a listing the headers cannot be checked and pass on as they are.
+    pub async fn check_param_headers(
+        &self,
+        caller: &Caller,
+        call: &ToolCall,
+    ) -> Result<(), crate::error::RequestError> {
+        let tool = call.tool.as_str();
+        if self.schemas.param_headers(tool).is_none()
+            && call.invalid.is_none()
+            && call.verdict.action != Action::Deny
+        {
+            let _one = self.schemas.listing.lock().await;
+            if self.schemas.param_headers(tool).is_none() {
+                let steps = Steps {
+                    p: self,
+                    caller,
+                    id: &call.id,
+                    tool,
+                    args: &call.arguments,
+                    unevaluable: &[],
+                };
+                if let Err(why) = steps.list_tools().await {
+                    tracing::warn!(tool, why = %why, "Mcp-Param-* headers not checked: tools/list failed");
+                }
+            }
+        }
+        match self.schemas.param_headers(tool) {
+            Some(a) => era::check_param_headers(&caller.headers, &a, &call.arguments),
+            None => Ok(()),
+        }
     }
 
     /// One `tools/call` through the pipeline, answered as its own response (also for batch
@@ -242,7 +271,7 @@ impl Steps<'_> {
             .admit(
                 &c.sid,
                 &request_hash,
-                p.policy.max_tool_calls_per_session,
+                c.budget(&p.policy, chrono::Utc::now()),
                 wants_lock,
             )
             .await
@@ -265,16 +294,7 @@ impl Steps<'_> {
         if verdict.action == Action::Approve {
             self.hold(&verdict, request_hash, rec).await?;
         }
-        let resp = p
-            .link
-            .send(
-                &c.sid,
-                &c.info,
-                reqwest::Method::POST,
-                Some(body),
-                &c.headers,
-            )
-            .await?;
+        let resp = c.send(&p.link, body, &c.headers).await?;
         rec.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(resp.status().as_u16()).into());
@@ -308,23 +328,24 @@ impl Steps<'_> {
     /// Reads `tools/list` page by page into the schemas, until the tool turns up.
     async fn list_tools(&self) -> Result<(), String> {
         let (p, c) = (self.p, self.caller);
+        // A request of our own: 2026-07-28 headers mirror its body, not the client's.
+        let headers = match c.session {
+            Some(_) => c.headers.clone(),
+            None => era::own_headers(&c.headers, TOOLS_LIST),
+        };
         let mut cursor: Option<String> = None;
         for page in 0..MAX_LIST_PAGES {
             let id = json!(format!("airlock-schemas-{page}"));
-            let params = cursor
+            let mut params = cursor
                 .as_ref()
                 .map_or(json!({}), |c| json!({ "cursor": c }));
+            if c.session.is_none() {
+                params["_meta"] = era::own_meta();
+            }
             let body =
                 json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params });
-            let resp = p
-                .link
-                .send(
-                    &c.sid,
-                    &c.info,
-                    reqwest::Method::POST,
-                    Some(Bytes::from(body.to_string())),
-                    &c.headers,
-                )
+            let resp = c
+                .send(&p.link, Bytes::from(body.to_string()), &headers)
                 .await
                 .map_err(|e| e.to_string())?;
             if !resp.status().is_success() {

@@ -12,11 +12,12 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::answer::Whole;
+use crate::call::Caller;
 use crate::error::{RequestError, UpstreamError, upstream_error};
 use crate::input_schema::InputSchemas;
 use crate::policy::Policy;
 use crate::relay::{Relay, relay};
-use crate::session::SessionInfo;
+use crate::transport::SUPPORTED_PROTOCOL_VERSIONS;
 use crate::upstream::{Outgoing, SESSION_HEADER};
 use crate::upstream_session::UpstreamSessions;
 
@@ -31,7 +32,13 @@ pub struct Cache {
     init: Mutex<HashMap<String, Value>>,
     /// `tools/list` results by cursor ("" for the first page).
     tools: Mutex<HashMap<String, Value>>,
+    /// The last good `server/discover` result (2026-07-28).
+    discover: Mutex<Option<Value>>,
 }
+
+/// How long a client may keep a list the gateway served from its cache (the upstream is down:
+/// ask again soon).
+pub const CACHED_TTL_MS: u64 = 5_000;
 
 /// What discovery uses: the cache, policy for the tools' view, and the upstream sessions.
 pub struct Discovery {
@@ -63,6 +70,16 @@ impl Cache {
 
     fn tools(&self, cursor: &str) -> Option<Value> {
         self.tools.lock().ok()?.get(cursor).cloned()
+    }
+
+    fn put_discover(&self, result: &Value) {
+        if let Ok(mut c) = self.discover.lock() {
+            *c = Some(result.clone());
+        }
+    }
+
+    fn discover(&self) -> Option<Value> {
+        self.discover.lock().ok()?.clone()
     }
 }
 
@@ -172,9 +189,7 @@ impl Discovery {
     /// upstream is down.
     pub async fn tools_list(
         &self,
-        sid: &SessionId,
-        info: &SessionInfo,
-        headers: &HeaderMap,
+        caller: &Caller,
         body: Bytes,
         id: &Value,
         params: &Value,
@@ -183,10 +198,9 @@ impl Discovery {
             .get("cursor")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let sent = self
-            .link
-            .send(sid, info, reqwest::Method::POST, Some(body), headers)
-            .await;
+        let modern = caller.session.is_none();
+        let filtered = self.policy.hide_denied_tools;
+        let sent = caller.send(&self.link, body, &caller.headers).await;
         if is_outage(&sent) {
             let why = match &sent {
                 Ok(r) => format!("upstream answered HTTP {}", r.status().as_u16()),
@@ -195,7 +209,10 @@ impl Discovery {
             return Ok(match self.cache.tools(cursor) {
                 Some(result) => {
                     tracing::warn!(why = %why, "upstream down; tools/list answered from cache");
-                    let view = policy_view(&self.policy, &result);
+                    let mut view = policy_view(&self.policy, &result);
+                    if modern {
+                        view = cacheable(view, true, filtered);
+                    }
                     Json(json!({ "jsonrpc": "2.0", "id": id, "result": view })).into_response()
                 }
                 None => {
@@ -220,10 +237,76 @@ impl Discovery {
             self.cache.put_tools(cursor, result);
             self.schemas.put_page(cursor, result);
             let view = policy_view(&self.policy, result);
-            response["result"] = view;
+            response["result"] = match modern {
+                true => cacheable(view, false, filtered),
+                false => view,
+            };
         }
         Ok(answer.rebuild(id, &response, None))
     }
+
+    /// `server/discover` (2026-07-28): the upstream's answer, listing only the versions the
+    /// gateway speaks too; the last good answer while the upstream is down. An upstream that
+    /// does not speak 2026-07-28 refuses it, and the client falls back to `initialize`.
+    pub async fn discover(
+        &self,
+        caller: &Caller,
+        body: Bytes,
+        id: &Value,
+    ) -> Result<Response, RequestError> {
+        let sent = caller.send(&self.link, body, &caller.headers).await;
+        if is_outage(&sent) {
+            let why = match &sent {
+                Ok(r) => format!("upstream answered HTTP {}", r.status().as_u16()),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(why = %why, "upstream down; server/discover answered from cache");
+            return Ok(match self.cache.discover() {
+                Some(result) => {
+                    let result = cacheable(result, true, false);
+                    Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })).into_response()
+                }
+                None => Json(upstream_error(id, &why)).into_response(),
+            });
+        }
+        let resp = sent?;
+        if !resp.status().is_success() {
+            return Ok(relay_as_is(resp));
+        }
+        let answer = Whole::read(resp, id).await?;
+        let Some(mut response) = answer.response.clone() else {
+            return Err(UpstreamError::NoAnswer("server/discover got no answer").into());
+        };
+        if let Some(versions) = response
+            .pointer_mut("/result/supportedVersions")
+            .and_then(Value::as_array_mut)
+        {
+            versions.retain(|v| {
+                v.as_str()
+                    .is_some_and(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(&v))
+            });
+        }
+        if let Some(result) = response.get("result") {
+            self.cache.put_discover(result);
+        }
+        Ok(answer.rebuild(id, &response, None))
+    }
+}
+
+/// A result as 2026-07-28 wants one the gateway serves: `resultType`, and caching hints. Served
+/// from the cache, it may be kept only briefly; filtered per principal, only privately.
+fn cacheable(mut result: Value, from_cache: bool, filtered: bool) -> Value {
+    if let Some(o) = result.as_object_mut() {
+        o.entry("resultType").or_insert_with(|| json!("complete"));
+        if from_cache {
+            o.insert("ttlMs".into(), json!(CACHED_TTL_MS));
+            o.entry("cacheScope").or_insert_with(|| json!("public"));
+        }
+        if filtered {
+            o.insert("cacheScope".into(), json!("private"));
+        }
+    }
+    result
 }
 
 /// A refusal passed on as the upstream gave it.

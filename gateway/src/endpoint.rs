@@ -3,24 +3,24 @@
 use std::sync::Arc;
 
 use airlock_shared::{Principal, SessionId};
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use serde_json::Value;
 
-use crate::answer::deliver;
 use crate::batch;
 use crate::call::Caller;
-use crate::error::{RequestError, upstream_error};
+use crate::era;
+use crate::error::RequestError;
 use crate::mcp::{self, CANCELLED, INITIALIZE, Incoming, Message, TOOLS_CALL, TOOLS_LIST};
 use crate::relay::{Relay, relay};
 use crate::session::SessionInfo;
 use crate::state::AppState;
+use crate::stateless::{self, forward};
 use crate::tool_call::ToolCall;
 use crate::transport::{allows_batches, protocol_version};
 use crate::upstream::{Outgoing, SESSION_HEADER};
@@ -62,6 +62,8 @@ fn refuse(err: RequestError) -> Response {
         | RequestError::SessionIdTooLong { .. }
         | RequestError::MalformedSession
         | RequestError::UnsupportedProtocolVersion { .. }
+        | RequestError::HeaderMismatch(_)
+        | RequestError::MethodNotAllowed(_)
         | RequestError::UnknownSession => tracing::debug!(error = %err, "request refused"),
     }
     err.into_response()
@@ -147,9 +149,12 @@ async fn post_inner(
         return Err(RequestError::UnsupportedMediaType);
     }
     // Checked before anything is forwarded, `initialize` included.
-    protocol_version(&headers)?;
+    let version = protocol_version(&headers)?;
     let bytes = read_body(body, app.max_body_bytes).await?;
     let incoming = mcp::parse(&bytes)?;
+    if era::is_modern(&headers, version, &incoming)? {
+        return stateless::post(&app, principal, headers, bytes, incoming).await;
+    }
     if let Incoming::Single(Message::Request { id, method, params }) = &incoming
         && method == INITIALIZE
     {
@@ -162,21 +167,19 @@ async fn post_inner(
         return Err(RequestError::InvalidRequest(why.into()));
     }
     let (sid, info) = owned_session(&app, &headers, &principal).await?;
+    let caller = Caller {
+        principal,
+        sid,
+        session: Some(info),
+        headers,
+    };
     match incoming {
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
             let call = ToolCall::new(id, &params, bytes, &app.pipeline.policy);
-            let caller = Caller {
-                principal,
-                sid,
-                info,
-                headers,
-            };
             Ok(app.pipeline.clone().answer(caller, call).await)
         }
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
-            app.discovery
-                .tools_list(&sid, &info, &headers, bytes, &id, &params)
-                .await
+            app.discovery.tools_list(&caller, bytes, &id, &params).await
         }
         // Without an id nobody could be told "denied", and the upstream might run it anyway.
         Incoming::Single(Message::Notification { method, .. }) if method == TOOLS_CALL => Err(
@@ -184,25 +187,17 @@ async fn post_inner(
         ),
         Incoming::Single(Message::Notification { method, params }) if method == CANCELLED => {
             if let Some(req_id) = params.get("requestId") {
-                app.pipeline.held.cancel(&sid, req_id);
+                app.pipeline.held.cancel(&caller.sid, req_id);
             }
-            forward(&app, &sid, &info, &headers, bytes, None).await
+            forward(&app, &caller, bytes, None).await
         }
-        Incoming::Batch(msgs) => {
-            let caller = Caller {
-                principal,
-                sid,
-                info,
-                headers,
-            };
-            post_batch(&app, caller, bytes, msgs).await
-        }
+        Incoming::Batch(msgs) => post_batch(&app, caller, bytes, msgs).await,
         Incoming::Single(m) => {
             let single_id = match m {
                 Message::Request { id, .. } => Some(id),
                 Message::Notification { .. } | Message::Response { .. } => None,
             };
-            forward(&app, &sid, &info, &headers, bytes, single_id).await
+            forward(&app, &caller, bytes, single_id).await
         }
     }
 }
@@ -246,43 +241,14 @@ async fn post_batch(
     if msgs.iter().any(|m| m.method() == Some(TOOLS_CALL)) {
         return batch::handle(app.pipeline.clone(), caller, &bytes, msgs).await;
     }
-    let c = &caller;
-    forward(app, &c.sid, &c.info, &c.headers, bytes, None).await
+    forward(app, &caller, bytes, None).await
 }
 
-async fn forward(
-    app: &AppState,
-    sid: &SessionId,
-    info: &SessionInfo,
-    headers: &HeaderMap,
-    body: Bytes,
-    request_id: Option<Value>,
-) -> Result<Response, RequestError> {
-    let sent = app
-        .link()
-        .send(sid, info, reqwest::Method::POST, Some(body), headers)
-        .await;
-    let delivered = match sent {
-        Ok(resp) => {
-            deliver(
-                resp,
-                headers,
-                request_id.clone(),
-                (),
-                app.pipeline.keepalive,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    match (delivered, request_id) {
-        (Ok(resp), _) => Ok(resp),
-        // A request still gets a JSON-RPC answer it can match to its id.
-        (Err(e), Some(id)) => {
-            tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream failed");
-            Ok(Json(upstream_error(&id, &e.to_string())).into_response())
-        }
-        (Err(e), None) => Err(e.into()),
+/// 2026-07-28 has neither the GET stream nor sessions to delete: 405, as the spec says.
+fn no_stream_in_modern(headers: &HeaderMap, method: &'static str) -> Result<(), RequestError> {
+    match protocol_version(headers)? {
+        era::MODERN => Err(RequestError::MethodNotAllowed(method)),
+        _ => Ok(()),
     }
 }
 
@@ -293,6 +259,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let res = async {
+        no_stream_in_modern(&headers, "GET")?;
         let (sid, info) = owned_session(&app, &headers, &principal).await?;
         let resp = app
             .link()
@@ -319,6 +286,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Response {
     let res = async {
+        no_stream_in_modern(&headers, "DELETE")?;
         let (sid, info) = owned_session(&app, &headers, &principal).await?;
         let resp = app
             .link()

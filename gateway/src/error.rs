@@ -234,6 +234,11 @@ impl CallError {
     }
 }
 
+/// MCP's code for headers that disagree with the body (2026-07-28).
+pub const HEADER_MISMATCH: i64 = -32020;
+/// MCP's code for a protocol version the server does not speak (2026-07-28).
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
 /// A JSON-RPC error response body.
 fn jsonrpc_error(id: &Value, code: i64, message: &str, data: Value) -> Value {
     let mut error = json!({ "code": code, "message": message });
@@ -273,6 +278,12 @@ pub enum RequestError {
     },
     #[error("unknown session")]
     UnknownSession,
+    /// 2026-07-28: a header disagrees with the body (or a required one is missing).
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(String),
+    /// 2026-07-28 has no GET stream and no session to delete.
+    #[error("{0} is not part of MCP protocol version 2026-07-28")]
+    MethodNotAllowed(&'static str),
     #[error("storage error")]
     Store(#[from] sqlx::Error),
     #[error(transparent)]
@@ -290,11 +301,13 @@ impl IntoResponse for RequestError {
             | Self::MissingSession
             | Self::SessionIdTooLong { .. }
             | Self::MalformedSession => (StatusCode::BAD_REQUEST, Some(-32600), none),
-            Self::UnsupportedProtocolVersion { supported, .. } => (
+            Self::UnsupportedProtocolVersion { supported, got } => (
                 StatusCode::BAD_REQUEST,
-                Some(-32600),
-                json!({ "supported": supported }),
+                Some(UNSUPPORTED_PROTOCOL_VERSION),
+                json!({ "supported": supported, "requested": got }),
             ),
+            Self::HeaderMismatch(_) => (StatusCode::BAD_REQUEST, Some(HEADER_MISMATCH), none),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, Some(-32600), none),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(-32600), none),
             Self::UnknownSession => (StatusCode::NOT_FOUND, Some(-32001), none),
             Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Some(-32603), none),

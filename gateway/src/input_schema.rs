@@ -28,6 +28,8 @@ pub struct InputSchemas {
     /// By `tools/list` cursor ("" for the first page), then by tool name: a fresh answer for a
     /// page replaces that page's tools.
     pages: Mutex<HashMap<String, Arc<HashMap<String, Compiled>>>>,
+    /// The `x-mcp-header` annotations of each tool (2026-07-28), by tool name.
+    params: Mutex<HashMap<String, Arc<[ParamHeader]>>>,
     /// Sessions in which the gateway listed every page itself.
     listed: Mutex<HashSet<String>>,
     /// One listing at a time: calls that wait for it find its result.
@@ -85,6 +87,19 @@ impl InputSchemas {
         if let Ok(mut pages) = self.pages.lock() {
             pages.insert(cursor.to_owned(), Arc::new(page));
         }
+        if let Ok(mut params) = self.params.lock() {
+            for t in tools.into_iter().flatten() {
+                if let Some(name) = t.get("name").and_then(Value::as_str) {
+                    let a = t.get("inputSchema").map(annotations).unwrap_or_default();
+                    params.insert(name.to_owned(), a.into());
+                }
+            }
+        }
+    }
+
+    /// The `x-mcp-header` annotations of `tool`, if some page listed it.
+    pub fn param_headers(&self, tool: &str) -> Option<Arc<[ParamHeader]>> {
+        self.params.lock().ok()?.get(tool).cloned()
     }
 
     /// Remembers that `session` listed every page.
@@ -111,6 +126,40 @@ impl InputSchemas {
             },
         }
     }
+}
+
+/// One `x-mcp-header` annotation of a tool: the header's token (lower case), the argument's
+/// path of `properties` keys, and its declared type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamHeader {
+    pub token: String,
+    pub path: Vec<String>,
+    pub kind: Option<String>,
+}
+
+/// The `x-mcp-header` annotations reachable from the schema's root through `properties` only
+/// (the spec's rule; others make the tool invalid, and the client drops it).
+pub fn annotations(schema: &Value) -> Vec<ParamHeader> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(Vec<String>, &Value)> = vec![(Vec::new(), schema)];
+    while let Some((path, node)) = stack.pop() {
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, prop) in props {
+            let mut p = path.clone();
+            p.push(key.clone());
+            if let Some(token) = prop.get("x-mcp-header").and_then(Value::as_str) {
+                out.push(ParamHeader {
+                    token: token.to_ascii_lowercase(),
+                    path: p.clone(),
+                    kind: prop.get("type").and_then(Value::as_str).map(str::to_owned),
+                });
+            }
+            stack.push((p, prop));
+        }
+    }
+    out
 }
 
 /// Checks `args` against a compiled schema.

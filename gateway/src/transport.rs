@@ -16,7 +16,15 @@ use crate::upstream::PROTOCOL_HEADER;
 pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";
 
 /// Every MCP protocol version the gateway speaks, oldest first.
-pub const SUPPORTED_PROTOCOL_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25"];
+pub const SUPPORTED_PROTOCOL_VERSIONS: &[&str] = &[
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    MODERN_PROTOCOL_VERSION,
+];
+
+/// The stateless revision: no session, no `initialize` (see `era.rs`).
+pub const MODERN_PROTOCOL_VERSION: &str = "2026-07-28";
 
 /// Who a held call waits for, as the progress message says it.
 pub fn waiting_for(approvers: &[String]) -> String {
@@ -106,6 +114,7 @@ mod tests {
         assert!(allows_batches("2025-03-26"));
         assert!(!allows_batches("2025-06-18"));
         assert!(!allows_batches("2025-11-25"));
+        assert!(!allows_batches(MODERN_PROTOCOL_VERSION));
     }
 
     #[test]

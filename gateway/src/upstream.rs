@@ -13,6 +13,12 @@ use crate::error::UpstreamError;
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// The protocol version header.
 pub const PROTOCOL_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// 2026-07-28: the body's `method`, mirrored.
+pub const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+/// 2026-07-28: the body's `params.name` (or `params.uri`), mirrored.
+pub const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
+/// 2026-07-28: tool arguments whose schema has `x-mcp-header` are mirrored as these.
+pub const PARAM_PREFIX: &str = "mcp-param-";
 /// SSE resumption.
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
@@ -32,7 +38,8 @@ pub struct Upstream {
 pub struct Outgoing<'a> {
     pub method: reqwest::Method,
     pub body: Option<Bytes>,
-    /// The client's headers; MCP-Protocol-Version and Last-Event-ID are passed on.
+    /// The client's headers; MCP-Protocol-Version, Last-Event-ID and the mirrored request
+    /// headers of 2026-07-28 (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`) are passed on.
     pub headers: &'a HeaderMap,
     /// The upstream's own session id (never the one we handed the client).
     pub upstream_session: Option<&'a str>,
@@ -99,6 +106,15 @@ impl Upstream {
         for name in [&PROTOCOL_HEADER, &LAST_EVENT_ID] {
             if let Some(v) = out.headers.get(name).and_then(|v| v.to_str().ok()) {
                 req = req.header(name.as_str(), v);
+            }
+        }
+        // Checked against the body before we get here; an upstream or balancer may route on them.
+        for (name, v) in out.headers {
+            if *name == METHOD_HEADER
+                || *name == NAME_HEADER
+                || name.as_str().starts_with(PARAM_PREFIX)
+            {
+                req = req.header(name, v);
             }
         }
         if let Some(s) = out.upstream_session {

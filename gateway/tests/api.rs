@@ -9,6 +9,7 @@ mod api {
     mod connections;
     mod edges;
     mod hold;
+    mod modern;
     mod proxy;
     mod races;
     mod session_lock;

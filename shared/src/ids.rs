@@ -70,6 +70,18 @@ impl SessionId {
     pub fn new() -> Self {
         Self(Uuid::new_v4().simple().to_string())
     }
+
+    /// The scope of calls made without a session (MCP 2026-07-28): their lock, held calls and
+    /// ticket reattachment are keyed by the principal instead. Minted ids are 32 hex digits and
+    /// never contain `:`, so the two kinds never meet.
+    pub fn of_principal(principal: &Principal) -> Self {
+        Self(format!("principal:{}", principal.0))
+    }
+
+    /// Whether this is a principal's scope rather than a session.
+    pub fn is_principal_scope(&self) -> bool {
+        self.0.starts_with("principal:")
+    }
 }
 
 impl Default for SessionId {

@@ -73,6 +73,13 @@ impl Keys {
         format!("{}:session:{{{}}}:budget", self.prefix, session.0)
     }
 
+    /// A principal's tool-call counter for one budget window (`window` = start of the window
+    /// divided by its length). Same hash tag as the scope's lock, for the same reason as
+    /// [`Keys::budget`]; `scope` is [`SessionId::of_principal`].
+    pub fn budget_window(&self, scope: &SessionId, window: u64) -> String {
+        format!("{}:session:{{{}}}:budget:w{window}", self.prefix, scope.0)
+    }
+
     /// Per-channel pacing slot used by notifier replicas.
     pub fn channel_pace(&self, channel: &str) -> String {
         format!("{}:pace:{}", self.prefix, channel)
@@ -104,6 +111,12 @@ mod tests {
         let s1 = SessionId("s1".into());
         assert_eq!(k.session_lock(&s1), "airlock:session:{s1}:lock");
         assert_eq!(k.budget(&s1), "airlock:session:{s1}:budget");
+        let p = SessionId::of_principal(&crate::ids::Principal("bot".into()));
+        assert_eq!(
+            k.budget_window(&p, 7),
+            "airlock:session:{principal:bot}:budget:w7"
+        );
+        assert_eq!(k.session_lock(&p), "airlock:session:{principal:bot}:lock");
         assert_eq!(k.session_lock_queue(&s1), "airlock:session:{s1}:lock:queue");
         assert_eq!(
             k.session_lock_waiters(&s1),

@@ -2,7 +2,8 @@
 # Runs the official MCP SDK clients (TypeScript and Python) against the reference server
 # @modelcontextprotocol/server-everything, directly and through the gateway, plus held calls
 # with the TypeScript client, and the Python client against the demo upstream (directly and
-# through a gateway with the demo policy). Installs what is missing. Prints "N passed, M failed" last and
+# through a gateway with the demo policy), and the Python Client in each era against an MCPServer
+# upstream (modern.py). Installs what is missing. Prints "N passed, M failed" last and
 # exits non-zero on any failure.
 # Env: DATABASE_URL (a database to create a fresh one from), REDIS_URL, CARGO_TARGET_DIR,
 #      CONFORMANCE_SKIP_LITERAL=1 to skip the literal 90 s hold.
@@ -34,9 +35,10 @@ if [ ! -d node_modules/@modelcontextprotocol/sdk ] || [ ! -d node_modules/@model
   echo "== npm ci"
   npm ci --no-audit --no-fund >"$LOGS/npm.log" 2>&1 || { cat "$LOGS/npm.log"; fail_setup "npm ci"; }
 fi
-if ! python3 -c "import mcp.client.streamable_http" 2>/dev/null; then
+# 2.3 or newer: its Client speaks 2026-07-28 and its MCPServer both eras (modern.py).
+if ! python3 -c "import mcp.client.streamable_http; from mcp.client import Client; import mcp.server.mcpserver" 2>/dev/null; then
   echo "== pip install mcp"
-  python3 -m pip install --quiet "mcp>=2,<3" >"$LOGS/pip.log" 2>&1 || { cat "$LOGS/pip.log"; fail_setup "pip install mcp"; }
+  python3 -m pip install --quiet "mcp>=2.3,<3" >"$LOGS/pip.log" 2>&1 || { cat "$LOGS/pip.log"; fail_setup "pip install mcp"; }
 fi
 
 echo "== cargo build -p airlock-gateway --bin airlock-demo-upstream"
@@ -105,6 +107,22 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$DEMO_PORT/healthz" || fail_setup "demo upstream did not start ($LOGS/demo-upstream.log)"
 DEMO="http://127.0.0.1:$DEMO_PORT/mcp"
 GW_DEMO=$(start_gateway demo 15s "$DEMO" "$ROOT/infra/demo/policy.yaml") || exit 1
+MODERN_PORT=$(free_port)
+python3 "$HERE/modern_server.py" "$MODERN_PORT" >"$LOGS/modern-upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$MODERN_PORT/mcp" || fail_setup "MCPServer upstream did not start ($LOGS/modern-upstream.log)"
+cat >"$LOGS/modern-policy.yaml" <<'YAML'
+version: 1
+default: allow
+rules:
+  - { name: never delete, tools: ["delete_*"], action: deny }
+  - name: held echoes
+    tools: ["echo"]
+    when: [{ arg: /message, matches: "^hold-" }]
+    action: approve
+YAML
+MODERN="http://127.0.0.1:$MODERN_PORT/mcp"
+GW_MODERN=$(start_gateway modern 2s "$MODERN" "$LOGS/modern-policy.yaml") || exit 1
 echo "== server-everything at $DIRECT; gateways at $GW_FAST (keepalive 2s) and $GW_DEFAULT (15s); logs in $LOGS"
 
 if [ "${CONFORMANCE_SKIP_LITERAL:-0}" != 1 ]; then
@@ -117,6 +135,8 @@ echo "== Python SDK client"
 python3 client.py "$DIRECT" "$GW_FAST" "$TOKEN" 2>&1 | tee "$LOGS/py.out"
 echo "== Python SDK client against the demo upstream (session end, refund limit)"
 python3 demo_session.py "$DEMO" "$GW_DEMO" "$TOKEN" 2>&1 | tee "$LOGS/py-demo.out"
+echo "== Python SDK Client in 2026-07-28, auto and legacy mode against MCPServer (direct and through the gateway)"
+python3 modern.py "$MODERN" "$GW_MODERN" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/py-modern.out"
 echo "== held calls, short timeouts (client 6 s, hold 9 s, keepalive 2 s)"
 node hold.mjs short "$GW_FAST" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/hold-short.out"
 if [ -n "${LITERAL:-}" ]; then

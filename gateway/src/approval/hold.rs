@@ -42,7 +42,13 @@ struct CancelOnDrop {
     holds: Holds,
     registration: Option<Registration>,
     armed: bool,
+    /// How long a re-issue has to reattach before the ticket is cancelled.
+    grace: Duration,
 }
+
+/// A 2026-07-28 client whose stream broke re-issues the call with a new id (there is no
+/// resumption); a re-issue within this long reattaches instead of asking again.
+pub const REISSUE_GRACE: Duration = Duration::from_secs(10);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -57,8 +63,15 @@ impl Drop for CancelOnDrop {
             return;
         }
         let a = self.holds.clone();
+        let grace = self.grace;
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
+                if !grace.is_zero() {
+                    tokio::time::sleep(grace).await;
+                    if a.hub.local_waiters(ticket) > 0 {
+                        return;
+                    }
+                }
                 match ticket::close_pending(&a.pool, ticket, TicketStatus::Cancelled).await {
                     Ok(Some(_)) => {
                         tracing::info!(ticket = %ticket, "caller went away; ticket cancelled");
@@ -221,6 +234,10 @@ impl Holds {
             holds: self.clone(),
             registration: Some(self.hub.register(ticket.id)),
             armed: true,
+            grace: match SessionId(ticket.session_id.clone()).is_principal_scope() {
+                true => REISSUE_GRACE,
+                false => Duration::ZERO,
+            },
         };
         let Some(rx) = guard.registration.as_mut().and_then(|r| r.rx.take()) else {
             return Waited::Interrupted;

@@ -30,6 +30,34 @@ const STALE_WAITER_MS: u64 = 2_000;
 /// waiter whose pod died just before its turn wedges the session for seconds, not a whole TTL.
 const HANDOFF_MS: u64 = STALE_WAITER_MS;
 
+/// A cap to count a call against: the session's (for its lifetime), or a principal's window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u64,
+    /// The window a principal's call counts in; `None` for a session's budget.
+    pub window: Option<Window>,
+}
+
+/// One fixed budget window: its number (start / length) and how long its counter must live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub index: u64,
+    pub ttl_secs: i64,
+}
+
+impl Window {
+    /// The window of length `per` that `now_ms` (milliseconds since the epoch) falls in.
+    pub fn at(now_ms: u64, per: Duration) -> Self {
+        let len = u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1);
+        let left_ms = len - now_ms % len;
+        Self {
+            index: now_ms / len,
+            // The counter outlives its window a little; the index alone decides which counts.
+            ttl_secs: i64::try_from(left_ms.div_ceil(1000) + 1).unwrap_or(i64::MAX),
+        }
+    }
+}
+
 /// Why a call was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -128,7 +156,7 @@ impl Locks {
         &self,
         session: &SessionId,
         request_hash: &str,
-        budget: Option<u64>,
+        budget: Option<Budget>,
         lock: bool,
     ) -> Result<Option<SessionLock>, LockError> {
         if budget.is_none() && !lock {
@@ -137,16 +165,20 @@ impl Locks {
         let claim = self.claim(session, request_hash);
         let deadline = Instant::now() + self.acquire_timeout;
         let mut conn = self.conn.clone();
-        let limit = budget.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let limit = budget.map_or(-1, |b| i64::try_from(b.limit).unwrap_or(i64::MAX));
+        let (budget_key, budget_ttl) = match budget.and_then(|b| b.window) {
+            Some(w) => (self.keys.budget_window(session, w.index), w.ttl_secs),
+            None => (self.keys.budget(session), BUDGET_TTL_SECS),
+        };
         let (count, locked, _left): (i64, i64, u64) = self
             .scripts
             .admit
-            .key(self.keys.budget(session))
+            .key(budget_key)
             .key(&claim.lock)
             .key(&claim.queue)
             .key(&claim.waiters)
             .arg(limit)
-            .arg(BUDGET_TTL_SECS)
+            .arg(budget_ttl)
             .arg(&claim.value)
             .arg(self.ttl.as_millis() as u64)
             .arg(u8::from(lock))
@@ -350,5 +382,22 @@ impl Drop for SessionLock {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_fixed_and_their_counters_outlive_them() {
+        let per = Duration::from_secs(3600);
+        let w = Window::at(7_200_000 + 1_000, per);
+        assert_eq!(w.index, 2);
+        assert_eq!(w.ttl_secs, 3600);
+        assert_eq!(Window::at(10_799_999, per).index, 2);
+        assert_eq!(Window::at(10_800_000, per).index, 3);
+        let short = Window::at(4_500, Duration::from_secs(2));
+        assert_eq!((short.index, short.ttl_secs), (2, 3));
     }
 }

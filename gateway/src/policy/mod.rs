@@ -59,10 +59,19 @@ pub struct Policy {
     rules: Vec<Rule>,
     /// The per-session cap on tool calls, if any.
     pub max_tool_calls_per_session: Option<u64>,
+    /// The cap per principal and window on calls made without a session (2026-07-28), if any.
+    pub principal_budget: Option<WindowBudget>,
     /// Whether `tools/list` leaves out tools that are always denied.
     pub hide_denied_tools: bool,
     /// Whether calls are checked against the tool's `inputSchema` before policy.
     pub validate_arguments: bool,
+}
+
+/// At most `max_tool_calls` per principal in each window of `per` (fixed windows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowBudget {
+    pub max_tool_calls: u64,
+    pub per: Duration,
 }
 
 /// A verdict and the rules on the way whose conditions could not be evaluated.
@@ -118,7 +127,36 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBudget {
-    max_tool_calls_per_session: u64,
+    #[serde(default)]
+    max_tool_calls_per_session: Option<u64>,
+    /// With `per`: the windowed budget per principal, for calls without a session.
+    #[serde(default)]
+    max_tool_calls: Option<u64>,
+    #[serde(default)]
+    per: Option<HumanDuration>,
+}
+
+impl RawBudget {
+    fn check(&self) -> Result<Option<WindowBudget>, PolicyError> {
+        let bad = |m: &str| Err(PolicyError::Invalid(m.into()));
+        if self.max_tool_calls_per_session == Some(0) {
+            return bad("budget.max_tool_calls_per_session must be at least 1");
+        }
+        match (self.max_tool_calls, &self.per) {
+            (Some(0), _) => bad("budget.max_tool_calls must be at least 1"),
+            (Some(max_tool_calls), Some(per)) => Ok(Some(WindowBudget {
+                max_tool_calls,
+                per: per.0,
+            })),
+            (None, None) if self.max_tool_calls_per_session.is_none() => {
+                bad("budget needs max_tool_calls_per_session, or max_tool_calls with per")
+            }
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) => {
+                bad("budget.max_tool_calls and budget.per go together")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,15 +312,10 @@ impl Policy {
                 )));
             }
         }
-        if raw
-            .budget
-            .as_ref()
-            .is_some_and(|b| b.max_tool_calls_per_session == 0)
-        {
-            return Err(PolicyError::Invalid(
-                "budget.max_tool_calls_per_session must be at least 1".into(),
-            ));
-        }
+        let principal_budget = match &raw.budget {
+            Some(b) => b.check()?,
+            None => None,
+        };
         Ok(Policy {
             default: Verdict {
                 action: raw.default,
@@ -294,7 +327,8 @@ impl Policy {
                 channel: None,
             },
             rules: raw.rules.into_iter().map(|r| r.0).collect(),
-            max_tool_calls_per_session: raw.budget.map(|b| b.max_tool_calls_per_session),
+            max_tool_calls_per_session: raw.budget.and_then(|b| b.max_tool_calls_per_session),
+            principal_budget,
             hide_denied_tools: raw.hide_denied_tools,
             validate_arguments: raw.validate_arguments,
         })
@@ -473,6 +507,32 @@ rules:
 
     fn err(text: &str) -> String {
         Policy::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_windowed_budget_is_per_principal_and_needs_both_fields() {
+        let p = Policy::parse(
+            "version: 1\ndefault: allow\nbudget: { max_tool_calls: 200, per: 1h, max_tool_calls_per_session: 5 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.principal_budget,
+            Some(WindowBudget {
+                max_tool_calls: 200,
+                per: Duration::from_secs(3600)
+            })
+        );
+        assert_eq!(p.max_tool_calls_per_session, Some(5));
+        let only_window =
+            Policy::parse("version: 1\ndefault: allow\nbudget: { max_tool_calls: 3, per: 2s }\n")
+                .unwrap();
+        assert_eq!(only_window.max_tool_calls_per_session, None);
+        let d = "version: 1\ndefault: allow\nbudget: ";
+        assert!(err(&format!("{d}{{ max_tool_calls: 3 }}\n")).contains("go together"));
+        assert!(err(&format!("{d}{{ per: 1h }}\n")).contains("go together"));
+        assert!(err(&format!("{d}{{ max_tool_calls: 0, per: 1h }}\n")).contains("at least 1"));
+        assert!(err(&format!("{d}{{ max_tool_calls: 2, per: 0s }}\n")).contains("bad duration"));
+        assert!(err(&format!("{d}{{}}\n")).contains("budget needs"));
     }
 
     #[test]

@@ -167,11 +167,17 @@ async fn an_unsupported_protocol_version_is_refused_with_the_supported_list() {
             .unwrap();
         let a = read_answer(resp).await;
         assert_eq!(a.status, 400, "{bad}: {}", a.text);
-        assert_eq!(a.code(), Some(-32600), "{}", a.text);
+        // MCP's UnsupportedProtocolVersion, whatever era the client thought it spoke.
+        assert_eq!(a.code(), Some(-32022), "{}", a.text);
         assert!(a.message().contains(bad), "{}", a.text);
         assert_eq!(
             a.body.pointer("/error/data/supported"),
-            Some(&json!(["2025-03-26", "2025-06-18", "2025-11-25"])),
+            Some(&json!([
+                "2025-03-26",
+                "2025-06-18",
+                "2025-11-25",
+                "2026-07-28"
+            ])),
             "{}",
             a.text
         );

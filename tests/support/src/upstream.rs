@@ -11,6 +11,13 @@
 //! benchmarks); `die` breaks its stream off mid-way; [`FakeUpstream::push`] sends a message on
 //! the standalone GET stream, which keeps event ids and replays after `Last-Event-ID`.
 //!
+//! It speaks MCP 2026-07-28 beside the older revisions, as the official SDKs' servers do: a
+//! request whose `MCP-Protocol-Version` is 2026-07-28 needs no session; its `_meta` version,
+//! `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` headers must match the body (else 400 -32020), an
+//! unknown version gets 400 -32022, `server/discover` advertises the versions, every result
+//! carries `resultType`, and `tools/list` carries `ttlMs` and `cacheScope`.
+//! [`FakeUpstream::set_legacy_only`] makes it an older server that knows none of this.
+//!
 //! Its connections can misbehave as real servers do: [`Serving::close_idle_after`] closes a
 //! keep-alive connection that sat idle that long, and `hangup` drops the connection after the
 //! call was recorded, before any answer.
@@ -58,6 +65,7 @@ pub struct RecordedCall {
 struct FakeState {
     mode: Mode,
     down: bool,
+    legacy_only: bool,
     sessions: HashSet<String>,
     calls: Vec<RecordedCall>,
     requests: Vec<(String, HeaderMap)>,
@@ -142,6 +150,7 @@ impl FakeUpstream {
             state: Mutex::new(FakeState {
                 mode,
                 down: false,
+                legacy_only: false,
                 sessions: HashSet::new(),
                 calls: Vec::new(),
                 requests: Vec::new(),
@@ -242,6 +251,11 @@ impl FakeUpstream {
     /// While down, every request gets HTTP 503.
     pub fn set_down(&self, down: bool) {
         self.state().down = down;
+    }
+
+    /// An upstream that speaks only the revisions before 2026-07-28.
+    pub fn set_legacy_only(&self, legacy_only: bool) {
+        self.state().legacy_only = legacy_only;
     }
 
     /// Forgets every session, as a restarted server would.
@@ -363,7 +377,21 @@ fn sse_response(
     r
 }
 
-fn answer(mode: Mode, accept_sse: bool, messages: Vec<Value>, delay: Duration) -> Response {
+/// The answer; for 2026-07-28 every result says it is complete.
+fn answer_as(
+    modern: bool,
+    mode: Mode,
+    accept_sse: bool,
+    mut messages: Vec<Value>,
+    delay: Duration,
+) -> Response {
+    if modern {
+        for m in &mut messages {
+            if let Some(r) = m.get_mut("result").and_then(Value::as_object_mut) {
+                r.entry("resultType").or_insert(json!("complete"));
+            }
+        }
+    }
     if mode == Mode::Sse && accept_sse {
         let stream = async_stream::stream! {
             let n = messages.len();
@@ -418,6 +446,7 @@ fn tools() -> Value {
         { "name": "die", "description": "Breaks its stream off", "inputSchema": schema(json!({}), json!([])) },
         { "name": "explode", "description": "Answers HTTP 500", "inputSchema": schema(json!({}), json!([])) },
         { "name": "hangup", "description": "Drops the connection after recording the call", "inputSchema": schema(json!({}), json!([])) },
+        { "name": "routed", "description": "Echoes; its region is mirrored as Mcp-Param-Region (2026-07-28)", "inputSchema": schema(json!({"region": {"type": "string", "x-mcp-header": "Region"}, "n": {"type": "integer"}}), json!(["region"])) },
     ]})
 }
 
@@ -475,6 +504,37 @@ async fn handle_post(
         )
     };
     let id = msg.get("id").cloned();
+    let legacy_only = shared.state.lock().unwrap().legacy_only;
+    let modern = !legacy_only
+        && headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+            == Some(MODERN);
+    let answer =
+        |mode, accept_sse, messages, delay| answer_as(modern, mode, accept_sse, messages, delay);
+    if modern {
+        if let Some(refusal) = modern_checks(&headers, &msg) {
+            return refusal;
+        }
+        let id = id.clone().unwrap_or(Value::Null);
+        match method.as_str() {
+            "server/discover" => {
+                return answer(
+                    mode,
+                    accept_sse,
+                    vec![rpc_result(&id, discover_result())],
+                    Duration::ZERO,
+                );
+            }
+            "tools/list" => {
+                let mut t = tools();
+                t["ttlMs"] = json!(60_000);
+                t["cacheScope"] = json!("public");
+                return answer(mode, accept_sse, vec![rpc_result(&id, t)], Duration::ZERO);
+            }
+            _ => {}
+        }
+    }
     if method == "initialize" {
         let sid = uuid::Uuid::new_v4().to_string();
         shared.state.lock().unwrap().sessions.insert(sid.clone());
@@ -498,6 +558,8 @@ async fn handle_post(
         return r;
     }
     match &session {
+        // 2026-07-28 has no sessions: an Mcp-Session-Id is ignored.
+        _ if modern => {}
         None => return (StatusCode::BAD_REQUEST, "Mcp-Session-Id required").into_response(),
         Some(_) if !known => return (StatusCode::NOT_FOUND, "session not found").into_response(),
         Some(_) => {}
@@ -685,6 +747,113 @@ fn die(shared: St, id: Value) -> Response {
         yield Err(std::io::Error::other("upstream crashed"));
     };
     sse_response(stream)
+}
+
+/// The revision without sessions.
+const MODERN: &str = "2026-07-28";
+
+fn discover_result() -> Value {
+    json!({
+        "supportedVersions": ["2025-03-26", "2025-06-18", "2025-11-25", MODERN],
+        "capabilities": { "tools": { "listChanged": true } },
+        "_meta": { "io.modelcontextprotocol/serverInfo": { "name": "fake-upstream", "version": "1.0.0" } },
+        "ttlMs": 60_000,
+        "cacheScope": "public",
+    })
+}
+
+fn modern_refusal(code: i64, message: String, data: Value) -> Response {
+    let mut error = json!({ "code": code, "message": message });
+    if !data.is_null() {
+        error["data"] = data;
+    }
+    let body = json!({ "jsonrpc": "2.0", "id": null, "error": error });
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+fn decode_header(v: &str) -> Option<String> {
+    use base64::Engine;
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(p) => base64::engine::general_purpose::STANDARD
+            .decode(p)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(v.to_owned()),
+    }
+}
+
+/// The 2026-07-28 server's checks of a request, in the SDK's order: the envelope, the headers
+/// against the body, then the version. Some refusal, or None when the request passes.
+fn modern_checks(headers: &HeaderMap, msg: &Value) -> Option<Response> {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    // Notifications are not checked.
+    msg.get("id")?;
+    let meta = msg.pointer("/params/_meta");
+    let version = meta.and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"));
+    if version.is_none()
+        || meta
+            .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+            .is_none()
+    {
+        return Some(modern_refusal(
+            -32602,
+            "params._meta is missing the envelope keys".into(),
+            Value::Null,
+        ));
+    }
+    if version.and_then(Value::as_str) != h("mcp-protocol-version") {
+        return Some(modern_refusal(
+            -32020,
+            "MCP-Protocol-Version header does not match _meta".into(),
+            Value::Null,
+        ));
+    }
+    let method = msg.get("method").and_then(Value::as_str);
+    if h("mcp-method") != method {
+        return Some(modern_refusal(
+            -32020,
+            "Mcp-Method header does not match the body".into(),
+            Value::Null,
+        ));
+    }
+    let name = match method {
+        Some("tools/call" | "prompts/get") => msg.pointer("/params/name"),
+        Some("resources/read") => msg.pointer("/params/uri"),
+        _ => None,
+    };
+    if let Some(name) = name.and_then(Value::as_str)
+        && h("mcp-name").and_then(decode_header).as_deref() != Some(name)
+    {
+        return Some(modern_refusal(
+            -32020,
+            "Mcp-Name header does not match the body".into(),
+            Value::Null,
+        ));
+    }
+    if method == Some("tools/call") && msg.pointer("/params/name") == Some(&json!("routed")) {
+        let region = msg
+            .pointer("/params/arguments/region")
+            .and_then(Value::as_str);
+        if h("mcp-param-region").and_then(decode_header).as_deref() != region {
+            return Some(modern_refusal(
+                -32020,
+                "Mcp-Param-Region header does not match the body".into(),
+                Value::Null,
+            ));
+        }
+    }
+    if version.and_then(Value::as_str) != Some(MODERN) {
+        let data = json!({ "supported": [MODERN], "requested": version });
+        return Some(modern_refusal(
+            -32022,
+            "Unsupported protocol version".into(),
+            data,
+        ));
+    }
+    None
 }
 
 async fn handle_get(State(shared): State<St>, headers: HeaderMap) -> Response {

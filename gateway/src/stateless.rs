@@ -1,0 +1,87 @@
+//! The 2026-07-28 request path: no session and no `initialize`. Each request carries its
+//! protocol version; its headers are checked against its body before anything is forwarded,
+//! and its calls are scoped by the principal (lock, budget window, held calls, reattachment).
+
+use airlock_shared::Principal;
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::answer::deliver;
+use crate::call::Caller;
+use crate::era;
+use crate::error::{RequestError, upstream_error};
+use crate::mcp::{Incoming, Message, TOOLS_CALL, TOOLS_LIST};
+use crate::state::AppState;
+use crate::tool_call::ToolCall;
+
+/// The method that advertises a 2026-07-28 server's versions and capabilities.
+pub const DISCOVER: &str = "server/discover";
+
+/// One 2026-07-28 POST (its era already decided).
+pub async fn post(
+    app: &AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    bytes: Bytes,
+    incoming: Incoming,
+) -> Result<Response, RequestError> {
+    let Incoming::Single(msg) = incoming else {
+        return Err(RequestError::InvalidRequest(format!(
+            "JSON-RPC batches are not part of MCP protocol version {}",
+            era::MODERN
+        )));
+    };
+    let caller = Caller::stateless(principal, headers);
+    match msg {
+        Message::Request { id, method, params } => {
+            era::check_request_headers(&caller.headers, &method, &params)?;
+            match method.as_str() {
+                TOOLS_CALL => {
+                    let call = ToolCall::new(id, &params, bytes, &app.pipeline.policy);
+                    app.pipeline.check_param_headers(&caller, &call).await?;
+                    Ok(app.pipeline.clone().answer(caller, call).await)
+                }
+                TOOLS_LIST => app.discovery.tools_list(&caller, bytes, &id, &params).await,
+                DISCOVER => app.discovery.discover(&caller, bytes, &id).await,
+                // `subscriptions/listen` and the rest: relayed as they stream.
+                _ => forward(app, &caller, bytes, Some(id)).await,
+            }
+        }
+        // Without an id nobody could be told "denied", and the upstream might run it anyway.
+        Message::Notification { method, .. } if method == TOOLS_CALL => Err(
+            RequestError::InvalidRequest("tools/call must be a request with an id".into()),
+        ),
+        Message::Notification { .. } | Message::Response { .. } => {
+            forward(app, &caller, bytes, None).await
+        }
+    }
+}
+
+/// Relays a message the gateway does not look into, in either era; a request still gets a
+/// JSON-RPC answer it can match to its id when the upstream fails.
+pub async fn forward(
+    app: &AppState,
+    caller: &Caller,
+    body: Bytes,
+    request_id: Option<Value>,
+) -> Result<Response, RequestError> {
+    let sent = caller.send(app.link(), body, &caller.headers).await;
+    let delivered = match sent {
+        Ok(resp) => {
+            let keepalive = app.pipeline.keepalive;
+            deliver(resp, &caller.headers, request_id.clone(), (), keepalive).await
+        }
+        Err(e) => Err(e),
+    };
+    match (delivered, request_id) {
+        (Ok(resp), _) => Ok(resp),
+        (Err(e), Some(id)) => {
+            tracing::warn!(error = %airlock_shared::telemetry::chain(&e), "upstream failed");
+            Ok(Json(upstream_error(&id, &e.to_string())).into_response())
+        }
+        (Err(e), None) => Err(e.into()),
+    }
+}

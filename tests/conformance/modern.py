@@ -1,0 +1,134 @@
+"""The official Python SDK's `Client` (`mcp` >= 2.3) in mode "2026-07-28", "auto" and "legacy",
+directly and through the gateway, against an upstream built with the same SDK's `MCPServer`
+(modern_server.py): the negotiated version, the tools, an allowed call, a denied call, and a
+held call approved while it waits (also after its first stream was cut: it reattaches, one
+ticket). Prints PASS/FAIL lines.
+
+Usage: python3 modern.py DIRECT_URL GATEWAY_URL TOKEN DB_URL REDIS_URL PREFIX
+"""
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+results: list[bool] = []
+
+
+def check(name: str, ok: bool, detail: str = "") -> None:
+    results.append(bool(ok))
+    print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok or not detail else f"\n  {detail}"), flush=True)
+
+
+def sql(db: str, q: str) -> str:
+    return subprocess.run(["psql", db, "-qtAc", q], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def approve(db: str, redis: str, prefix: str, ticket: str) -> None:
+    sql(db, f"UPDATE tickets SET status='approved', decided_at=now(), decided_by_id='U1', "
+        f"decided_by_name='conformance' WHERE id='{ticket}' AND status='pending'")
+    msg = json.dumps({"ticket_id": ticket, "status": "approved"})
+    subprocess.run(["redis-cli", "-u", redis, "PUBLISH", f"{prefix}:decisions", msg], check=True, capture_output=True)
+
+
+async def pending_ticket(db: str, marker: str, within: float = 10.0) -> str:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        t = sql(db, f"SELECT id FROM tickets WHERE status='pending' AND arguments->>'message'='{marker}'")
+        if t:
+            return t
+        await asyncio.sleep(0.1)
+    return ""
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, token: str | None, mode: str):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with create_mcp_http_client(headers=headers) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as c:
+            yield c
+
+
+def text(result) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+async def basics(url: str, token: str | None, mode: str) -> dict:
+    out: dict = {}
+    async with client(url, token, mode) as c:
+        out["version"] = c.protocol_version
+        tools = await c.list_tools()
+        out["tools"] = sorted(t.name for t in tools.tools)
+        out["echo"] = text(await c.call_tool("echo", {"message": "hello"}))
+        try:
+            r = await c.call_tool("delete_everything", {"confirm": True})
+            out["denied"] = f"ran: {text(r)} error={r.is_error}"
+        except Exception as e:  # the gateway's JSON-RPC error
+            out["denied"] = f"refused: {e}"
+    return out
+
+
+async def held(gw: str, token: str, mode: str, db: str, redis: str, prefix: str, cut: bool) -> None:
+    marker = f"hold-{mode}-{'cut' if cut else 'plain'}-{time.time_ns()}"
+    name = f"{mode}: held call {'re-issued after its stream was cut' if cut else 'approved while it waits'}"
+    async with client(gw, token, mode) as c:
+        first = asyncio.create_task(c.call_tool("echo", {"message": marker}))
+        ticket = await pending_ticket(db, marker)
+        if not ticket:
+            first.cancel()
+            check(name, False, "no pending ticket")
+            return
+        if cut:
+            first.cancel()
+            try:
+                await first
+            except BaseException:
+                pass
+            await asyncio.sleep(0.5)
+            first = asyncio.create_task(c.call_tool("echo", {"message": marker}))
+            await asyncio.sleep(0.5)
+        approve(db, redis, prefix, ticket)
+        try:
+            r = await asyncio.wait_for(first, 20)
+            got = text(r)
+        except Exception as e:
+            got = f"error: {e}"
+    tickets = sql(db, f"SELECT count(*) FROM tickets WHERE arguments->>'message'='{marker}'")
+    status = sql(db, f"SELECT status FROM tickets WHERE id='{ticket}'")
+    check(name, got == marker and tickets == "1" and status == "executed",
+          f"answer {got!r}, tickets {tickets}, status {status}")
+
+
+async def main() -> int:
+    direct, gw, token, db, redis, prefix = sys.argv[1:7]
+    for mode in ["2026-07-28", "auto", "legacy"]:
+        try:
+            d = await basics(direct, None, mode)
+            g = await basics(gw, token, mode)
+        except Exception as e:
+            check(f"{mode}: connects directly and through the gateway", False, repr(e))
+            continue
+        expected = "2026-07-28" if mode != "legacy" else d["version"]
+        check(f"{mode}: negotiated version equal direct and through the gateway ({d['version']})",
+              d["version"] == g["version"] == expected, f"direct {d['version']}, gateway {g['version']}")
+        check(f"{mode}: tools listed the same", d["tools"] == g["tools"], f"{d['tools']} vs {g['tools']}")
+        check(f"{mode}: allowed call", d["echo"] == g["echo"] == "hello", f"{d['echo']!r} / {g['echo']!r}")
+        check(f"{mode}: denied call refused by the gateway only",
+              d["denied"].startswith("ran") and g["denied"].startswith("refused") and "denied" in g["denied"],
+              f"direct {d['denied']!r}, gateway {g['denied']!r}")
+        await held(gw, token, mode, db, redis, prefix, cut=False)
+        if g["version"] == "2026-07-28":
+            # Without resumption a broken stream is re-issued; older revisions cancel instead.
+            await held(gw, token, mode, db, redis, prefix, cut=True)
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
