@@ -10,6 +10,7 @@ mod api {
     mod edges;
     mod hold;
     mod proxy;
+    mod quorum;
     mod races;
     mod session_lock;
     mod transparent;
