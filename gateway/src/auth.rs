@@ -28,12 +28,17 @@ struct RawKeys {
 struct RawAgent {
     name: String,
     token_sha256: String,
+    /// The Slack user id of the person responsible for the agent (never its approver).
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 /// The known agents.
 #[derive(Debug, Default)]
 pub struct AgentKeys {
     agents: Vec<(Principal, [u8; 32])>,
+    /// Agent name → its owner's Slack user id.
+    owners: std::collections::HashMap<String, String>,
 }
 
 impl AgentKeys {
@@ -51,6 +56,7 @@ impl AgentKeys {
         let raw: RawKeys =
             serde_yaml::from_str(text).map_err(|e| KeysError::Invalid(e.to_string()))?;
         let mut agents = Vec::with_capacity(raw.agents.len());
+        let mut owners = std::collections::HashMap::new();
         for a in raw.agents {
             if a.name.trim().is_empty() {
                 return Err(KeysError::Invalid("an agent needs a non-empty name".into()));
@@ -72,9 +78,28 @@ impl AgentKeys {
                     a.name
                 )));
             }
+            if let Some(owner) = a.owner {
+                if !is_slack_user_id(&owner) {
+                    return Err(KeysError::Invalid(format!(
+                        "agent {:?}: owner {owner:?} is not a Slack user id (like U0123ABCD)",
+                        a.name
+                    )));
+                }
+                owners.insert(a.name.clone(), owner);
+            }
             agents.push((Principal(a.name), hash));
         }
-        Ok(Self { agents })
+        Ok(Self { agents, owners })
+    }
+
+    /// The owner (a Slack user id) of the agent named `principal`, if the keys file names one.
+    pub fn owner_of(&self, principal: &str) -> Option<&str> {
+        self.owners.get(principal).map(String::as_str)
+    }
+
+    /// Every (agent, owner) pair.
+    pub fn owners(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.owners.iter().map(|(a, o)| (a.as_str(), o.as_str()))
     }
 
     /// How many agents are known.
@@ -99,6 +124,13 @@ impl AgentKeys {
         }
         found
     }
+}
+
+fn is_slack_user_id(s: &str) -> bool {
+    s.len() >= 2
+        && s.starts_with(['U', 'W'])
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// The lowercase hex SHA-256 of a token, as the keys file stores it.
@@ -155,6 +187,23 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_agent_may_name_its_owner() {
+        let h = token_sha256("x");
+        let keys = AgentKeys::parse(&format!(
+            "agents:\n  - {{name: a, token_sha256: {h}, owner: U0CAROL}}\n  - {{name: b, token_sha256: {}}}\n",
+            token_sha256("y")
+        ))
+        .unwrap();
+        assert_eq!(keys.owner_of("a"), Some("U0CAROL"));
+        assert_eq!(keys.owner_of("b"), None);
+        assert_eq!(keys.owners().collect::<Vec<_>>(), vec![("a", "U0CAROL")]);
+        let bad = AgentKeys::parse(&format!(
+            "agents:\n  - {{name: a, token_sha256: {h}, owner: carol}}\n"
+        ));
+        assert!(bad.is_err_and(|e| e.to_string().contains("Slack user id")));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub approval_timeout: Duration,
     /// How often idle SSE streams and held calls get a keepalive.
     pub keepalive: Duration,
+    /// Agent name → its owner's Slack user id (who may not approve the agent's calls).
+    pub owners: Arc<std::collections::HashMap<String, String>>,
 }
 
 /// What the audit row of one call says.
@@ -395,6 +397,9 @@ impl Steps<'_> {
             slack_channel: verdict.channel.as_deref().map(str::to_owned),
             request_hash,
             timeout: verdict.timeout.unwrap_or(p.approval_timeout),
+            approvals: verdict.approvals,
+            owner: p.owners.get(&c.principal.0).cloned(),
+            fingerprint: canonical::fingerprint(self.tool, self.args, None),
         };
         let cancel = CancellationToken::new();
         let _held = p.held.track(&c.sid, self.id, cancel.clone());

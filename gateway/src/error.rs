@@ -30,6 +30,8 @@ pub enum CallError {
     ApprovalInterrupted { rule: String, ticket: TicketId },
     #[error("approval was already used by another call")]
     ApprovalAlreadyUsed { rule: String, ticket: TicketId },
+    #[error("the approved call is not this call (fingerprints differ)")]
+    ApprovalMismatch { rule: String, ticket: TicketId },
     #[error("could not notify approvers")]
     NotifyFailed {
         rule: String,
@@ -96,6 +98,7 @@ impl CallError {
             | Self::ApprovalCancelled { .. }
             | Self::ApprovalInterrupted { .. }
             | Self::ApprovalAlreadyUsed { .. }
+            | Self::ApprovalMismatch { .. }
             | Self::NotifyFailed { .. }
             | Self::BudgetExceeded { .. }
             | Self::SessionBusy { .. }
@@ -143,6 +146,11 @@ impl CallError {
                 "approval already used",
                 json!({ "rule": rule, "ticket": ticket }),
             ),
+            Self::ApprovalMismatch { rule, ticket } => (
+                -32001,
+                "approval does not match this call",
+                json!({ "rule": rule, "ticket": ticket }),
+            ),
             Self::NotifyFailed { rule, .. } => (
                 -32603,
                 "could not notify approvers",
@@ -186,6 +194,7 @@ impl CallError {
             Self::ApprovalCancelled { .. } => "cancelled",
             Self::ApprovalInterrupted { .. } => "interrupted",
             Self::ApprovalAlreadyUsed { .. } => "already_used",
+            Self::ApprovalMismatch { .. } => "approval_mismatch",
             Self::NotifyFailed { .. } => "notify_failed",
             Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::SessionBusy { .. } => "session_busy",
@@ -208,7 +217,8 @@ impl CallError {
             | Self::ApprovalTimeout { ticket, .. }
             | Self::ApprovalCancelled { ticket, .. }
             | Self::ApprovalInterrupted { ticket, .. }
-            | Self::ApprovalAlreadyUsed { ticket, .. } => Some(*ticket),
+            | Self::ApprovalAlreadyUsed { ticket, .. }
+            | Self::ApprovalMismatch { ticket, .. } => Some(*ticket),
             Self::DeniedByPolicy { .. }
             | Self::NotifyFailed { .. }
             | Self::BudgetExceeded { .. }

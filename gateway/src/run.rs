@@ -154,6 +154,7 @@ fn traced(router: Router) -> Router {
 pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let policy = Arc::new(Policy::load(&config.policy_file)?);
     let agents = Arc::new(AgentKeys::load(&config.agent_keys_file)?);
+    policy.check_owners(agents.owners())?;
     let (pool, redis_client, redis) = connect_stores(config).await?;
     let keys = Keys::new(config.redis_key_prefix.clone());
     let metrics = Metrics::new()?;
@@ -197,6 +198,12 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         metrics: metrics.clone(),
         approval_timeout: config.approval_timeout,
         keepalive: config.keepalive_interval,
+        owners: Arc::new(
+            agents
+                .owners()
+                .map(|(a, o)| (a.to_owned(), o.to_owned()))
+                .collect(),
+        ),
     });
     let state = AppState(Arc::new(Inner {
         agents,

@@ -11,6 +11,7 @@ mod api {
     mod hold;
     mod modern;
     mod proxy;
+    mod quorum;
     mod races;
     mod session_lock;
     mod transparent;

@@ -59,6 +59,9 @@ async fn main() {
             slack_channel: None,
             request_hash: uuid::Uuid::new_v4().simple().to_string(),
             timeout: Duration::from_secs(3600),
+            approvals: 1,
+            owner: None,
+            fingerprint: String::new(),
         };
         match ticket::open(&db.pool, &new).await.unwrap() {
             Opened::Created(t) => ids.push(t.id),

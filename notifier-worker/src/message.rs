@@ -7,6 +7,10 @@ use airlock_shared::{Refusal, Ticket, TicketStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+mod quorum;
+
+pub use quorum::progress_text;
+
 /// How much of a short value (principal, tool, rule, session) we show.
 const SHORT_VALUE_MAX: usize = 300;
 /// How much of the reason we show.
@@ -30,18 +34,22 @@ pub fn approval_request(t: &Ticket) -> Rendered {
     }
     let tool = escape_within(&t.tool, SHORT_VALUE_MAX).0;
     let principal = escape_within(&t.principal, SHORT_VALUE_MAX).0;
+    let progress = quorum::progress_text(t)
+        .map(|p| format!("; {p}"))
+        .unwrap_or_default();
     let text = fallback(&format!(
-        "Approval needed: {principal} wants to call {tool} (expires {})",
+        "Approval needed: {principal} wants to call {tool} (expires {}){progress}",
         fallback_time(t.expires_at)
     ));
     let mut blocks = vec![header(&format!("Approval needed: {}", t.tool)), details(t)];
     blocks.extend(reason(t));
     blocks.push(arguments(&t.arguments));
+    blocks.extend(quorum::progress(t));
     blocks.push(json!({
         "type": "context",
-        "elements": [{"type": "mrkdwn", "text": format!("Ticket `{}`", t.id)}],
+        "elements": [{"type": "mrkdwn", "text": format!("Ticket `{}`{}", t.id, quorum::fingerprint_note(t))}],
     }));
-    let id = t.id.to_string();
+    let id = quorum::button_value(t);
     blocks.push(json!({
         "type": "actions",
         "block_id": "airlock_decision",
@@ -88,6 +96,9 @@ pub fn closed(t: &Ticket) -> Rendered {
         .map(|at| format!(" {}", slack_date(at)))
         .unwrap_or_default();
     let by = match (&who, t.status) {
+        (Some(who), TicketStatus::Denied) if t.approvals_needed > 1 => {
+            format!(" by {who} (one deny is enough)")
+        }
         (Some(who), TicketStatus::Approved | TicketStatus::Denied | TicketStatus::Executed) => {
             format!(" by {who}")
         }
@@ -103,7 +114,7 @@ pub fn closed(t: &Ticket) -> Rendered {
     blocks.push(arguments(&t.arguments));
     blocks.push(json!({
         "type": "context",
-        "elements": [{"type": "mrkdwn", "text": format!("*{verb}*{by}{when} · Ticket `{}`", t.id)}],
+        "elements": [{"type": "mrkdwn", "text": format!("*{verb}*{by}{when} · Ticket `{}`{}", t.id, quorum::fingerprint_note(t))}],
     }));
     Rendered {
         text,
@@ -156,6 +167,21 @@ pub fn refusal(refusal: &Refusal, ticket: Option<&Ticket>) -> Rendered {
         Refusal::UnknownTicket => {
             "This approval request is not known to Airlock; your click did not count.".to_owned()
         }
+        Refusal::SelfApproval => format!(
+            "You own the agent that made this request{about}, so your approval does not count: someone else must approve it."
+        ),
+        Refusal::AlreadyVoted => {
+            let progress = ticket
+                .and_then(quorum::progress_text)
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
+            format!(
+                "Your approval of this request{about} is already counted{progress}; another person must approve it."
+            )
+        }
+        Refusal::WrongCall => format!(
+            "The call you clicked on is not the call this request{about} now holds, so your click did not count."
+        ),
     };
     Rendered {
         text: fallback(&why),
@@ -176,23 +202,12 @@ fn outcome(status: TicketStatus) -> (&'static str, &'static str) {
 
 /// `<@U…> (name)` when the decider id is a Slack user id, else the escaped name.
 fn decider(t: &Ticket) -> Option<String> {
-    let name = t
-        .decided_by_name
-        .as_deref()
-        .map(|n| escape_within(n, 200).0);
-    let id = t.decided_by_id.as_deref().filter(|id| {
-        id.len() <= 32
-            && id.starts_with(['U', 'W'])
-            && id
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-    });
-    match (id, name) {
-        (Some(id), Some(name)) => Some(format!("<@{id}> ({name})")),
-        (Some(id), None) => Some(format!("<@{id}>")),
-        (None, Some(name)) => Some(name),
-        (None, None) => t.decided_by_id.as_deref().map(|i| escape_within(i, 200).0),
+    if matches!(t.status, TicketStatus::Approved | TicketStatus::Executed)
+        && let Some(all) = quorum::approvers(t)
+    {
+        return Some(all);
     }
+    quorum::person(t.decided_by_id.as_deref(), t.decided_by_name.as_deref())
 }
 
 fn header(text: &str) -> Value {

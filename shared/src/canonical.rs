@@ -45,6 +45,25 @@ pub fn request_hash(tool: &str, arguments: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(to_canonical_string(&body).as_bytes()))
 }
 
+/// How many hex characters of a fingerprint the approver sees (and the button carries): 64 bits,
+/// enough that nobody can make two calls look alike on purpose within a ticket's lifetime.
+pub const FINGERPRINT_SHOWN: usize = 16;
+
+/// Lowercase hex SHA-256 of the canonical call an approver is asked about: the tool, its
+/// arguments and, where one exists, the policy revision that held it.
+pub fn fingerprint(tool: &str, arguments: &serde_json::Value, revision: Option<&str>) -> String {
+    let body = match revision {
+        Some(r) => serde_json::json!({ "tool": tool, "arguments": arguments, "revision": r }),
+        None => serde_json::json!({ "tool": tool, "arguments": arguments }),
+    };
+    hex::encode(Sha256::digest(to_canonical_string(&body).as_bytes()))
+}
+
+/// The part of a fingerprint that is shown and carried by the buttons.
+pub fn short_fingerprint(fingerprint: &str) -> &str {
+    fingerprint.get(..FINGERPRINT_SHOWN).unwrap_or(fingerprint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +85,32 @@ mod tests {
             to_canonical_string(&b),
             r#"{"a":{"x":"é","y":[1,2]},"b":1}"#
         );
+    }
+
+    #[test]
+    fn the_fingerprint_covers_tool_arguments_and_revision() {
+        let args = json!({"amount": 250, "charge_id": "ch_1"});
+        let f = fingerprint("create_refund", &args, None);
+        assert_eq!(f.len(), 64);
+        assert_eq!(
+            f,
+            fingerprint(
+                "create_refund",
+                &json!({"charge_id": "ch_1", "amount": 250}),
+                None
+            )
+        );
+        assert_ne!(
+            f,
+            fingerprint(
+                "create_refund",
+                &json!({"amount": 251, "charge_id": "ch_1"}),
+                None
+            )
+        );
+        assert_ne!(f, fingerprint("create_charge", &args, None));
+        assert_ne!(f, fingerprint("create_refund", &args, Some("r2")));
+        assert_eq!(short_fingerprint(&f).len(), FINGERPRINT_SHOWN);
+        assert!(f.starts_with(short_fingerprint(&f)));
     }
 }

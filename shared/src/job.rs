@@ -16,6 +16,8 @@ pub enum NotifyJob {
     ApprovalRequest { ticket_id: TicketId },
     /// The ticket left `pending`: update its message to show the outcome and drop the buttons.
     TicketClosed { ticket_id: TicketId },
+    /// A vote counted but the ticket is still short of its quorum: show the progress.
+    TicketVoted { ticket_id: TicketId },
     /// Tell a clicker, privately, why their click did not count.
     RefusedClick {
         ticket_id: Option<TicketId>,
@@ -29,9 +31,9 @@ impl NotifyJob {
     /// The ticket this job is about, if any.
     pub fn ticket_id(&self) -> Option<TicketId> {
         match self {
-            Self::ApprovalRequest { ticket_id } | Self::TicketClosed { ticket_id } => {
-                Some(*ticket_id)
-            }
+            Self::ApprovalRequest { ticket_id }
+            | Self::TicketClosed { ticket_id }
+            | Self::TicketVoted { ticket_id } => Some(*ticket_id),
             Self::RefusedClick { ticket_id, .. } => *ticket_id,
         }
     }
@@ -41,6 +43,7 @@ impl NotifyJob {
         match self {
             Self::ApprovalRequest { .. } => "approval_request",
             Self::TicketClosed { .. } => "ticket_closed",
+            Self::TicketVoted { .. } => "ticket_voted",
             Self::RefusedClick { .. } => "refused_click",
         }
     }
@@ -59,6 +62,12 @@ pub enum Refusal {
     },
     /// The button named a ticket we do not have.
     UnknownTicket,
+    /// The clicker owns the agent that made the call; their approval never counts.
+    SelfApproval,
+    /// The clicker's approval was already counted; one person counts once.
+    AlreadyVoted,
+    /// The clicked message showed another call than the one the ticket holds.
+    WrongCall,
 }
 
 /// Appends a job to the notification stream and returns its entry id.

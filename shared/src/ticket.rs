@@ -17,7 +17,9 @@ use crate::ids::TicketId;
 mod decision;
 mod message;
 
-pub use decision::{ClickDecision, Clicker, decide, decide_as, decide_many, may_decide};
+pub use decision::{
+    ClickDecision, Clicker, Vote, decide, decide_as, decide_many, may_decide, votes,
+};
 
 pub use message::{
     PostedMessage, Reconcile, forget_requeue, record_message, record_messages, record_notify_error,
@@ -143,6 +145,25 @@ pub struct Ticket {
     pub notify_error: Option<String>,
     /// The state the Slack message last showed (`None`: unknown, or nothing posted).
     pub message_status: Option<TicketStatus>,
+    /// How many distinct people must approve (one deny is enough to deny).
+    pub approvals_needed: i32,
+    /// Who approved so far, in order (ids and names side by side).
+    pub approved_by_ids: Vec<String>,
+    /// The names of `approved_by_ids`, same order.
+    pub approved_by_names: Vec<String>,
+    /// The agent's owner, whose approval never counts for this ticket.
+    pub owner: Option<String>,
+    /// SHA-256 of the canonical call (see `canonical::fingerprint`); `None` on older tickets.
+    pub fingerprint: Option<String>,
+}
+
+impl Ticket {
+    /// The approvals still missing before the ticket is approved.
+    pub fn approvals_missing(&self) -> usize {
+        usize::try_from(self.approvals_needed)
+            .unwrap_or(1)
+            .saturating_sub(self.approved_by_ids.len())
+    }
 }
 
 impl From<Uuid> for TicketId {
@@ -166,6 +187,12 @@ pub struct NewTicket {
     pub request_hash: String,
     /// How long from the database's `now()` until the ticket expires.
     pub timeout: Duration,
+    /// How many distinct people must approve (at least 1).
+    pub approvals: u32,
+    /// The agent's owner (a Slack user id), who may not approve its calls.
+    pub owner: Option<String>,
+    /// `canonical::fingerprint` of the call (empty: none, as on tickets made by older code).
+    pub fingerprint: String,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.
@@ -199,6 +226,12 @@ pub enum Decided {
     Unknown,
     /// The clicker may not decide this ticket; it is unchanged.
     NotApprover(Ticket),
+    /// The clicker owns the agent whose call this is; their approval never counts.
+    SelfApproval(Ticket),
+    /// The clicker's approval is already counted; the same person counts once.
+    AlreadyVoted(Ticket),
+    /// The click was for another call than the one the ticket holds (fingerprints differ).
+    WrongCall(Ticket),
 }
 
 fn interval_secs(d: Duration) -> f64 {
@@ -212,8 +245,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
     for _ in 0..5 {
         let inserted: Option<Ticket> = sqlx::query_as(
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
-                 slack_channel, request_hash, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11)) \
+                 slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
+                 $12, $13, $14) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -228,6 +262,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(&new.slack_channel)
         .bind(&new.request_hash)
         .bind(interval_secs(new.timeout))
+        .bind(i32::try_from(new.approvals.max(1)).unwrap_or(i32::MAX))
+        .bind(&new.owner)
+        .bind(Some(new.fingerprint.as_str()).filter(|f| !f.is_empty()))
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

@@ -72,6 +72,9 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
             slack_channel: Some("C1".into()),
             request_hash: "h".into(),
             timeout: Duration::from_secs(600),
+            approvals: 1,
+            owner: None,
+            fingerprint: String::new(),
         };
         ticket::open(pool, &new).await.unwrap();
         ids.push(new.id);

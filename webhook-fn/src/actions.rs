@@ -117,6 +117,13 @@ async fn handle(app: &AppState, req: Request) -> Result<&'static str, ActionErro
     let outcome = app.approvals.apply(&click).await?;
     match &outcome {
         Outcome::Decided(status) => tracing::info!(%status, "ticket decided"),
+        Outcome::Voted { approvals, needed } => {
+            tracing::info!(
+                approvals,
+                needed,
+                "approval counted; the ticket waits for more"
+            )
+        }
         Outcome::Refused(r) => tracing::info!(refusal = ?r, "click changed nothing"),
         Outcome::Foreign => {}
     }

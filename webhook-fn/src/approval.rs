@@ -32,6 +32,13 @@ pub enum DecideError {
 pub enum Outcome {
     /// This click decided the ticket; its new status.
     Decided(TicketStatus),
+    /// This click's approval counted, and the ticket still waits for more.
+    Voted {
+        /// Approvals so far.
+        approvals: usize,
+        /// Approvals needed.
+        needed: i32,
+    },
     /// The click changed nothing; the clicker is told why.
     Refused(Refusal),
     /// The click is not for this deployment (another workspace or app).
@@ -43,7 +50,11 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Decided(_) => "decided",
+            Self::Voted { .. } => "voted",
             Self::Refused(Refusal::NotAnApprover) => "refused_not_approver",
+            Self::Refused(Refusal::SelfApproval) => "refused_self_approval",
+            Self::Refused(Refusal::AlreadyVoted) => "refused_already_voted",
+            Self::Refused(Refusal::WrongCall) => "refused_wrong_call",
             Self::Refused(Refusal::AlreadyClosed { .. }) => "refused_closed",
             Self::Refused(Refusal::UnknownTicket) => "refused_unknown",
             Self::Foreign => "foreign",
@@ -81,7 +92,8 @@ pub type DecisionBatcher = Batcher<(ClickDecision, Instant), Option<Ticket>>;
 
 /// Starts the batch loop for clicks: a burst of clicks costs one statement and one commit per
 /// batch instead of one each. A ticket clicked twice in one batch is decided by its first click;
-/// the others are answered `None` and decide alone (and so find it decided).
+/// the others are answered `None` and decide alone (and so find it decided, or, short of a
+/// quorum, add their vote after the first).
 ///
 /// A batch never outlives the most impatient of its callers: a click answered 500 must not be
 /// decided behind its back with nobody left to announce it.
@@ -144,6 +156,7 @@ impl Approvals {
             user_name: click.user_name.clone(),
             message: message.map(|(c, t)| (c.to_owned(), t.to_owned())),
             allowed_by_global: ticket::may_decide(&click.user_id, &[], &self.approvers),
+            fingerprint: click.fingerprint.clone(),
         };
         let gives_up = Instant::now() + self.db_timeout;
         let decided = self
@@ -159,6 +172,7 @@ impl Approvals {
                             click.decision,
                             clicker,
                             message,
+                            click.fingerprint.as_deref(),
                         )
                         .await
                     }
@@ -166,6 +180,13 @@ impl Approvals {
             })
             .await?;
         match decided {
+            Decided::Changed(t) if t.status.is_pending() => {
+                self.announce_vote(&t).await;
+                Ok(Outcome::Voted {
+                    approvals: t.approved_by_ids.len(),
+                    needed: t.approvals_needed,
+                })
+            }
             Decided::Changed(t) => {
                 self.announce(&t).await;
                 Ok(Outcome::Decided(t.status))
@@ -185,6 +206,9 @@ impl Approvals {
             }
             Decided::NotApprover(_) => Ok(self.refuse(click, Refusal::NotAnApprover).await),
             Decided::Unknown => Ok(self.refuse(click, Refusal::UnknownTicket).await),
+            Decided::SelfApproval(_) => Ok(self.refuse(click, Refusal::SelfApproval).await),
+            Decided::AlreadyVoted(_) => Ok(self.refuse(click, Refusal::AlreadyVoted).await),
+            Decided::WrongCall(_) => Ok(self.refuse(click, Refusal::WrongCall).await),
         }
     }
 
@@ -221,6 +245,16 @@ impl Approvals {
                 .with_label_values(&["enqueue"])
                 .inc();
         }
+    }
+
+    /// A vote short of the quorum: only the message changes (gateways wait for the decision).
+    async fn announce_vote(&self, t: &Ticket) {
+        let job = NotifyJob::TicketVoted { ticket_id: t.id };
+        let mut conn = self.redis.clone();
+        let enqueued = self
+            .redis_step(job::enqueue(&mut conn, &self.keys, &job))
+            .await;
+        self.record_redis("enqueue_vote", enqueued.map(|_| ()));
     }
 
     async fn refuse(&self, click: &Click, refusal: Refusal) -> Outcome {

@@ -1,6 +1,7 @@
 //! Slack interaction payloads: the `payload` form field of `POST /slack/actions`.
 
 use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use airlock_shared::canonical::FINGERPRINT_SHOWN;
 use airlock_shared::{Decision, TicketId};
 use serde::Deserialize;
 
@@ -17,6 +18,8 @@ pub enum PayloadError {
     MissingUser,
     #[error("button value is not a ticket id")]
     BadTicketId(#[source] airlock_shared::ids::InvalidTicketId),
+    #[error("button value carries a malformed call fingerprint")]
+    BadFingerprint,
 }
 
 /// A button click on one of our approval messages.
@@ -24,8 +27,10 @@ pub enum PayloadError {
 pub struct Click {
     /// Approve or deny, from the button's `action_id`.
     pub decision: Decision,
-    /// The button's `value`.
+    /// The ticket, from the button's `value` (`<ticket id>` or `<ticket id>:<fingerprint>`).
     pub ticket_id: TicketId,
+    /// The short call fingerprint the message showed, when the button carries one.
+    pub fingerprint: Option<String>,
     /// The clicker's Slack user id (`user.id`).
     pub user_id: String,
     /// The clicker's handle (`user.username`, else `user.name`, else the id).
@@ -134,11 +139,22 @@ pub fn parse(body: &[u8]) -> Result<Interaction, PayloadError> {
             });
         }
     };
-    let ticket_id = action
-        .value
-        .unwrap_or_default()
+    let value = action.value.unwrap_or_default();
+    let (ticket, fingerprint) = match value.split_once(':') {
+        Some((t, fp)) => (t, Some(fp)),
+        None => (value.as_str(), None),
+    };
+    let ticket_id = ticket
         .parse::<TicketId>()
         .map_err(PayloadError::BadTicketId)?;
+    if fingerprint.is_some_and(|fp| {
+        fp.len() != FINGERPRINT_SHOWN
+            || !fp
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }) {
+        return Err(PayloadError::BadFingerprint);
+    }
     let user_name = [p.user.username, p.user.name]
         .into_iter()
         .flatten()
@@ -151,6 +167,7 @@ pub fn parse(body: &[u8]) -> Result<Interaction, PayloadError> {
     Ok(Interaction::Click(Click {
         decision,
         ticket_id,
+        fingerprint: fingerprint.map(str::to_owned),
         user_id: p.user.id,
         user_name,
         team_id: p.team.map(|t| t.id),
@@ -205,6 +222,27 @@ mod tests {
         assert_eq!(c.channel.as_deref(), Some("C1"));
         assert_eq!(c.message_ts.as_deref(), Some("1700000000.000100"));
         assert_eq!(c.team_id.as_deref(), Some("T1"));
+    }
+
+    #[test]
+    fn a_button_may_carry_the_call_fingerprint() {
+        let id = TicketId::new();
+        let body = form(&click_payload(
+            APPROVE_ACTION_ID,
+            &format!("{id}:0123456789abcdef"),
+        ));
+        let Interaction::Click(c) = parse(&body).unwrap() else {
+            panic!("not a click")
+        };
+        assert_eq!(c.ticket_id, id);
+        assert_eq!(c.fingerprint.as_deref(), Some("0123456789abcdef"));
+        for bad in ["", "0123", "0123456789ABCDEF", "0123456789abcdeg"] {
+            let body = form(&click_payload(APPROVE_ACTION_ID, &format!("{id}:{bad}")));
+            assert!(
+                matches!(parse(&body), Err(PayloadError::BadFingerprint)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

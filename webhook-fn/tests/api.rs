@@ -14,6 +14,8 @@ mod failures;
 mod lambda;
 #[path = "api/process.rs"]
 mod process;
+#[path = "api/quorum.rs"]
+mod quorum;
 #[path = "api/races.rs"]
 mod races;
 #[path = "api/signing.rs"]

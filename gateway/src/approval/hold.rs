@@ -140,6 +140,7 @@ impl Holds {
         ticket_seen: &mut Option<TicketId>,
     ) -> Result<Cleared, CallError> {
         let rule = new.rule.clone();
+        let fingerprint = new.fingerprint.clone();
         let ticket = match ticket::open(&self.pool, &new).await? {
             Opened::Created(t) => {
                 let mut conn = self.redis.clone();
@@ -160,7 +161,7 @@ impl Holds {
         let id = ticket.id;
         *ticket_seen = Some(id);
         if ticket.status == TicketStatus::Approved {
-            return self.claim(id, &rule).await;
+            return self.claim(id, &rule, &fingerprint).await;
         }
         let waited = {
             let _held = HeldGauge::new(&self.metrics);
@@ -192,7 +193,7 @@ impl Holds {
             }
         };
         match status.status {
-            TicketStatus::Approved => self.claim(id, &rule).await,
+            TicketStatus::Approved => self.claim(id, &rule, &fingerprint).await,
             TicketStatus::Denied => Err(CallError::ApprovalDenied {
                 rule,
                 ticket: id,
@@ -219,8 +220,17 @@ impl Holds {
         })
     }
 
-    async fn claim(&self, id: TicketId, rule: &str) -> Result<Cleared, CallError> {
+    /// Claims the approved ticket, then checks that it approved exactly this call: the
+    /// fingerprint the approvers saw must be the one of the call about to be forwarded.
+    async fn claim(&self, id: TicketId, rule: &str, call: &str) -> Result<Cleared, CallError> {
         match self.hub.claim(&self.pool, id).await? {
+            Some(ticket) if ticket.fingerprint.as_deref().is_some_and(|f| f != call) => {
+                tracing::error!(ticket = %id, "approved ticket holds another call than the one waiting; not forwarded");
+                Err(CallError::ApprovalMismatch {
+                    rule: rule.to_owned(),
+                    ticket: id,
+                })
+            }
             Some(ticket) => Ok(Cleared { ticket }),
             None => Err(CallError::ApprovalAlreadyUsed {
                 rule: rule.to_owned(),

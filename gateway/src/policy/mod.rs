@@ -16,6 +16,7 @@ use serde_json::Value;
 use condition::{Condition, Truth};
 
 mod condition;
+mod quorum;
 
 /// What policy does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -96,6 +97,8 @@ pub struct Verdict {
     pub timeout: Option<Duration>,
     /// Overrides the notifier's default Slack channel.
     pub channel: Option<Arc<str>>,
+    /// Distinct approvals needed (`approvals:`, default 1).
+    pub approvals: u32,
 }
 
 #[derive(Debug)]
@@ -181,6 +184,8 @@ struct RawRuleFields {
     timeout: Option<HumanDuration>,
     #[serde(default)]
     channel: Option<String>,
+    #[serde(default)]
+    approvals: Option<u32>,
 }
 
 impl TryFrom<RawRuleFields> for RawRule {
@@ -197,10 +202,13 @@ impl TryFrom<RawRuleFields> for RawRule {
             ));
         }
         if r.action != Action::Approve
-            && (!r.approvers.is_empty() || r.timeout.is_some() || r.channel.is_some())
+            && (!r.approvers.is_empty()
+                || r.timeout.is_some()
+                || r.channel.is_some()
+                || r.approvals.is_some())
         {
             return Err(format!(
-                "rule {:?}: approvers, timeout and channel only apply to action: approve",
+                "rule {:?}: approvers, approvals, timeout and channel only apply to action: approve",
                 r.name
             ));
         }
@@ -210,6 +218,7 @@ impl TryFrom<RawRuleFields> for RawRule {
                 r.name
             ));
         }
+        let approvals = quorum::approvals(&r.name, r.approvals, &r.approvers)?;
         Ok(RawRule(Rule {
             tools: r.tools.into_iter().map(|g| g.0).collect(),
             when: r.when,
@@ -221,6 +230,7 @@ impl TryFrom<RawRuleFields> for RawRule {
                 approvers: r.approvers.into(),
                 timeout: r.timeout.map(|t| t.0),
                 channel: r.channel.map(Into::into),
+                approvals,
             },
         }))
     }
@@ -325,6 +335,7 @@ impl Policy {
                 approvers: Arc::from(Vec::new()),
                 timeout: None,
                 channel: None,
+                approvals: 1,
             },
             rules: raw.rules.into_iter().map(|r| r.0).collect(),
             max_tool_calls_per_session: raw.budget.and_then(|b| b.max_tool_calls_per_session),

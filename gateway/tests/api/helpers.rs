@@ -69,6 +69,8 @@ pub struct Opts {
     pub upstream_idle_timeout: Duration,
     /// How the fake upstream serves its connections.
     pub upstream_serving: Serving,
+    /// The `owner:` of billing-bot in the keys file.
+    pub billing_owner: Option<String>,
 }
 
 impl Default for Opts {
@@ -86,6 +88,7 @@ impl Default for Opts {
             keepalive_interval: Duration::from_secs(15),
             upstream_idle_timeout: Duration::from_secs(4),
             upstream_serving: Serving::default(),
+            billing_owner: None,
         }
     }
 }
@@ -103,16 +106,21 @@ pub struct TestApp {
     dir: std::path::PathBuf,
 }
 
-fn write_files(opts: &Opts) -> (std::path::PathBuf, String, String) {
+pub fn write_files(opts: &Opts) -> (std::path::PathBuf, String, String) {
     let dir = std::env::temp_dir().join(format!("airlock-gw-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, &opts.policy).unwrap();
     let keys = dir.join("agents.yaml");
+    let owner = opts
+        .billing_owner
+        .as_ref()
+        .map(|o| format!("    owner: {o}\n"))
+        .unwrap_or_default();
     std::fs::write(
         &keys,
         format!(
-            "agents:\n  - name: billing-bot\n    token_sha256: {}\n  - name: other-bot\n    token_sha256: {}\n",
+            "agents:\n  - name: billing-bot\n    token_sha256: {}\n{owner}  - name: other-bot\n    token_sha256: {}\n",
             token_sha256(BILLING_TOKEN),
             token_sha256(OTHER_TOKEN)
         ),

@@ -161,6 +161,9 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         slack_channel: None,
         request_hash: "h".into(),
         timeout: Duration::from_secs(30),
+        approvals: 1,
+        owner: None,
+        fingerprint: String::new(),
     };
     airlock_shared::ticket::open(&app.db.pool, &new)
         .await
@@ -455,6 +458,7 @@ async fn many_calls_approved_at_once_each_run_exactly_once() {
             user_name: "Ana Approver".to_owned(),
             message: None,
             allowed_by_global: false,
+            fingerprint: None,
         })
         .collect();
     let decided = ticket::decide_many(&app.db.pool, &clicks).await.unwrap();

@@ -56,7 +56,9 @@ impl JobRun {
                 Ok(NotifyJob::ApprovalRequest { ticket_id }) => {
                     self.approval_request(ticket_id).await
                 }
-                Ok(NotifyJob::TicketClosed { ticket_id }) => self.ticket_closed(ticket_id).await,
+                Ok(
+                    NotifyJob::TicketClosed { ticket_id } | NotifyJob::TicketVoted { ticket_id },
+                ) => self.ticket_closed(ticket_id).await,
                 Ok(NotifyJob::RefusedClick {
                     ticket_id,
                     user_id,
@@ -122,8 +124,9 @@ impl JobRun {
             Ok(
                 NotifyJob::ApprovalRequest { ticket_id } | NotifyJob::TicketClosed { ticket_id },
             ) => *ticket_id,
-            // A refused clicker's note is not the ticket's message.
-            Ok(NotifyJob::RefusedClick { .. }) | Err(_) => return,
+            // A refused clicker's note is not the ticket's message, and a lost progress update
+            // must not stop the decided one (a noted ticket is left alone by the reconciler).
+            Ok(NotifyJob::RefusedClick { .. } | NotifyJob::TicketVoted { .. }) | Err(_) => return,
         };
         if let Err(e) = ticket::record_notify_error(&self.p().pool, ticket_id, error).await {
             self.p()

@@ -1,4 +1,5 @@
-//! The ticket-closed job: show the outcome on the message and remove its buttons.
+//! The ticket-closed and ticket-voted jobs: show the outcome on the message and remove its
+//! buttons, or, while a quorum is incomplete, show who approved so far.
 
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ use super::job::JobRun;
 const UPDATE_POLL_MAX: Duration = Duration::from_secs(2);
 
 impl JobRun {
-    /// Shows the outcome on the approval message and removes its buttons.
+    /// Shows the outcome on the approval message and removes its buttons; on a pending ticket
+    /// with approvals, shows the progress and keeps the buttons.
     pub(super) async fn ticket_closed(&mut self, id: TicketId) -> Outcome {
         let mut poll = Duration::from_millis(50);
         loop {
@@ -26,12 +28,18 @@ impl JobRun {
                 Ok(None) => return Outcome::DeadLetter("no such ticket".into()),
                 Err(o) => return o,
             };
-            if t.status.is_pending() {
-                warn!("the ticket is still pending; nothing to show yet");
+            let progress = t.status.is_pending();
+            if progress && (t.approved_by_ids.is_empty() || t.message_ts.is_none()) {
+                // Not posted yet: the post itself will show the progress.
+                debug!("the ticket is still pending with nothing new to show");
                 return Outcome::Done;
             }
             if let (Some(channel), Some(ts)) = (t.message_channel.clone(), t.message_ts.clone()) {
-                let msg = message::closed(&t);
+                let msg = if progress {
+                    message::approval_request(&t)
+                } else {
+                    message::closed(&t)
+                };
                 let slack = self.p().slack.clone();
                 let result = self
                     .slack(
@@ -40,6 +48,15 @@ impl JobRun {
                     )
                     .await;
                 match result {
+                    Ok(_) if progress => {
+                        info!(approvals = t.approved_by_ids.len(), %channel, %ts, "approval progress shown");
+                        // The decision's own update may have gone out before this one: if the
+                        // ticket is decided by now, go round again so the message ends on it.
+                        match self.load(id).await {
+                            Ok(Some(now)) if !now.status.is_pending() => continue,
+                            _ => return Outcome::Done,
+                        }
+                    }
                     Ok(_) => {
                         info!(status = %t.status, %channel, %ts, "approval message updated");
                         // Unrecorded, the reconciler sends this update once more: harmless.
@@ -62,17 +79,7 @@ impl JobRun {
                 info!(notify_error = %err, "the approval request was never posted; nothing to update");
                 return Outcome::Done;
             }
-            // A worker may have posted and crashed before recording: its claim has the ts.
-            if let Ok(Some((channel, ts))) = self.p().claims.posted(id).await {
-                let posted = PostedMessage {
-                    ticket: id,
-                    channel,
-                    ts,
-                    shown: TicketStatus::Pending,
-                };
-                if let Err(e) = ticket::record_message(&self.p().pool, &posted).await {
-                    debug!(error = %chain(&e), "could not record the claimed message yet");
-                }
+            if self.recover_claimed_post(id).await {
                 continue;
             }
             if self.started.elapsed() >= self.p().tuning.update_wait {
@@ -90,5 +97,23 @@ impl JobRun {
             }
             poll = (poll * 2).min(UPDATE_POLL_MAX);
         }
+    }
+
+    /// A worker may have posted and crashed before recording: its claim has the ts. Says
+    /// whether there was one (recorded now, so the next look finds the message).
+    async fn recover_claimed_post(&self, id: TicketId) -> bool {
+        let Ok(Some((channel, ts))) = self.p().claims.posted(id).await else {
+            return false;
+        };
+        let posted = PostedMessage {
+            ticket: id,
+            channel,
+            ts,
+            shown: TicketStatus::Pending,
+        };
+        if let Err(e) = ticket::record_message(&self.p().pool, &posted).await {
+            debug!(error = %chain(&e), "could not record the claimed message yet");
+        }
+        true
     }
 }

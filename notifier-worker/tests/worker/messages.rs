@@ -2,6 +2,7 @@
 //! the official slack-sdk Block Kit models.
 
 use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use airlock_shared::canonical::short_fingerprint;
 use airlock_shared::ticket::{self, Decided};
 use airlock_shared::{Decision, Refusal, TicketStatus};
 use airlock_slack_fake::fake::validate_blocks;
@@ -70,16 +71,20 @@ async fn the_request_has_every_detail_and_two_buttons_with_the_ticket_id() {
     assert_eq!(approve["action_id"], APPROVE_ACTION_ID);
     assert_eq!(approve["action_id"], "airlock_approve");
     assert_eq!(approve["style"], "primary");
-    assert_eq!(approve["value"], t.id.to_string());
+    // The ticket id, then the short fingerprint of the call the message shows.
+    let fp = short_fingerprint(t.fingerprint.as_deref().unwrap()).to_owned();
+    let value = format!("{}:{fp}", t.id);
+    assert_eq!(approve["value"], value);
+    assert!(text.contains(&format!("Call `{fp}`")), "{text}");
     assert!(approve.get("confirm").is_none());
     assert_eq!(deny["action_id"], DENY_ACTION_ID);
     assert_eq!(deny["action_id"], "airlock_deny");
     assert_eq!(deny["style"], "danger");
-    assert_eq!(deny["value"], t.id.to_string());
+    assert_eq!(deny["value"], value);
     assert_eq!(deny["confirm"]["confirm"]["text"], "Deny");
     assert_eq!(deny["confirm"]["style"], "danger");
-    // The value is the hyphenated form the webhook parses.
-    assert_eq!(approve["value"].as_str().unwrap().len(), 36);
+    // The value is the hyphenated ticket id and 16 hex digits, the form the webhook parses.
+    assert_eq!(approve["value"].as_str().unwrap().len(), 36 + 1 + 16);
 }
 
 #[tokio::test]
@@ -212,6 +217,107 @@ async fn refusals_say_why() {
         let m = message::refusal(&r, Some(&t));
         assert!(m.text.contains(needle), "{needle}: {}", m.text);
         assert!(validate_blocks(&m.blocks).is_empty());
+        slack_sdk_validate(&m.blocks);
+    }
+}
+
+#[tokio::test]
+async fn a_two_person_request_shows_its_progress_then_every_approver() {
+    let app = setup().await;
+    let t = app
+        .ticket(|n| {
+            n.approvals = 2;
+            n.approvers = vec!["U0ANA".into(), "U0BOB".into()];
+        })
+        .await;
+    let m = message::approval_request(&t);
+    assert!(all_text(&m.blocks).contains("0 of 2 approvals"));
+    let vote = |who: &'static str, name: &'static str| {
+        let pool = app.db.pool.clone();
+        async move {
+            let Decided::Changed(t) =
+                ticket::decide(&pool, t.id, Decision::Approve, who, name, None)
+                    .await
+                    .unwrap()
+            else {
+                panic!("vote")
+            };
+            t
+        }
+    };
+    let one = vote("U0ANA", "ana").await;
+    assert_eq!(one.status, TicketStatus::Pending);
+    let m = message::approval_request(&one);
+    assert!(
+        validate_blocks(&m.blocks).is_empty(),
+        "{:?}",
+        validate_blocks(&m.blocks)
+    );
+    slack_sdk_validate(&m.blocks);
+    let progress = block(&m.blocks, "section")
+        .into_iter()
+        .filter_map(|b| b["text"]["text"].as_str())
+        .find(|s| s.contains("approvals"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(progress, "*1 of 2 approvals: <@U0ANA> (ana)*");
+    assert_eq!(
+        block(&m.blocks, "actions").len(),
+        1,
+        "still open for the second"
+    );
+    assert!(m.text.contains("1 of 2 approvals"));
+
+    let two = vote("U0BOB", "bob").await;
+    assert_eq!(two.status, TicketStatus::Approved);
+    let m = message::closed(&two);
+    assert!(block(&m.blocks, "actions").is_empty());
+    slack_sdk_validate(&m.blocks);
+    let text = all_text(&m.blocks);
+    assert!(
+        text.contains("by <@U0ANA> (ana) and <@U0BOB> (bob)"),
+        "{text}"
+    );
+
+    let denied = app.ticket(|n| n.approvals = 2).await;
+    ticket::decide(
+        &app.db.pool,
+        denied.id,
+        Decision::Approve,
+        "U0ANA",
+        "ana",
+        None,
+    )
+    .await
+    .unwrap();
+    let Decided::Changed(denied) = ticket::decide(
+        &app.db.pool,
+        denied.id,
+        Decision::Deny,
+        "U0BOB",
+        "bob",
+        None,
+    )
+    .await
+    .unwrap() else {
+        panic!("deny")
+    };
+    let text = all_text(&message::closed(&denied).blocks);
+    assert!(text.contains("Denied"), "{text}");
+    assert!(text.contains("one deny is enough"), "{text}");
+}
+
+#[tokio::test]
+async fn quorum_refusals_say_why() {
+    let app = setup().await;
+    let t = app.ticket(|n| n.approvals = 2).await;
+    for (r, needle) in [
+        (Refusal::SelfApproval, "You own the agent"),
+        (Refusal::AlreadyVoted, "already counted"),
+        (Refusal::WrongCall, "not the call"),
+    ] {
+        let m = message::refusal(&r, Some(&t));
+        assert!(m.text.contains(needle), "{needle}: {}", m.text);
         slack_sdk_validate(&m.blocks);
     }
 }

@@ -134,8 +134,15 @@ impl TestApp {
             slack_channel: None,
             request_hash: uuid::Uuid::new_v4().simple().to_string(),
             timeout: Duration::from_secs(600),
+            approvals: 1,
+            owner: None,
+            fingerprint: String::new(),
         };
         edit(&mut new);
+        if new.fingerprint.is_empty() {
+            new.fingerprint =
+                airlock_shared::canonical::fingerprint(&new.tool, &new.arguments, None);
+        }
         match ticket::open(&self.db.pool, &new).await.unwrap() {
             Opened::Created(t) => t,
             Opened::Reattached(t) => panic!("expected a new ticket, got {t:?}"),

@@ -27,7 +27,9 @@ pub struct Clicker<'a> {
     pub global_approvers: &'a [String],
 }
 
-/// Records a person's decision if, and only if, the ticket is still pending and unexpired.
+/// Records a person's vote if, and only if, the ticket is still pending and unexpired, whoever
+/// they are (for tools and tests; clicks go through [`decide_as`]). With a quorum, an approval
+/// may leave the ticket pending: [`Decided::Changed`] then holds the pending ticket.
 pub async fn decide(
     pool: &sqlx::PgPool,
     id: TicketId,
@@ -36,32 +38,21 @@ pub async fn decide(
     by_name: &str,
     message: Option<(&str, &str)>,
 ) -> Result<Decided, sqlx::Error> {
-    let (channel, ts) = message.unzip();
-    let changed: Option<Ticket> = sqlx::query_as(
-        "UPDATE tickets SET status = $2, decided_at = now(), decided_by_id = $3, decided_by_name = $4, \
-             message_channel = COALESCE(message_channel, $5), message_ts = COALESCE(message_ts, $6) \
-         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
-         RETURNING *",
-    )
-    .bind(id.0)
-    .bind(decision.status().as_str())
-    .bind(by_id)
-    .bind(by_name)
-    .bind(channel)
-    .bind(ts)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(t) = changed {
-        return Ok(Decided::Changed(t));
-    }
-    Ok(match get(pool, id).await? {
-        Some(t) => Decided::Unchanged(t),
-        None => Decided::Unknown,
-    })
+    let click = ClickDecision {
+        ticket: id,
+        decision,
+        user_id: by_id.to_owned(),
+        user_name: by_name.to_owned(),
+        message: message.map(|(c, t)| (c.to_owned(), t.to_owned())),
+        allowed_by_global: true,
+        fingerprint: None,
+    };
+    let changed = vote(pool, std::slice::from_ref(&click), false).await?;
+    explain(pool, &click, changed.into_iter().next().flatten(), None).await
 }
 
-/// Decides a ticket for `clicker` if they may, in one statement on the common path (the
-/// approver check of [`may_decide`] is repeated in SQL so that check and write cannot race or
+/// Records `clicker`'s vote if they may, in one statement on the common path (the approver,
+/// owner, quorum and fingerprint checks are in the SQL, so that check and write cannot race or
 /// cost two round trips). Only a click that changes nothing pays for a second read, to say why.
 pub async fn decide_as(
     pool: &sqlx::PgPool,
@@ -69,34 +60,54 @@ pub async fn decide_as(
     decision: Decision,
     clicker: Clicker<'_>,
     message: Option<(&str, &str)>,
+    fingerprint: Option<&str>,
 ) -> Result<Decided, sqlx::Error> {
-    let (channel, ts) = message.unzip();
-    let allowed_by_global = may_decide(clicker.id, &[], clicker.global_approvers);
-    let changed: Option<Ticket> = sqlx::query_as(
-        "UPDATE tickets SET status = $2, decided_at = now(), decided_by_id = $3, decided_by_name = $4, \
-             message_channel = COALESCE(message_channel, $5), message_ts = COALESCE(message_ts, $6) \
-         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
-           AND CASE WHEN cardinality(approvers) = 0 THEN $7 ELSE $3 = ANY(approvers) END \
-         RETURNING *",
+    let click = ClickDecision {
+        ticket: id,
+        decision,
+        user_id: clicker.id.to_owned(),
+        user_name: clicker.name.to_owned(),
+        message: message.map(|(c, t)| (c.to_owned(), t.to_owned())),
+        allowed_by_global: may_decide(clicker.id, &[], clicker.global_approvers),
+        fingerprint: fingerprint.map(str::to_owned),
+    };
+    let changed = vote(pool, std::slice::from_ref(&click), true).await?;
+    explain(
+        pool,
+        &click,
+        changed.into_iter().next().flatten(),
+        Some(clicker.global_approvers),
     )
-    .bind(id.0)
-    .bind(decision.status().as_str())
-    .bind(clicker.id)
-    .bind(clicker.name)
-    .bind(channel)
-    .bind(ts)
-    .bind(allowed_by_global)
-    .fetch_optional(pool)
-    .await?;
+    .await
+}
+
+/// Why a click changed nothing (one read), or the ticket it changed.
+async fn explain(
+    pool: &sqlx::PgPool,
+    click: &ClickDecision,
+    changed: Option<Ticket>,
+    global_approvers: Option<&[String]>,
+) -> Result<Decided, sqlx::Error> {
     if let Some(t) = changed {
         return Ok(Decided::Changed(t));
     }
-    Ok(match get(pool, id).await? {
-        Some(t) if !may_decide(clicker.id, &t.approvers, clicker.global_approvers) => {
-            Decided::NotApprover(t)
-        }
-        Some(t) => Decided::Unchanged(t),
-        None => Decided::Unknown,
+    let Some(t) = get(pool, click.ticket).await? else {
+        return Ok(Decided::Unknown);
+    };
+    let uid = click.user_id.as_str();
+    let approving = click.decision == Decision::Approve;
+    let wrong_call = click.fingerprint.as_deref().is_some_and(|fp| {
+        !t.fingerprint
+            .as_deref()
+            .is_some_and(|full| full.starts_with(fp))
+    });
+    Ok(match global_approvers {
+        Some(global) if !may_decide(uid, &t.approvers, global) => Decided::NotApprover(t),
+        _ if !t.status.is_pending() => Decided::Unchanged(t),
+        _ if wrong_call => Decided::WrongCall(t),
+        _ if approving && t.owner.as_deref() == Some(uid) => Decided::SelfApproval(t),
+        _ if approving && t.approved_by_ids.iter().any(|a| a == uid) => Decided::AlreadyVoted(t),
+        _ => Decided::Unchanged(t),
     })
 }
 
@@ -110,15 +121,59 @@ pub struct ClickDecision {
     pub message: Option<(String, String)>,
     /// Whether the global approver list lets this user decide tickets that name no approvers.
     pub allowed_by_global: bool,
+    /// The short fingerprint the clicked message showed; the ticket's must start with it.
+    pub fingerprint: Option<String>,
 }
 
 /// [`decide_as`] for many clicks in one statement and one commit, for bursts. Returns, per
-/// click, the ticket if this click decided it. A ticket must appear at most once per call (the
-/// caller decides duplicates alone); a click that changed nothing is answered `None`, and its
-/// caller learns why with [`decide_as`].
+/// click, the ticket if this click's vote counted (it may still be pending, short of its
+/// quorum). A ticket must appear at most once per call (the caller decides duplicates alone); a
+/// click that changed nothing is answered `None`, and its caller learns why with [`decide_as`].
 pub async fn decide_many(
     pool: &sqlx::PgPool,
     clicks: &[ClickDecision],
+) -> Result<Vec<Option<Ticket>>, sqlx::Error> {
+    vote(pool, clicks, true).await
+}
+
+/// The vote statement. Every check is in its `WHERE`, and the new approvals, status and decider
+/// are computed from the row it locked: two votes on one ticket serialise on that row, and the
+/// second is evaluated against the row the first left (Postgres re-reads a row it waited for),
+/// so neither vote is lost and only one of them completes the quorum. The vote row is written
+/// by the same statement, only for a vote that counted.
+const VOTE: &str = "WITH d AS ( \
+    UPDATE tickets t SET \
+        approved_by_ids = CASE WHEN v.status = 'approved' \
+            THEN array_append(t.approved_by_ids, v.uid) ELSE t.approved_by_ids END, \
+        approved_by_names = CASE WHEN v.status = 'approved' \
+            THEN array_append(t.approved_by_names, v.uname) ELSE t.approved_by_names END, \
+        status = CASE WHEN v.status = 'denied' OR cardinality(t.approved_by_ids) + 1 >= t.approvals_needed \
+            THEN v.status ELSE 'pending' END, \
+        decided_at = CASE WHEN v.status = 'denied' OR cardinality(t.approved_by_ids) + 1 >= t.approvals_needed \
+            THEN now() END, \
+        decided_by_id = CASE WHEN v.status = 'denied' OR cardinality(t.approved_by_ids) + 1 >= t.approvals_needed \
+            THEN v.uid END, \
+        decided_by_name = CASE WHEN v.status = 'denied' OR cardinality(t.approved_by_ids) + 1 >= t.approvals_needed \
+            THEN v.uname END, \
+        message_channel = COALESCE(t.message_channel, v.ch), \
+        message_ts = COALESCE(t.message_ts, v.ts) \
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[]) \
+        AS v(id, status, uid, uname, ch, ts, allowed, fp) \
+    WHERE t.id = v.id AND t.status = 'pending' AND t.expires_at > now() \
+      AND (NOT $9 OR CASE WHEN cardinality(t.approvers) = 0 THEN v.allowed ELSE v.uid = ANY(t.approvers) END) \
+      AND (v.fp IS NULL OR starts_with(t.fingerprint, v.fp)) \
+      AND (v.status = 'denied' OR (NOT (v.uid = ANY(t.approved_by_ids)) AND t.owner IS DISTINCT FROM v.uid)) \
+    RETURNING t.*, v.uid AS vote_uid, v.uname AS vote_uname, v.status AS vote_status \
+), votes AS ( \
+    INSERT INTO ticket_votes (ticket_id, user_id, user_name, vote) \
+    SELECT id, vote_uid, vote_uname, CASE vote_status WHEN 'approved' THEN 'approve' ELSE 'deny' END FROM d \
+    ON CONFLICT DO NOTHING \
+) SELECT * FROM d";
+
+async fn vote(
+    pool: &sqlx::PgPool,
+    clicks: &[ClickDecision],
+    check_approvers: bool,
 ) -> Result<Vec<Option<Ticket>>, sqlx::Error> {
     let ids: Vec<Uuid> = clicks.iter().map(|c| c.ticket.0).collect();
     let statuses: Vec<&str> = clicks
@@ -136,26 +191,46 @@ pub async fn decide_many(
         .map(|c| c.message.as_ref().map(|m| m.1.as_str()))
         .collect();
     let allowed: Vec<bool> = clicks.iter().map(|c| c.allowed_by_global).collect();
-    let changed: Vec<Ticket> = sqlx::query_as(
-        "UPDATE tickets t SET status = v.status, decided_at = now(), decided_by_id = v.uid, \
-             decided_by_name = v.uname, message_channel = COALESCE(t.message_channel, v.ch), \
-             message_ts = COALESCE(t.message_ts, v.ts) \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[]) \
-             AS v(id, status, uid, uname, ch, ts, allowed) \
-         WHERE t.id = v.id AND t.status = 'pending' AND t.expires_at > now() \
-           AND CASE WHEN cardinality(t.approvers) = 0 THEN v.allowed ELSE v.uid = ANY(t.approvers) END \
-         RETURNING t.*",
-    )
-    .bind(ids)
-    .bind(statuses)
-    .bind(users)
-    .bind(names)
-    .bind(channels)
-    .bind(ts)
-    .bind(allowed)
-    .fetch_all(pool)
-    .await?;
+    let fps: Vec<Option<&str>> = clicks.iter().map(|c| c.fingerprint.as_deref()).collect();
+    let changed: Vec<Ticket> = sqlx::query_as(VOTE)
+        .bind(ids)
+        .bind(statuses)
+        .bind(users)
+        .bind(names)
+        .bind(channels)
+        .bind(ts)
+        .bind(allowed)
+        .bind(fps)
+        .bind(check_approvers)
+        .fetch_all(pool)
+        .await?;
     let mut by_id: std::collections::HashMap<TicketId, Ticket> =
         changed.into_iter().map(|t| (t.id, t)).collect();
     Ok(clicks.iter().map(|c| by_id.remove(&c.ticket)).collect())
+}
+
+/// The votes that counted on a ticket, oldest first: (user id, user name, vote, when).
+pub async fn votes<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: TicketId,
+) -> Result<Vec<Vote>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, user_name, vote, at FROM ticket_votes WHERE ticket_id = $1 ORDER BY at, user_id",
+    )
+    .bind(id.0)
+    .fetch_all(db)
+    .await
+}
+
+/// One recorded vote.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Vote {
+    /// Slack user id.
+    pub user_id: String,
+    /// Slack user name at the time.
+    pub user_name: String,
+    /// `approve` or `deny`.
+    pub vote: String,
+    /// When it was recorded.
+    pub at: chrono::DateTime<chrono::Utc>,
 }

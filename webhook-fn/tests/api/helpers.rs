@@ -183,7 +183,17 @@ impl TestApp {
 
     /// Opens a pending ticket.
     pub async fn open_ticket(&self, approvers: &[&str], timeout: Duration) -> TicketId {
-        let new = NewTicket {
+        self.open_with(approvers, timeout, |_| {}).await
+    }
+
+    /// Opens a pending ticket after `adjust` has changed it.
+    pub async fn open_with(
+        &self,
+        approvers: &[&str],
+        timeout: Duration,
+        adjust: impl FnOnce(&mut NewTicket),
+    ) -> TicketId {
+        let mut new = NewTicket {
             id: TicketId::new(),
             principal: "agent-a".into(),
             session_id: format!("s-{}", uuid::Uuid::new_v4().simple()),
@@ -195,7 +205,15 @@ impl TestApp {
             slack_channel: Some("C0APPROVE".into()),
             request_hash: uuid::Uuid::new_v4().simple().to_string(),
             timeout,
+            approvals: 1,
+            owner: None,
+            fingerprint: airlock_shared::canonical::fingerprint(
+                "payments.transfer",
+                &serde_json::json!({"amount": 100}),
+                None,
+            ),
         };
+        adjust(&mut new);
         match ticket::open(&self.db.pool, &new).await.unwrap() {
             Opened::Created(t) => t.id,
             Opened::Reattached(_) => panic!("fresh ticket reattached"),

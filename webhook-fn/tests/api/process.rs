@@ -187,6 +187,9 @@ async fn the_signing_secret_comes_from_secrets_manager() {
             slack_channel: None,
             request_hash: "h".into(),
             timeout: Duration::from_secs(600),
+            approvals: 1,
+            owner: None,
+            fingerprint: String::new(),
         };
         airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
         new.id
@@ -359,6 +362,9 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
             slack_channel: None,
             request_hash: "h".into(),
             timeout: Duration::from_secs(600),
+            approvals: 1,
+            owner: None,
+            fingerprint: String::new(),
         };
         let pool = db.pool.clone();
         async move {

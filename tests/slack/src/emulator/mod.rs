@@ -77,7 +77,7 @@ impl Config {
         let channels = pairs(&channels_raw, "SLACK_CHANNELS", &mut env);
         let users_raw = env
             .raw("SLACK_USERS")
-            .unwrap_or("U0ALICE:alice,U0BOB:bob,U0MALLORY:mallory")
+            .unwrap_or("U0ALICE:alice,U0BOB:bob,U0CAROL:carol,U0MALLORY:mallory")
             .to_owned();
         let users = pairs(&users_raw, "SLACK_USERS", &mut env);
         let team_id = env.or("SLACK_TEAM_ID", "T0AIRLOCK".to_owned());
