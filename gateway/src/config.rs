@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(c.edge.header_timeout, Duration::from_secs(10));
         assert_eq!(c.edge.body_timeout, Duration::from_secs(30));
         assert_eq!(c.edge.idle_timeout, Duration::from_secs(75));
-        assert_eq!(c.edge.max_connections, 1024);
+        assert_eq!(c.edge.max_connections, 16_384);
         assert_eq!(c.edge.max_body_bytes, 4 << 20);
         assert_eq!(c.upstream_idle_timeout, Duration::from_secs(4));
     }
