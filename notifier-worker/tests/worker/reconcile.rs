@@ -291,12 +291,14 @@ async fn one_pass_at_a_time_and_a_repeat_or_overlap_takes_nothing_twice() {
     assert_eq!(app.stream_state().await.0, 30);
 
     // Two passes at once with no lease at all still share the work without overlap.
+    // The retry window keeps a ticket one pass took from the other even when the two run one
+    // after the other; the tickets taken above are past it by then.
     let bounds = Reconcile {
         grace: Duration::ZERO,
-        retry: Duration::ZERO,
+        retry: Duration::from_millis(500),
         limit: 1000,
     };
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let (x, y) = tokio::join!(
         ticket::take_unposted(&app.db.pool, bounds),
         ticket::take_unposted(&app.db.pool, bounds)
