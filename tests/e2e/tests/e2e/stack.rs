@@ -493,7 +493,9 @@ impl Stack {
             .find(|e| e["action_id"] == APPROVE)
             .and_then(|e| e["value"].as_str())
             .unwrap_or_else(|| panic!("message has no Approve button: {message:#}"));
-        value.parse().unwrap()
+        // The value is `<ticket>:<call fingerprint>`.
+        let ticket = value.split_once(':').map_or(value, |(t, _)| t);
+        ticket.parse().unwrap()
     }
 
     /// The ticket row.
