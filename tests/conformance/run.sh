@@ -19,6 +19,8 @@ started=$(date +%s)
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  # Gateways start inside $(...), whose PIDS+= never reaches this shell: they note their pid here.
+  [ -f "$LOGS/gateway.pids" ] && while read -r p; do kill "$p" 2>/dev/null; done <"$LOGS/gateway.pids"
   wait 2>/dev/null
   if [ -n "$DB" ]; then psql "$BASE_DB" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; fi
 }
@@ -92,7 +94,7 @@ start_gateway() { # name keepalive [upstream policy]
     UPSTREAM_MCP_URL=${3:-http://127.0.0.1:$UP_PORT/mcp} POLICY_FILE=${4:-$LOGS/policy.yaml} \
     AGENT_KEYS_FILE=$LOGS/agents.yaml KEEPALIVE_INTERVAL=$2 APPROVAL_TIMEOUT=5m LOG_FORMAT=json \
     "$BIN" >"$LOGS/gateway-$1.log" 2>&1 &
-  PIDS+=($!)
+  echo $! >>"$LOGS/gateway.pids"
   wait_http "http://127.0.0.1:$port/healthz" || fail_setup "gateway $1 did not start ($LOGS/gateway-$1.log)"
   echo "http://127.0.0.1:$port/mcp"
 }
