@@ -26,9 +26,12 @@ const BUDGET_TTL_SECS: i64 = 7 * 24 * 3600;
 const RECHECK: Duration = Duration::from_millis(500);
 /// A queued waiter that has not checked for this long is dropped (its pod is gone).
 const STALE_WAITER_MS: u64 = 2_000;
-/// A lock handed to a waiter lives this long until its new holder extends it (at once), so a
-/// waiter whose pod died just before its turn wedges the session for seconds, not a whole TTL.
+/// A lock handed to a waiter lives this long until its new holder extends it, so a waiter whose
+/// pod died just before its turn wedges the session for seconds, not a whole TTL.
 const HANDOFF_MS: u64 = STALE_WAITER_MS;
+/// A handed lock's first extension, well inside `HANDOFF_MS`; most calls end before it is due,
+/// so a turn of the queue costs no extra round trip.
+const HANDOFF_EXTEND: Duration = Duration::from_millis(HANDOFF_MS / 2);
 
 /// A cap to count a call against: the session's (for its lifetime), or a principal's window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +109,7 @@ pub struct SessionLock {
     conn: ConnectionManager,
     claim: Claim,
     scripts: Arc<Scripts>,
-    channel: String,
+    wakeups: LockWakeups,
     extender: JoinHandle<()>,
 }
 
@@ -244,7 +247,7 @@ impl Locks {
         })
     }
 
-    /// The lock, held; one `handed` over by a release is extended to the full TTL at once.
+    /// The lock, held; one `handed` over by a release is extended to the full TTL soon.
     fn held(&self, claim: Claim, handed: bool) -> SessionLock {
         let mut conn = self.conn.clone();
         let scripts = self.scripts.clone();
@@ -254,7 +257,7 @@ impl Locks {
         let (k, v) = (claim.lock.clone(), claim.value.clone());
         let extender = tokio::spawn(async move {
             let first = if handed {
-                Instant::now()
+                Instant::now() + every.min(HANDOFF_EXTEND)
             } else {
                 Instant::now() + every
             };
@@ -285,7 +288,7 @@ impl Locks {
             conn: self.conn.clone(),
             claim,
             scripts: self.scripts.clone(),
-            channel: self.wakeups.channel().to_owned(),
+            wakeups: self.wakeups.clone(),
             extender,
         }
     }
@@ -315,7 +318,7 @@ impl QueuePlace<'_> {
             leave(
                 self.locks.conn.clone(),
                 self.locks.scripts.clone(),
-                self.locks.wakeups.channel().to_owned(),
+                self.locks.wakeups.clone(),
                 c,
             )
             .await;
@@ -330,25 +333,27 @@ impl Drop for QueuePlace<'_> {
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let (conn, scripts) = (self.locks.conn.clone(), self.locks.scripts.clone());
-            let channel = self.locks.wakeups.channel().to_owned();
-            handle.spawn(leave(conn, scripts, channel, c));
+            handle.spawn(leave(conn, scripts, self.locks.wakeups.clone(), c));
         }
     }
 }
 
-async fn leave(mut conn: ConnectionManager, scripts: Arc<Scripts>, channel: String, c: Claim) {
-    let res: Result<i64, _> = scripts
+async fn leave(mut conn: ConnectionManager, scripts: Arc<Scripts>, wakeups: LockWakeups, c: Claim) {
+    let res: Result<String, _> = scripts
         .leave
         .key(&c.lock)
         .key(&c.queue)
         .key(&c.waiters)
         .arg(&c.token)
-        .arg(&channel)
+        .arg(wakeups.channel())
         .arg(HANDOFF_MS)
         .invoke_async(&mut conn)
         .await;
-    if let Err(e) = res {
-        tracing::warn!(lock = %c.lock, error = %e, "could not leave the lock queue; dropped when stale");
+    match res {
+        Ok(next) => wakeups.wake(next.as_bytes()),
+        Err(e) => {
+            tracing::warn!(lock = %c.lock, error = %e, "could not leave the lock queue; dropped when stale");
+        }
     }
 }
 
@@ -357,7 +362,7 @@ impl Drop for SessionLock {
         self.extender.abort();
         let mut conn = self.conn.clone();
         let scripts = self.scripts.clone();
-        let channel = std::mem::take(&mut self.channel);
+        let wakeups = self.wakeups.clone();
         let (key, value) = (
             std::mem::take(&mut self.claim.lock),
             std::mem::take(&mut self.claim.value),
@@ -367,18 +372,23 @@ impl Drop for SessionLock {
         // Released on a fresh task: the request that held it may be gone already.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let res: Result<i64, _> = scripts
+                let res: Result<String, _> = scripts
                     .release
                     .key(&key)
                     .key(&queue)
                     .key(&waiters)
                     .arg(&value)
-                    .arg(&channel)
+                    .arg(wakeups.channel())
                     .arg(HANDOFF_MS)
                     .invoke_async(&mut conn)
                     .await;
-                if let Err(e) = res {
-                    tracing::warn!(lock = %key, error = %e, "could not release session lock; it expires by TTL");
+                match res {
+                    // A waiter on this pod wakes now, not when the announcement comes back
+                    // from Redis (which still tells the other pods).
+                    Ok(next) => wakeups.wake(next.as_bytes()),
+                    Err(e) => {
+                        tracing::warn!(lock = %key, error = %e, "could not release session lock; it expires by TTL");
+                    }
                 }
             });
         }

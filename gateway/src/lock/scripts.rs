@@ -28,11 +28,12 @@ local function live_head(queue, waiters, now)
 end
 local function hand_over(lock, queue, waiters, channel, handoff_ms)
   local head, value = live_head(queue, waiters, now_us())
-  if not head then return end
+  if not head then return '' end
   redis.call('set', lock, value, 'PX', handoff_ms)
   redis.call('zrem', queue, head)
   redis.call('hdel', waiters, head)
   redis.call('publish', channel, head)
+  return head
 end
 ";
 
@@ -107,17 +108,17 @@ pub const EXTEND: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return 
 
 /// KEYS: lock, queue, waiters. ARGV: value, wake-up channel, hand-over TTL ms.
 /// Compare-and-delete, then hand the lock to the next live waiter (on whichever pod): only it
-/// wakes, and it need not ask again.
+/// wakes, and it need not ask again. Returns the new holder's token, or `''`.
 const RELEASE_BODY: &str = r"
 if redis.call('get', KEYS[1]) == ARGV[1] then
   redis.call('del', KEYS[1])
-  hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]))
-  return 1
+  return hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]))
 end
-return 0";
+return ''";
 
 /// KEYS: lock, queue, waiters. ARGV: token, wake-up channel, hand-over TTL ms. A waiter that
 /// gives up leaves the queue; a lock handed to it meanwhile, or a free one, goes to the next.
+/// Returns the new holder's token, or `''`.
 const LEAVE_BODY: &str = r"
 redis.call('zrem', KEYS[2], ARGV[1])
 redis.call('hdel', KEYS[3], ARGV[1])
@@ -126,8 +127,8 @@ if cur and string.match(cur, '^(%S+) ') == ARGV[1] then
   redis.call('del', KEYS[1])
   cur = nil
 end
-if not cur then hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3])) end
-return 1";
+if not cur then return hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3])) end
+return ''";
 
 /// The admission script: budget, then the first lock attempt.
 pub fn admit() -> String {
