@@ -220,23 +220,23 @@ impl Holds {
         })
     }
 
-    /// Claims the approved ticket, then checks that it approved exactly this call: the
-    /// fingerprint the approvers saw must be the one of the call about to be forwarded.
+    /// Claims the approved ticket for exactly this call: the fingerprint the approvers saw must
+    /// be the one of the call about to be forwarded, or the ticket is not claimed at all.
     async fn claim(&self, id: TicketId, rule: &str, call: &str) -> Result<Cleared, CallError> {
-        match self.hub.claim(&self.pool, id).await? {
-            Some(ticket) if ticket.fingerprint.as_deref().is_some_and(|f| f != call) => {
-                tracing::error!(ticket = %id, "approved ticket holds another call than the one waiting; not forwarded");
-                Err(CallError::ApprovalMismatch {
-                    rule: rule.to_owned(),
-                    ticket: id,
-                })
-            }
-            Some(ticket) => Ok(Cleared { ticket }),
-            None => Err(CallError::ApprovalAlreadyUsed {
-                rule: rule.to_owned(),
-                ticket: id,
-            }),
+        if let Some(ticket) = self.hub.claim(&self.pool, id, call).await? {
+            return Ok(Cleared { ticket });
         }
+        // Rare: say whether it ran already or was approved for another call.
+        let other_call = ticket::get(&self.pool, id).await?.is_some_and(|t| {
+            t.status == TicketStatus::Approved
+                && t.fingerprint.as_deref().is_some_and(|f| f != call)
+        });
+        let rule = rule.to_owned();
+        if other_call {
+            tracing::error!(ticket = %id, "approved ticket holds another call than the one waiting; not forwarded");
+            return Err(CallError::ApprovalMismatch { rule, ticket: id });
+        }
+        Err(CallError::ApprovalAlreadyUsed { rule, ticket: id })
     }
 
     async fn wait(&self, ticket: &Ticket, cancel: CancellationToken) -> Waited {

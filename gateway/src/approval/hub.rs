@@ -37,8 +37,9 @@ struct Waiter {
 struct Inner {
     waiters: Mutex<HashMap<TicketId, Vec<Waiter>>>,
     kick: mpsc::UnboundedSender<Kick>,
-    /// Claims that land together share one statement.
-    claims: QueryCoalescer<TicketId, Option<Ticket>>,
+    /// Claims of approved tickets, each with the fingerprint of the call that would run; claims
+    /// that land together share one statement.
+    claims: QueryCoalescer<(TicketId, String), Option<Ticket>>,
     next: AtomicU64,
 }
 
@@ -107,16 +108,16 @@ impl Hub {
     ) -> Self {
         let (kick, kick_rx) = mpsc::unbounded_channel();
         let claim_pool = pool.clone();
-        let claims = QueryCoalescer::start(QUERY_CHUNK, move |ids: Vec<TicketId>| {
+        let claims = QueryCoalescer::start(QUERY_CHUNK, move |calls: Vec<(TicketId, String)>| {
             let pool = claim_pool.clone();
             async move {
-                let mut won: HashMap<TicketId, Ticket> = ticket::claim_executions(&pool, &ids)
+                let mut won: HashMap<TicketId, Ticket> = ticket::claim_executions(&pool, &calls)
                     .await?
                     .into_iter()
                     .map(|t| (t.id, t))
                     .collect();
                 // Two local waiters on one ticket (a reattached retry): only the first wins.
-                Ok::<_, sqlx::Error>(ids.iter().map(|id| won.remove(id)).collect())
+                Ok::<_, sqlx::Error>(calls.iter().map(|(id, _)| won.remove(id)).collect())
             }
         });
         let inner = Arc::new(Inner {
@@ -175,12 +176,14 @@ impl Hub {
         &self,
         pool: &PgPool,
         ticket: TicketId,
+        fingerprint: &str,
     ) -> Result<Option<Ticket>, sqlx::Error> {
-        if let Some(claimed) = self.inner.claims.submit(ticket).await {
+        let call = (ticket, fingerprint.to_owned());
+        if let Some(claimed) = self.inner.claims.submit(call).await {
             return Ok(claimed);
         }
         // The batch failed: claim alone, and report our own error.
-        ticket::claim_execution(pool, ticket).await
+        ticket::claim_execution(pool, ticket, fingerprint).await
     }
 
     /// How many waiters of this pod wait on `ticket`.

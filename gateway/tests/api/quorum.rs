@@ -186,6 +186,12 @@ async fn an_approval_of_another_call_does_not_run_this_one() {
         (Some(-32001), "approval does not match this call")
     );
     assert!(app.upstream.calls().is_empty(), "nothing was forwarded");
+    let t = ticket::get(&app.db.pool, id).await.unwrap().unwrap();
+    assert_eq!(
+        t.status,
+        TicketStatus::Approved,
+        "a call that did not run leaves its ticket unclaimed"
+    );
 }
 
 #[tokio::test]

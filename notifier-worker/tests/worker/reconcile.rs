@@ -143,7 +143,10 @@ async fn lose_jobs(app: &TestApp, redis: &PrivateRedis) -> (Vec<Ticket>, Vec<Tic
                 ticket::decide(pool, t.id, Decision::Approve, "U0ANA", "ana", None)
                     .await
                     .unwrap();
-                ticket::claim_execution(pool, t.id).await.unwrap().unwrap();
+                ticket::claim_execution(pool, t.id, t.fingerprint.as_deref().unwrap_or_default())
+                    .await
+                    .unwrap()
+                    .unwrap();
             }
             3 => {
                 ticket::decide(pool, t.id, Decision::Deny, "U0ANA", "ana", None)
