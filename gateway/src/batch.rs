@@ -60,7 +60,7 @@ pub async fn handle(
     body: &[u8],
     msgs: Vec<Message>,
 ) -> Result<Response, RequestError> {
-    let plan = split(body, msgs, &pipeline.policy)?;
+    let plan = split(body, msgs, &pipeline.rules.policy())?;
     tracing::debug!(session = %caller.sid, calls = plan.calls.len(), rest = plan.rest.is_some(), "batch split");
     let ctx = Ctx { pipeline, caller };
     if plan.order.is_empty() {

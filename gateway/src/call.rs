@@ -28,14 +28,16 @@ use crate::input_schema::{self, ArgumentsError, InputSchemas, Lookup};
 use crate::lock::{LockError, Locks};
 use crate::mcp::TOOLS_LIST;
 use crate::metrics::Metrics;
-use crate::policy::{Action, Policy};
+use crate::policy::Action;
+use crate::rules::Rules;
 use crate::tool_call::ToolCall;
 use crate::transport::{accepts_sse, waiting_for};
 use crate::upstream_session::UpstreamSessions;
 
 /// Everything one call's pipeline uses.
 pub struct Pipeline {
-    pub policy: Arc<Policy>,
+    /// The policy and agent keys in force (a call's verdict was taken when it arrived).
+    pub rules: Rules,
     /// The tools' input schemas, from the upstream's `tools/list` answers.
     pub schemas: Arc<InputSchemas>,
     pub locks: Locks,
@@ -48,14 +50,13 @@ pub struct Pipeline {
     pub approval_timeout: Duration,
     /// How often idle SSE streams and held calls get a keepalive.
     pub keepalive: Duration,
-    /// Agent name → its owner's Slack user id (who may not approve the agent's calls).
-    pub owners: Arc<std::collections::HashMap<String, String>>,
 }
 
 /// What the audit row of one call says.
 #[derive(Default)]
 struct CallRecord {
     rule: Option<String>,
+    policy_revision: Option<String>,
     decision: &'static str,
     ticket: Option<TicketId>,
     upstream_status: Option<u16>,
@@ -98,6 +99,7 @@ impl AuditTrail<'_> {
             decided_by,
             upstream_status: self.rec.upstream_status.map(i32::from),
             latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            policy_revision: self.rec.policy_revision.take(),
         });
     }
 }
@@ -253,7 +255,8 @@ impl Steps<'_> {
         let verdict = checked?;
         let (p, c) = (self.p, self.caller);
         // A call policy denies is refused whatever its arguments, without asking the upstream.
-        if p.policy.validate_arguments && verdict.action != Action::Deny {
+        let policy = p.rules.policy();
+        if policy.validate_arguments && verdict.action != Action::Deny {
             self.check_arguments().await?;
         }
         for rule in self.unevaluable {
@@ -264,6 +267,7 @@ impl Steps<'_> {
                 .inc();
         }
         rec.rule = Some(verdict.rule.to_string());
+        rec.policy_revision = Some(verdict.revision.to_string());
         rec.decision = verdict.action.as_str();
         // Counted before the rules take effect; the lock is taken in the same round trip.
         let wants_lock = !verdict.read_only && verdict.action != Action::Deny;
@@ -273,7 +277,7 @@ impl Steps<'_> {
             .admit(
                 &c.sid,
                 &request_hash,
-                c.budget(&p.policy, chrono::Utc::now()),
+                c.budget(&policy, chrono::Utc::now()),
                 wants_lock,
             )
             .await
@@ -398,8 +402,9 @@ impl Steps<'_> {
             request_hash,
             timeout: verdict.timeout.unwrap_or(p.approval_timeout),
             approvals: verdict.approvals,
-            owner: p.owners.get(&c.principal.0).cloned(),
-            fingerprint: canonical::fingerprint(self.tool, self.args, None),
+            owner: p.rules.agents().owner_of(&c.principal.0).map(str::to_owned),
+            fingerprint: canonical::fingerprint(self.tool, self.args, Some(&verdict.revision)),
+            policy_revision: Some(verdict.revision.to_string()),
         };
         let cancel = CancellationToken::new();
         let _held = p.held.track(&c.sid, self.id, cancel.clone());

@@ -35,6 +35,8 @@ pub struct Config {
     pub upstream_idle_timeout: Duration,
     /// How often waiters re-check Postgres in case a signal was lost.
     pub decision_poll_interval: Duration,
+    /// How often the policy and agent keys files are checked for changes (SIGHUP: at once).
+    pub policy_reload_interval: Duration,
     /// Limits at the HTTP edge (`HEADER_READ_TIMEOUT`, `BODY_TIMEOUT`, `IDLE_TIMEOUT`,
     /// `MAX_CONNECTIONS`; a declared body over `MAX_BODY_BYTES` gets 413 unread).
     pub edge: Edge,
@@ -69,6 +71,7 @@ impl Config {
         // Common servers close idle keep-alive connections after 5 s: ours retire first.
         let upstream_idle_timeout = env.duration("UPSTREAM_IDLE_TIMEOUT", Duration::from_secs(4));
         let decision_poll_interval = env.duration("DECISION_POLL_INTERVAL", Duration::from_secs(1));
+        let policy_reload_interval = env.duration("POLICY_RELOAD_INTERVAL", Duration::from_secs(5));
         let edge = Edge::from_env(
             &mut env,
             // Every held call is an open connection: a pod is sized for many thousands.
@@ -112,6 +115,7 @@ impl Config {
                 upstream_concurrency,
                 upstream_idle_timeout,
                 decision_poll_interval,
+                policy_reload_interval,
                 edge,
             }),
             _ => Err(ConfigError {

@@ -17,6 +17,7 @@ use crate::error::{RequestError, UpstreamError, upstream_error};
 use crate::input_schema::InputSchemas;
 use crate::policy::Policy;
 use crate::relay::{Relay, relay};
+use crate::rules::Rules;
 use crate::transport::SUPPORTED_PROTOCOL_VERSIONS;
 use crate::upstream::{Outgoing, SESSION_HEADER};
 use crate::upstream_session::UpstreamSessions;
@@ -43,7 +44,7 @@ pub const CACHED_TTL_MS: u64 = 5_000;
 /// What discovery uses: the cache, policy for the tools' view, and the upstream sessions.
 pub struct Discovery {
     pub cache: Cache,
-    pub policy: Arc<Policy>,
+    pub rules: Rules,
     pub link: UpstreamSessions,
     /// Compiled from each fresh `tools/list` answer, for the calls' argument check.
     pub schemas: Arc<InputSchemas>,
@@ -199,7 +200,8 @@ impl Discovery {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let modern = caller.session.is_none();
-        let filtered = self.policy.hide_denied_tools;
+        let policy = self.rules.policy();
+        let filtered = policy.hide_denied_tools;
         let sent = caller.send(&self.link, body, &caller.headers).await;
         if is_outage(&sent) {
             let why = match &sent {
@@ -209,7 +211,7 @@ impl Discovery {
             return Ok(match self.cache.tools(cursor) {
                 Some(result) => {
                     tracing::warn!(why = %why, "upstream down; tools/list answered from cache");
-                    let mut view = policy_view(&self.policy, &result);
+                    let mut view = policy_view(&policy, &result);
                     if modern {
                         view = cacheable(view, true, filtered);
                     }
@@ -236,7 +238,7 @@ impl Discovery {
         if let Some(result) = response.get("result") {
             self.cache.put_tools(cursor, result);
             self.schemas.put_page(cursor, result);
-            let view = policy_view(&self.policy, result);
+            let view = policy_view(&policy, result);
             response["result"] = match modern {
                 true => cacheable(view, false, filtered),
                 false => view,

@@ -32,8 +32,7 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer)
-        .and_then(|t| app.agents.authenticate(t))
-        .cloned();
+        .and_then(|t| app.rules.agents().authenticate(t).cloned());
     match principal {
         Some(p) => {
             req.extensions_mut().insert(p);
@@ -175,7 +174,7 @@ async fn post_inner(
     };
     match incoming {
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
-            let call = ToolCall::new(id, &params, bytes, &app.pipeline.policy);
+            let call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
             Ok(app.pipeline.clone().answer(caller, call).await)
         }
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {

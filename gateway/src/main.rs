@@ -1,34 +1,15 @@
-//! `airlock-gateway`: serve, or `airlock-gateway migrate` to apply migrations and exit.
+//! `airlock-gateway`: serve, or run one of the commands in `cli` (`migrate`, `policy …`).
 
 use std::process::ExitCode;
 
 use airlock_gateway::config::Config;
-use airlock_shared::config::{Env, LogFormat};
+use airlock_shared::config::Env;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let migrate_only = std::env::args().nth(1).as_deref() == Some("migrate");
-    if migrate_only {
-        airlock_shared::telemetry::init(LogFormat::Pretty);
-        let mut env = Env::from_process();
-        let url: Option<String> = env.required("DATABASE_URL");
-        if let Err(e) = env.finish() {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-        let Some(url) = url else {
-            return ExitCode::from(2);
-        };
-        return match migrate(&url).await {
-            Ok(()) => {
-                tracing::info!("migrations applied");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %airlock_shared::telemetry::chain(e.as_ref()), "migration failed");
-                ExitCode::FAILURE
-            }
-        };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = airlock_gateway::cli::run(&args).await {
+        return code;
     }
     let config = match Config::from_env(Env::from_process()) {
         Ok(c) => c,
@@ -46,10 +27,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn migrate(url: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let pool = airlock_shared::db::connect(url, 2, std::time::Duration::from_secs(10)).await?;
-    airlock_shared::db::migrate(&pool).await?;
-    Ok(())
 }

@@ -1,7 +1,9 @@
 //! Prometheus metrics, one registry per gateway instance.
 
 use airlock_shared::probes::MetricsRegistry;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 /// The gateway's metrics.
 #[derive(Clone)]
@@ -23,6 +25,10 @@ pub struct Metrics {
     pub pubsub_reconnects: IntCounter,
     /// Calls on which a rule's conditions could not be evaluated, by rule.
     pub policy_unevaluable: IntCounterVec,
+    /// Reloads of the policy and agent keys, by outcome (applied, refused).
+    pub policy_reloads: IntCounterVec,
+    /// 1 for the revision of the policy in force.
+    policy_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -39,6 +45,20 @@ impl Metrics {
                 "Calls on which a rule's conditions could not be evaluated (approve/deny matched, allow skipped)",
             ),
             &["rule"],
+        )?;
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "airlock_policy_reloads_total",
+                "Reloads of the policy and agent keys by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "airlock_policy_info",
+                "1 for the revision of the policy in force",
+            ),
+            &["revision"],
         )?;
         let held_calls = IntGauge::new("airlock_held_calls", "Calls held for approval now")?;
         let approval_wait = Histogram::with_opts(
@@ -72,6 +92,8 @@ impl Metrics {
         let lock_lost = registry.register(lock_lost);
         let pubsub_reconnects = registry.register(pubsub_reconnects);
         let policy_unevaluable = registry.register(policy_unevaluable);
+        let policy_reloads = registry.register(policy_reloads);
+        let policy_info = registry.register(policy_info);
         Ok(Self {
             registry,
             tool_calls,
@@ -82,7 +104,15 @@ impl Metrics {
             lock_lost,
             pubsub_reconnects,
             policy_unevaluable,
+            policy_reloads,
+            policy_info,
         })
+    }
+
+    /// Marks `revision` as the policy in force (and no other).
+    pub fn policy_revision(&self, revision: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[revision]).set(1);
     }
 
     /// The registry `/metrics` renders.

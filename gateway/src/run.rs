@@ -18,14 +18,15 @@ use tower_http::trace::TraceLayer;
 use crate::approval::hold::sweep_loop;
 use crate::approval::{HeldCalls, Holds, Hub};
 use crate::audit::AuditSink;
-use crate::auth::{self, AgentKeys};
+use crate::auth;
 use crate::call::Pipeline;
 use crate::config::Config;
 use crate::discovery::{Cache, Discovery};
 use crate::input_schema::InputSchemas;
 use crate::lock::{LockWakeups, Locks};
 use crate::metrics::Metrics;
-use crate::policy::{self, Policy};
+use crate::policy;
+use crate::rules::{self, Rules, RulesError};
 use crate::session::Sessions;
 use crate::state::{AppState, Inner};
 use crate::upstream::Upstream;
@@ -100,6 +101,15 @@ pub enum StartError {
     },
 }
 
+impl From<RulesError> for StartError {
+    fn from(e: RulesError) -> Self {
+        match e {
+            RulesError::Policy(e) => Self::Policy(e),
+            RulesError::AgentKeys(e) => Self::AgentKeys(e),
+        }
+    }
+}
+
 /// A built gateway, ready to serve.
 pub struct Gateway {
     pub state: AppState,
@@ -152,13 +162,20 @@ fn traced(router: Router) -> Router {
 
 /// Connects to everything and loads policy and keys.
 pub async fn build(config: &Config) -> Result<Gateway, StartError> {
-    let policy = Arc::new(Policy::load(&config.policy_file)?);
-    let agents = Arc::new(AgentKeys::load(&config.agent_keys_file)?);
-    policy.check_owners(agents.owners())?;
+    let metrics = Metrics::new()?;
+    let rules = Rules::load(
+        &config.policy_file,
+        &config.agent_keys_file,
+        metrics.clone(),
+    )?;
     let (pool, redis_client, redis) = connect_stores(config).await?;
     let keys = Keys::new(config.redis_key_prefix.clone());
-    let metrics = Metrics::new()?;
     let background = CancellationToken::new();
+    rules::watch(
+        rules.clone(),
+        Some(config.policy_reload_interval),
+        background.clone(),
+    );
     let interrupt = CancellationToken::new();
     let (mut holds, wakeups) = start_holds(
         config,
@@ -188,7 +205,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     );
     let schemas = Arc::new(InputSchemas::default());
     let pipeline = Arc::new(Pipeline {
-        policy: policy.clone(),
+        rules: rules.clone(),
         schemas: schemas.clone(),
         locks,
         holds,
@@ -198,19 +215,13 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         metrics: metrics.clone(),
         approval_timeout: config.approval_timeout,
         keepalive: config.keepalive_interval,
-        owners: Arc::new(
-            agents
-                .owners()
-                .map(|(a, o)| (a.to_owned(), o.to_owned()))
-                .collect(),
-        ),
     });
     let state = AppState(Arc::new(Inner {
-        agents,
+        rules: rules.clone(),
         pipeline,
         discovery: Discovery {
             cache: Cache::default(),
-            policy,
+            rules: rules.clone(),
             link,
             schemas,
         },

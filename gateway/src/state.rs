@@ -5,10 +5,10 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
-use crate::auth::AgentKeys;
 use crate::call::Pipeline;
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
+use crate::rules::Rules;
 use crate::upstream_session::UpstreamSessions;
 
 /// Shared state of one gateway instance.
@@ -17,7 +17,8 @@ pub struct AppState(pub(crate) Arc<Inner>);
 
 /// The parts of [`AppState`].
 pub struct Inner {
-    pub agents: Arc<AgentKeys>,
+    /// The policy and agent keys in force.
+    pub rules: Rules,
     /// One call's pipeline, shared by single calls and batch parts.
     pub pipeline: Arc<Pipeline>,
     pub discovery: Discovery,

@@ -40,7 +40,7 @@ pub async fn post(
             era::check_request_headers(&caller.headers, &method, &params)?;
             match method.as_str() {
                 TOOLS_CALL => {
-                    let call = ToolCall::new(id, &params, bytes, &app.pipeline.policy);
+                    let call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
                     app.pipeline.check_param_headers(&caller, &call).await?;
                     Ok(app.pipeline.clone().answer(caller, call).await)
                 }

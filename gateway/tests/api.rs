@@ -13,6 +13,7 @@ mod api {
     mod proxy;
     mod quorum;
     mod races;
+    mod reload;
     mod session_lock;
     mod transparent;
 }

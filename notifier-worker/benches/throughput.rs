@@ -61,6 +61,7 @@ async fn main() {
             timeout: Duration::from_secs(3600),
             approvals: 1,
             owner: None,
+            policy_revision: None,
             fingerprint: String::new(),
         };
         match ticket::open(&db.pool, &new).await.unwrap() {

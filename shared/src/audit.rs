@@ -20,6 +20,8 @@ pub struct AuditRecord {
     pub decided_by: Option<String>,
     pub upstream_status: Option<i32>,
     pub latency_ms: f64,
+    /// The revision of the policy that gave the verdict (none for calls refused before policy).
+    pub policy_revision: Option<String>,
 }
 
 /// Writes a batch of records in one statement.
@@ -29,7 +31,7 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
     }
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_log (at, principal, session_id, tool, arguments, rule, decision, outcome, \
-         ticket_id, decided_by, upstream_status, latency_ms) ",
+         ticket_id, decided_by, upstream_status, latency_ms, policy_revision) ",
     );
     qb.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
@@ -43,7 +45,8 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
             .push_bind(r.ticket_id)
             .push_bind(&r.decided_by)
             .push_bind(r.upstream_status)
-            .push_bind(r.latency_ms);
+            .push_bind(r.latency_ms)
+            .push_bind(&r.policy_revision);
     });
     qb.build().execute(pool).await.map(|r| r.rows_affected())
 }
@@ -67,6 +70,17 @@ pub async fn principals_for_session(
     session_id: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT principal FROM audit_log WHERE session_id = $1 ORDER BY id")
+        .bind(session_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// The tool and policy revision of each audit row of one session, oldest first.
+pub async fn revisions_for_session(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT tool, policy_revision FROM audit_log WHERE session_id = $1 ORDER BY id")
         .bind(session_id)
         .fetch_all(pool)
         .await

@@ -15,8 +15,13 @@ use serde_json::Value;
 
 use condition::{Condition, Truth};
 
+pub mod cases;
 mod condition;
+mod describe;
 mod quorum;
+mod revision;
+
+pub use describe::describe;
 
 /// What policy does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -66,6 +71,8 @@ pub struct Policy {
     pub hide_denied_tools: bool,
     /// Whether calls are checked against the tool's `inputSchema` before policy.
     pub validate_arguments: bool,
+    /// A short hash of the file's content (see `revision`), recorded with every decision.
+    pub revision: Arc<str>,
 }
 
 /// At most `max_tool_calls` per principal in each window of `per` (fixed windows).
@@ -99,6 +106,8 @@ pub struct Verdict {
     pub channel: Option<Arc<str>>,
     /// Distinct approvals needed (`approvals:`, default 1).
     pub approvals: u32,
+    /// The revision of the policy that gave this verdict.
+    pub revision: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -231,6 +240,8 @@ impl TryFrom<RawRuleFields> for RawRule {
                 timeout: r.timeout.map(|t| t.0),
                 channel: r.channel.map(Into::into),
                 approvals,
+                // Set once the whole file is read.
+                revision: Arc::from(""),
             },
         }))
     }
@@ -326,6 +337,11 @@ impl Policy {
             Some(b) => b.check()?,
             None => None,
         };
+        let revision = revision::of(text)?;
+        let mut rules: Vec<Rule> = raw.rules.into_iter().map(|r| r.0).collect();
+        for r in &mut rules {
+            r.verdict.revision = revision.clone();
+        }
         Ok(Policy {
             default: Verdict {
                 action: raw.default,
@@ -336,12 +352,14 @@ impl Policy {
                 timeout: None,
                 channel: None,
                 approvals: 1,
+                revision: revision.clone(),
             },
-            rules: raw.rules.into_iter().map(|r| r.0).collect(),
+            rules,
             max_tool_calls_per_session: raw.budget.and_then(|b| b.max_tool_calls_per_session),
             principal_budget,
             hide_denied_tools: raw.hide_denied_tools,
             validate_arguments: raw.validate_arguments,
+            revision,
         })
     }
 

@@ -161,6 +161,8 @@ pub fn config_for(
         upstream_concurrency: opts.upstream_concurrency,
         upstream_idle_timeout: opts.upstream_idle_timeout,
         decision_poll_interval: opts.poll_interval,
+        // Fast, so that reload tests need not wait; SIGHUP would hit every test's gateway.
+        policy_reload_interval: Duration::from_millis(100),
         edge: airlock_shared::edge::Edge {
             max_body_bytes: opts.max_body_bytes,
             ..airlock_shared::edge::Edge::default()
@@ -315,6 +317,11 @@ impl TestApp {
 
     pub fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+
+    /// The directory holding this gateway's policy and agent keys files.
+    pub fn files_dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// A POST to /mcp with the given token, session and raw body.

@@ -163,6 +163,7 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         timeout: Duration::from_secs(30),
         approvals: 1,
         owner: None,
+        policy_revision: None,
         fingerprint: String::new(),
     };
     airlock_shared::ticket::open(&app.db.pool, &new)

@@ -64,11 +64,16 @@ async fn the_call_runs_after_two_distinct_approvals_and_never_for_the_owner() {
     let call = spawn_call(app.url(), sid, 7, "create_refund", refund(500), BOTH);
     let id = app.wait_for_request().await;
     let t = app.ticket(id).await;
+    let revision = airlock_gateway::policy::Policy::parse(TWO_PERSON)
+        .unwrap()
+        .revision;
+    assert_eq!(t.policy_revision.as_deref(), Some(&*revision));
     assert_eq!(t.approvals_needed, 2);
     assert_eq!(t.owner.as_deref(), Some("U0CAROL"));
     assert_eq!(
         t.fingerprint.as_deref(),
-        Some(canonical::fingerprint("create_refund", &refund(500), None).as_str())
+        Some(canonical::fingerprint("create_refund", &refund(500), Some(&revision)).as_str()),
+        "the fingerprint covers the tool, the arguments and the policy revision"
     );
 
     assert!(matches!(

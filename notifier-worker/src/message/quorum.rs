@@ -16,12 +16,20 @@ pub fn button_value(t: &Ticket) -> String {
     }
 }
 
-/// ` · Call `1a2b…`` for the context line, empty on tickets without a fingerprint.
+/// ` · Call `1a2b…` · Policy `rev`` for the context line; each part only where the ticket has it.
 pub fn fingerprint_note(t: &Ticket) -> String {
-    t.fingerprint
+    let call = t
+        .fingerprint
         .as_deref()
         .map(|fp| format!(" · Call `{}`", short_fingerprint(fp)))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // The policy revision that held it: after a live reload, which rules asked.
+    let policy = t
+        .policy_revision
+        .as_deref()
+        .map(|r| format!(" · Policy `{r}`"))
+        .unwrap_or_default();
+    call + &policy
 }
 
 /// "1 of 2 approvals: @alice" while a quorum of more than one is incomplete.

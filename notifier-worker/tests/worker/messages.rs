@@ -32,6 +32,7 @@ async fn the_request_has_every_detail_and_two_buttons_with_the_ticket_id() {
             n.arguments =
                 json!({"invoice": "INV-42", "note": "<!channel> & <https://evil.example|click>"});
             n.principal = "agent-billing".into();
+            n.policy_revision = Some("0a1b2c3d4e5f".into());
         })
         .await;
     let m = message::approval_request(&t);
@@ -76,6 +77,8 @@ async fn the_request_has_every_detail_and_two_buttons_with_the_ticket_id() {
     let value = format!("{}:{fp}", t.id);
     assert_eq!(approve["value"], value);
     assert!(text.contains(&format!("Call `{fp}`")), "{text}");
+    // The policy revision that held the call, for calls held across a live reload.
+    assert!(text.contains("Policy `0a1b2c3d4e5f`"), "{text}");
     assert!(approve.get("confirm").is_none());
     assert_eq!(deny["action_id"], DENY_ACTION_ID);
     assert_eq!(deny["action_id"], "airlock_deny");

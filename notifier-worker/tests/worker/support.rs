@@ -136,6 +136,7 @@ impl TestApp {
             timeout: Duration::from_secs(600),
             approvals: 1,
             owner: None,
+            policy_revision: None,
             fingerprint: String::new(),
         };
         edit(&mut new);

@@ -207,6 +207,7 @@ impl TestApp {
             timeout,
             approvals: 1,
             owner: None,
+            policy_revision: None,
             fingerprint: airlock_shared::canonical::fingerprint(
                 "payments.transfer",
                 &serde_json::json!({"amount": 100}),
