@@ -61,6 +61,7 @@ async fn main() {
             timeout: Duration::from_secs(3600),
             approvals: 1,
             owner: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         match ticket::open(&db.pool, &new).await.unwrap() {

@@ -155,6 +155,8 @@ pub struct Ticket {
     pub owner: Option<String>,
     /// SHA-256 of the canonical call (see `canonical::fingerprint`); `None` on older tickets.
     pub fingerprint: Option<String>,
+    /// Slack user groups (`S…`) whose members may decide, besides `approvers`.
+    pub approver_groups: Vec<String>,
 }
 
 impl Ticket {
@@ -193,6 +195,8 @@ pub struct NewTicket {
     pub owner: Option<String>,
     /// `canonical::fingerprint` of the call (empty: none, as on tickets made by older code).
     pub fingerprint: String,
+    /// Slack user groups (`S…`) whose members may decide, besides `approvers`.
+    pub approver_groups: Vec<String>,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.
@@ -232,6 +236,9 @@ pub enum Decided {
     AlreadyVoted(Ticket),
     /// The click was for another call than the one the ticket holds (fingerprints differ).
     WrongCall(Ticket),
+    /// The clicker is not listed, and this group's membership is not known recently enough
+    /// (no snapshot, or one older than the maximum age): refused, to be tried again.
+    MembershipUnknown(Ticket, String),
 }
 
 fn interval_secs(d: Duration) -> f64 {
@@ -245,9 +252,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
     for _ in 0..5 {
         let inserted: Option<Ticket> = sqlx::query_as(
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
-                 slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint) \
+                 slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint, approver_groups) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
-                 $12, $13, $14) \
+                 $12, $13, $14, $15) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -265,6 +272,7 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(i32::try_from(new.approvals.max(1)).unwrap_or(i32::MAX))
         .bind(&new.owner)
         .bind(Some(new.fingerprint.as_str()).filter(|f| !f.is_empty()))
+        .bind(&new.approver_groups)
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

@@ -74,6 +74,7 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
             timeout: Duration::from_secs(600),
             approvals: 1,
             owner: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         ticket::open(pool, &new).await.unwrap();

@@ -136,6 +136,7 @@ impl TestApp {
             timeout: Duration::from_secs(600),
             approvals: 1,
             owner: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         edit(&mut new);

@@ -207,6 +207,7 @@ impl TestApp {
             timeout,
             approvals: 1,
             owner: None,
+            approver_groups: Vec::new(),
             fingerprint: airlock_shared::canonical::fingerprint(
                 "payments.transfer",
                 &serde_json::json!({"amount": 100}),

@@ -189,6 +189,7 @@ async fn the_signing_secret_comes_from_secrets_manager() {
             timeout: Duration::from_secs(600),
             approvals: 1,
             owner: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
@@ -364,6 +365,7 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
             timeout: Duration::from_secs(600),
             approvals: 1,
             owner: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         let pool = db.pool.clone();
