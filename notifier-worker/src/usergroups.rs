@@ -39,14 +39,16 @@ pub enum MembershipError {
     Redis(#[source] redis::RedisError),
 }
 
+/// Group → when this replica last stored it, and the members Slack named.
+type Cache = HashMap<String, (Instant, Vec<String>)>;
+
 /// Reads, caches and stores user group memberships.
 #[derive(Clone)]
 pub struct UserGroups {
     slack: SlackClient,
     pool: PgPool,
     tuning: Tuning,
-    /// Group → when this replica last stored it, and the members Slack named.
-    cache: Arc<Mutex<HashMap<String, (Instant, Vec<String>)>>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl std::fmt::Debug for UserGroups {
@@ -85,7 +87,12 @@ impl UserGroups {
                 }
                 Err(SlackError::Transient(_)) => backoff_now(attempt, t.retry_base, t.retry_max),
             };
-            debug!(group, attempt, ?wait, "usergroups.users.list failed; retrying");
+            debug!(
+                group,
+                attempt,
+                ?wait,
+                "usergroups.users.list failed; retrying"
+            );
             tokio::time::sleep(wait).await;
         }
     }
@@ -151,7 +158,7 @@ impl UserGroups {
         Ok(stored)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Vec<String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         // Every change is one insert, so a poisoned map is still consistent.
         self.cache
             .lock()

@@ -68,8 +68,9 @@ impl Policy {
             .chain(std::iter::once(&self.default));
         // Groups' members are unknown until Slack is asked: the owner is then refused at the
         // vote instead (see the module comment).
-        let checkable =
-            |v: &&Verdict| v.action == Action::Approve && !v.approvers.is_empty() && v.approver_groups.is_empty();
+        let checkable = |v: &&Verdict| {
+            v.action == Action::Approve && !v.approvers.is_empty() && v.approver_groups.is_empty()
+        };
         for v in verdicts.filter(checkable) {
             for (agent, owner) in owners.clone() {
                 let mut others: Vec<&String> =
@@ -169,7 +170,10 @@ mod tests {
         )
         .unwrap();
         let v = p.evaluate("a", &serde_json::json!({}));
-        assert_eq!(&*v.approver_groups, ["S0123ABCD".to_owned(), "S2".to_owned()]);
+        assert_eq!(
+            &*v.approver_groups,
+            ["S0123ABCD".to_owned(), "S2".to_owned()]
+        );
         assert_eq!(&*v.approvers, ["U1".to_owned()]);
         // A group's members may make up the quorum, so one listed user is not too few.
         assert_eq!(v.approvals, 2);
@@ -178,7 +182,11 @@ mod tests {
         assert!(v.approvers.is_empty());
         assert_eq!(v.approvals, 1);
         let p = policy("{ name: x, tools: [a], action: approve }").unwrap();
-        assert!(p.evaluate("a", &serde_json::json!({})).approver_groups.is_empty());
+        assert!(
+            p.evaluate("a", &serde_json::json!({}))
+                .approver_groups
+                .is_empty()
+        );
         for (bad, why) in [
             (
                 "{ name: x, tools: [a], action: approve, approver_groups: [U0123ABCD] }",

@@ -51,9 +51,14 @@ impl TestApp {
         let mut conn = self.redis.conn().await;
         let key = self.redis.keys.usergroup_refresh_lease();
         assert!(
-            airlock_shared::lease::acquire(&mut conn, &key, "another-replica", Duration::from_secs(60))
-                .await
-                .unwrap()
+            airlock_shared::lease::acquire(
+                &mut conn,
+                &key,
+                "another-replica",
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
         );
     }
 
@@ -102,7 +107,10 @@ async fn members_are_read_with_slacks_request_shape_and_stored_before_the_post()
         serde_json::json!({"ok": true, "users": ["U0ALICE", "U0BOB"]})
     );
     let post = &app.slack.calls_to("chat.postMessage")[0];
-    assert!(reads[0].seq < post.seq, "members are stored before the buttons appear");
+    assert!(
+        reads[0].seq < post.seq,
+        "members are stored before the buttons appear"
+    );
     let s = app.stored(OPS).await.expect("a snapshot");
     assert_eq!(s.users, ids(&["U0ALICE", "U0BOB"]));
     assert!(s.fresh);
@@ -145,7 +153,9 @@ async fn the_snapshot_is_refreshed_while_a_pending_ticket_names_the_group() {
     app.slack.set_usergroup(OPS, &["U0ALICE"]);
     let later = app.wait_stored(OPS, |s| s.users == ids(&["U0ALICE"])).await;
     assert!(later.fetched_at > first.fetched_at);
-    let again = app.wait_stored(OPS, |s| s.fetched_at > later.fetched_at).await;
+    let again = app
+        .wait_stored(OPS, |s| s.fetched_at > later.fetched_at)
+        .await;
     assert_eq!(again.users, ids(&["U0ALICE"]));
 
     // Once no pending ticket names it, the group is left alone.
@@ -170,8 +180,10 @@ async fn slack_failing_writes_nothing() {
     // Alice leaves, but every read fails: what is stored must stay as it was.
     app.slack.set_usergroup(OPS, &[]);
 
-    app.slack
-        .fail_next("usergroups.users.list", Fault::SlackError("missing_scope".into()));
+    app.slack.fail_next(
+        "usergroups.users.list",
+        Fault::SlackError("missing_scope".into()),
+    );
     let e = groups.refresh(OPS).await.unwrap_err();
     assert!(
         matches!(&e, MembershipError::Slack(SlackError::Permanent(m)) if m == "missing_scope"),
@@ -220,7 +232,10 @@ async fn slack_failing_writes_nothing() {
     let after = app.stored(OPS).await.unwrap();
     assert_eq!(after.users, before.users);
     assert_eq!(after.fetched_at, before.fetched_at);
-    assert_eq!(app.slack.count_calls("usergroups.users.list"), 1 + 1 + 3 + 3 + 1 + 1);
+    assert_eq!(
+        app.slack.count_calls("usergroups.users.list"),
+        1 + 1 + 3 + 3 + 1 + 1
+    );
 
     // A failure short of the budget is retried, and the answer stored.
     app.slack
@@ -264,9 +279,7 @@ async fn an_unconfirmed_membership_is_explained_privately() {
         },
     })
     .await;
-    app.slack
-        .wait_for_calls("chat.postEphemeral", 1, T)
-        .await;
+    app.slack.wait_for_calls("chat.postEphemeral", 1, T).await;
     let shown = app.slack.ephemerals();
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].user, "U0ALICE");

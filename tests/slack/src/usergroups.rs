@@ -50,24 +50,6 @@ pub fn users_list(groups: &Groups, args: &Map<String, Value>) -> Result<Value, &
     Ok(json!({ "users": users }))
 }
 
-/// What `POST /_emulator/usergroups` takes: a group and its new members.
-#[derive(Debug, serde::Deserialize)]
-pub struct SetMembers {
-    pub usergroup: String,
-    pub users: Vec<String>,
-}
-
-/// `POST /_emulator/usergroups`: creates the group or replaces its members.
-pub async fn set_members(
-    axum::extract::State(emulator): axum::extract::State<crate::emulator::Emulator>,
-    axum::Json(set): axum::Json<SetMembers>,
-) -> axum::Json<Value> {
-    let users: Vec<&str> = set.users.iter().map(String::as_str).collect();
-    emulator.slack.usergroups.set(&set.usergroup, &users);
-    emulator.slack.changed();
-    axum::Json(json!({"ok": true, "usergroup": set.usergroup, "users": set.users}))
-}
-
 /// Groups from `SLACK_USERGROUPS`: `S1:U1 U2,S2:U3` (members separated by spaces).
 pub fn parse(raw: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     raw.split(',')

@@ -106,7 +106,10 @@ async fn two_people_approve_in_a_browser_and_the_call_runs_once() {
     );
     // One approval runs nothing: the call still waits.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!held.is_finished(), "one approval of two must not run the call");
+    assert!(
+        !held.is_finished(),
+        "one approval of two must not run the call"
+    );
     assert!(s.executed().await.is_empty());
 
     // The second approver, in the same page: the call runs, once.

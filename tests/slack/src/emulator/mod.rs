@@ -259,7 +259,7 @@ pub fn app(emulator: Emulator) -> Router {
         .route("/_emulator/messages", get(interaction::messages))
         .route("/_emulator/click", post(interaction::click))
         .route("/_emulator/faults", post(interaction::add_fault))
-        .route("/_emulator/usergroups", post(crate::usergroups::set_members))
+        .route("/_emulator/usergroups", post(interaction::set_members))
         .route(
             "/_emulator/response/{channel}/{ts}/{user}",
             post(interaction::response_url),
