@@ -398,6 +398,7 @@ impl Steps<'_> {
             rule: verdict.rule.to_string(),
             reason: verdict.reason.as_deref().map(str::to_owned),
             approvers: verdict.approvers.to_vec(),
+            approver_groups: verdict.approver_groups.to_vec(),
             slack_channel: verdict.channel.as_deref().map(str::to_owned),
             request_hash,
             timeout: verdict.timeout.unwrap_or(p.approval_timeout),

@@ -62,6 +62,7 @@ async fn main() {
             approvals: 1,
             owner: None,
             policy_revision: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         match ticket::open(&db.pool, &new).await.unwrap() {

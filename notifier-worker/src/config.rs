@@ -79,6 +79,9 @@ pub struct Tuning {
     pub reconcile_retry: Duration,
     /// Tickets per query per pass (`RECONCILE_BATCH`).
     pub reconcile_batch: u32,
+    /// How long a user group's membership is reused, and how often it is re-read while a
+    /// pending ticket names the group (`USERGROUP_TTL`).
+    pub usergroup_ttl: Duration,
 }
 
 impl Default for Tuning {
@@ -100,6 +103,7 @@ impl Default for Tuning {
             reconcile_grace: Duration::from_secs(10),
             reconcile_retry: Duration::from_secs(120),
             reconcile_batch: 200,
+            usergroup_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -141,6 +145,7 @@ impl Tuning {
             reconcile_grace: env.duration("RECONCILE_GRACE", d.reconcile_grace),
             reconcile_retry: env.duration("RECONCILE_RETRY", d.reconcile_retry),
             reconcile_batch,
+            usergroup_ttl: env.duration("USERGROUP_TTL", d.usergroup_ttl),
         };
         if tuning.claim_idle <= tuning.http_timeout * 2 {
             env.problem(

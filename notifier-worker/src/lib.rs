@@ -13,6 +13,7 @@ pub mod probes;
 pub mod reconcile;
 pub mod retry;
 pub mod stream;
+pub mod usergroups;
 pub mod web_api;
 pub mod worker;
 
@@ -59,6 +60,7 @@ pub enum RunError {
 pub struct Notifier {
     worker: Worker,
     reconciler: Option<reconcile::Reconciler>,
+    refresher: usergroups::Refresher,
     state: probes::ProbeState,
 }
 
@@ -116,6 +118,13 @@ impl Notifier {
             read_conn,
         );
         let reconciler = reconciler(config, &pool, &keys, &conn, &metrics);
+        let groups = usergroups::UserGroups::new(slack.clone(), pool.clone(), t.clone());
+        let refresher = usergroups::Refresher {
+            groups: groups.clone(),
+            redis: conn.clone(),
+            keys: keys.clone(),
+            owner: format!("{}/{}", config.consumer, uuid::Uuid::new_v4().simple()),
+        };
         let worker = Worker::new(worker::Parts {
             pool: pool.clone(),
             stream,
@@ -131,10 +140,12 @@ impl Notifier {
             default_channel: config.default_channel.clone(),
             tuning: t.clone(),
             concurrency: config.concurrency,
+            usergroups: groups,
         });
         Ok(Self {
             worker,
             reconciler,
+            refresher,
             state: probes::ProbeState {
                 pool,
                 redis: conn,
@@ -172,7 +183,10 @@ impl Notifier {
         let reconciler = self
             .reconciler
             .map(|r| tokio::spawn(r.run(shutdown.clone())));
+        let refresher = tokio::spawn(self.refresher.run(shutdown.clone()));
         let result = self.worker.run(shutdown).await;
+        // It holds nothing worth finishing: a refresh cut short is the next one's to do.
+        refresher.abort();
         if let Some(r) = reconciler {
             // On a worker error nothing cancels `shutdown`; the reconciler must not outlive us.
             if result.is_err() {

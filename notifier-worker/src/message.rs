@@ -182,10 +182,23 @@ pub fn refusal(refusal: &Refusal, ticket: Option<&Ticket>) -> Rendered {
         Refusal::WrongCall => format!(
             "The call you clicked on is not the call this request{about} now holds, so your click did not count."
         ),
+        Refusal::MembershipUnknown { group } => format!(
+            "Airlock could not confirm your membership of {} just now; try again in a minute. Your click on this request{about} did not count.",
+            group_mention(group)
+        ),
     };
     Rendered {
         text: fallback(&why),
         blocks: json!([{"type": "section", "text": {"type": "mrkdwn", "text": why}}]),
+    }
+}
+
+/// `<!subteam^S…>` for a user group id (Slack shows the group's handle), else the escaped text.
+fn group_mention(group: &str) -> String {
+    if airlock_shared::usergroup::looks_like_group(group) && group.len() <= 32 {
+        format!("<!subteam^{group}>")
+    } else {
+        escape_within(group, 100).0
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
@@ -127,17 +127,46 @@ impl SlackClient {
         self.call("chat.delete", &body).await.map(|_| ())
     }
 
+    /// `usergroups.users.list`: the user ids in a user group. Sent form-encoded, as Slack
+    /// documents this method (it does not take JSON bodies).
+    pub async fn usergroup_users(&self, group: &str) -> Result<Vec<String>, SlackError> {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("usergroup", group)
+            .finish();
+        let answer = self
+            .send("usergroups.users.list", |r| {
+                r.header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form)
+            })
+            .await?;
+        answer
+            .get("users")
+            .and_then(Value::as_array)
+            .and_then(|users| {
+                users
+                    .iter()
+                    .map(|u| u.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| SlackError::Permanent("ok answer without a users list".into()))
+    }
+
     /// Calls one method and classifies the answer; `Ok` only for `ok: true`.
     pub async fn call(&self, method: &str, body: &Value) -> Result<Value, SlackError> {
+        self.send(method, |r| r.json(body)).await
+    }
+
+    /// Sends one request whose body `body` sets, and classifies the answer.
+    async fn send(
+        &self,
+        method: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Value, SlackError> {
         let url = format!("{}/{method}", self.base.as_str().trim_end_matches('/'));
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
             .map_err(|_| SlackError::Permanent("bot token is not a valid header value".into()))?;
         auth.set_sensitive(true);
-        let resp = self
-            .http
-            .post(url)
-            .header(AUTHORIZATION, auth)
-            .json(body)
+        let resp = body(self.http.post(url).header(AUTHORIZATION, auth))
             .send()
             .await
             .map_err(|e| SlackError::Transient(describe_transport(&e)))?;

@@ -68,6 +68,8 @@ pub enum Refusal {
     AlreadyVoted,
     /// The clicked message showed another call than the one the ticket holds.
     WrongCall,
+    /// The clicker is not listed, and who is in this user group is not known recently enough.
+    MembershipUnknown { group: String },
 }
 
 /// Appends a job to the notification stream and returns its entry id.

@@ -97,6 +97,11 @@ impl Keys {
     pub fn reconcile_lease(&self) -> String {
         format!("{}:notify:reconcile", self.prefix)
     }
+
+    /// The lease that lets one notifier replica at a time refresh user group memberships.
+    pub fn usergroup_refresh_lease(&self) -> String {
+        format!("{}:notify:usergroups", self.prefix)
+    }
 }
 
 #[cfg(test)]

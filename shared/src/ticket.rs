@@ -157,6 +157,8 @@ pub struct Ticket {
     pub fingerprint: Option<String>,
     /// The revision of the policy that held the call; `None` on older tickets.
     pub policy_revision: Option<String>,
+    /// Slack user groups (`S…`) whose members may decide, besides `approvers`.
+    pub approver_groups: Vec<String>,
 }
 
 impl Ticket {
@@ -197,6 +199,8 @@ pub struct NewTicket {
     pub fingerprint: String,
     /// The revision of the policy that held the call.
     pub policy_revision: Option<String>,
+    /// Slack user groups (`S…`) whose members may decide, besides `approvers`.
+    pub approver_groups: Vec<String>,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.
@@ -236,6 +240,9 @@ pub enum Decided {
     AlreadyVoted(Ticket),
     /// The click was for another call than the one the ticket holds (fingerprints differ).
     WrongCall(Ticket),
+    /// The clicker is not listed, and this group's membership is not known recently enough
+    /// (no snapshot, or one older than the maximum age): refused, to be tried again.
+    MembershipUnknown(Ticket, String),
 }
 
 fn interval_secs(d: Duration) -> f64 {
@@ -250,9 +257,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         let inserted: Option<Ticket> = sqlx::query_as(
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
                  slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint, \
-                 policy_revision) \
+                 policy_revision, approver_groups) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
-                 $12, $13, $14, $15) \
+                 $12, $13, $14, $15, $16) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -271,6 +278,7 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(&new.owner)
         .bind(Some(new.fingerprint.as_str()).filter(|f| !f.is_empty()))
         .bind(&new.policy_revision)
+        .bind(&new.approver_groups)
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

@@ -75,6 +75,7 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
             approvals: 1,
             owner: None,
             policy_revision: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         ticket::open(pool, &new).await.unwrap();

@@ -57,6 +57,7 @@ impl Outcome {
             Self::Refused(Refusal::WrongCall) => "refused_wrong_call",
             Self::Refused(Refusal::AlreadyClosed { .. }) => "refused_closed",
             Self::Refused(Refusal::UnknownTicket) => "refused_unknown",
+            Self::Refused(Refusal::MembershipUnknown { .. }) => "refused_membership_unknown",
             Self::Foreign => "foreign",
         }
     }
@@ -73,6 +74,8 @@ pub struct Approvals {
     pub keys: Keys,
     /// Global approvers, used when a ticket names none (empty: anyone may decide).
     pub approvers: Vec<String>,
+    /// How old a user group's membership snapshot may be and still count (see `membership`).
+    pub membership_max_age: Duration,
     /// Only clicks from this workspace count, when set.
     pub team_id: Option<String>,
     /// Only clicks for this Slack app count, when set.
@@ -148,6 +151,7 @@ impl Approvals {
             id: &click.user_id,
             name: &click.user_name,
             global_approvers: &self.approvers,
+            membership_max_age: self.membership_max_age,
         };
         let batched = ClickDecision {
             ticket: click.ticket_id,
@@ -157,6 +161,7 @@ impl Approvals {
             message: message.map(|(c, t)| (c.to_owned(), t.to_owned())),
             allowed_by_global: ticket::may_decide(&click.user_id, &[], &self.approvers),
             fingerprint: click.fingerprint.clone(),
+            membership_max_age: self.membership_max_age,
         };
         let gives_up = Instant::now() + self.db_timeout;
         let decided = self
@@ -209,6 +214,9 @@ impl Approvals {
             Decided::SelfApproval(_) => Ok(self.refuse(click, Refusal::SelfApproval).await),
             Decided::AlreadyVoted(_) => Ok(self.refuse(click, Refusal::AlreadyVoted).await),
             Decided::WrongCall(_) => Ok(self.refuse(click, Refusal::WrongCall).await),
+            Decided::MembershipUnknown(_, group) => {
+                Ok(self.refuse(click, crate::membership::unknown(group)).await)
+            }
         }
     }
 

@@ -45,6 +45,9 @@ pub struct Config {
     pub edge: Edge,
     /// `SECRETS_TIMEOUT`: bound on the one Secrets Manager read at start (default 5s).
     pub secrets_timeout: Duration,
+    /// `USERGROUP_MAX_AGE`: how old a user group's membership snapshot may be and still count
+    /// (default 2 min, twice the notifier's `USERGROUP_TTL`).
+    pub membership_max_age: Duration,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
         let redis_timeout = env.duration("REDIS_TIMEOUT", Duration::from_millis(250));
         let edge = Edge::from_env(&mut env, edge_defaults());
         let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
+        let membership_max_age = crate::membership::max_age(&mut env);
         // Slack gives up after 3 s; these bounds are what keep us inside it.
         let worst = edge.body_timeout + db_timeout * 2 + redis_timeout * 2;
         if worst >= Duration::from_secs(3) {
@@ -110,6 +114,7 @@ impl Config {
                 body_timeout: edge.body_timeout,
                 edge,
                 secrets_timeout,
+                membership_max_age,
             }),
             // finish() already failed if any of these were missing.
             _ => Err(ConfigError {

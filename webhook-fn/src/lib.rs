@@ -10,6 +10,7 @@ pub mod approval;
 pub mod config;
 pub mod interaction;
 pub mod lambda;
+pub mod membership;
 pub mod metrics;
 pub mod routes;
 pub mod signature;

@@ -100,6 +100,7 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
             redis,
             keys: config.keys.clone(),
             approvers: config.approvers.clone(),
+            membership_max_age: config.membership_max_age,
             team_id: config.team_id.clone(),
             api_app_id: config.api_app_id.clone(),
             db_timeout: config.db_timeout,

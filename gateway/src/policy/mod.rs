@@ -98,8 +98,11 @@ pub struct Verdict {
     pub rule: Arc<str>,
     pub read_only: bool,
     pub reason: Option<Arc<str>>,
-    /// Slack user ids allowed to decide (empty: anyone allowed by the webhook's own list).
+    /// Slack user ids allowed to decide (empty, with no groups: anyone allowed by the webhook's
+    /// own list).
     pub approvers: Arc<[String]>,
+    /// Slack user groups (`S…`) whose current members may decide too.
+    pub approver_groups: Arc<[String]>,
     /// Overrides the gateway's `APPROVAL_TIMEOUT`.
     pub timeout: Option<Duration>,
     /// Overrides the notifier's default Slack channel.
@@ -190,6 +193,8 @@ struct RawRuleFields {
     #[serde(default)]
     approvers: Vec<String>,
     #[serde(default)]
+    approver_groups: Vec<String>,
+    #[serde(default)]
     timeout: Option<HumanDuration>,
     #[serde(default)]
     channel: Option<String>,
@@ -212,12 +217,13 @@ impl TryFrom<RawRuleFields> for RawRule {
         }
         if r.action != Action::Approve
             && (!r.approvers.is_empty()
+                || !r.approver_groups.is_empty()
                 || r.timeout.is_some()
                 || r.channel.is_some()
                 || r.approvals.is_some())
         {
             return Err(format!(
-                "rule {:?}: approvers, approvals, timeout and channel only apply to action: approve",
+                "rule {:?}: approvers, approver_groups, approvals, timeout and channel only apply to action: approve",
                 r.name
             ));
         }
@@ -227,7 +233,8 @@ impl TryFrom<RawRuleFields> for RawRule {
                 r.name
             ));
         }
-        let approvals = quorum::approvals(&r.name, r.approvals, &r.approvers)?;
+        quorum::check_groups(&r.name, &r.approver_groups)?;
+        let approvals = quorum::approvals(&r.name, r.approvals, &r.approvers, &r.approver_groups)?;
         Ok(RawRule(Rule {
             tools: r.tools.into_iter().map(|g| g.0).collect(),
             when: r.when,
@@ -237,6 +244,7 @@ impl TryFrom<RawRuleFields> for RawRule {
                 read_only: r.read_only,
                 reason: r.reason.map(Into::into),
                 approvers: r.approvers.into(),
+                approver_groups: r.approver_groups.into(),
                 timeout: r.timeout.map(|t| t.0),
                 channel: r.channel.map(Into::into),
                 approvals,
@@ -349,6 +357,7 @@ impl Policy {
                 read_only: false,
                 reason: None,
                 approvers: Arc::from(Vec::new()),
+                approver_groups: Arc::from(Vec::new()),
                 timeout: None,
                 channel: None,
                 approvals: 1,

@@ -1,13 +1,18 @@
 //! Two-person rules: how many approvals a rule needs, and that an agent's owner is never the
 //! only one who could give them.
+//!
+//! A rule with `approver_groups` has members nobody knows at start (Slack is asked later, by
+//! the notifier), so neither check can count them: such a rule is not checked for reachability
+//! or for its owner, and the owner is simply never counted when the votes come in.
 
-use super::{Action, Policy, PolicyError};
+use super::{Action, Policy, PolicyError, Verdict};
 
 /// A rule's `approvals:`, checked against its approver list.
 pub(super) fn approvals(
     rule: &str,
     approvals: Option<u32>,
     approvers: &[String],
+    groups: &[String],
 ) -> Result<u32, String> {
     let n = approvals.unwrap_or(1);
     if n == 0 {
@@ -16,13 +21,34 @@ pub(super) fn approvals(
     let mut distinct: Vec<&String> = approvers.iter().collect();
     distinct.sort();
     distinct.dedup();
-    if !approvers.is_empty() && distinct.len() < n as usize {
+    if !approvers.is_empty() && groups.is_empty() && distinct.len() < n as usize {
         return Err(format!(
             "rule {rule:?}: approvals: {n} needs at least {n} distinct approvers, it names {}",
             distinct.len()
         ));
     }
     Ok(n)
+}
+
+/// A rule's `approver_groups`: Slack user group ids, each named once.
+pub(super) fn check_groups(rule: &str, groups: &[String]) -> Result<(), String> {
+    if let Some(bad) = groups
+        .iter()
+        .find(|g| !airlock_shared::usergroup::looks_like_group(g))
+    {
+        return Err(format!(
+            "rule {rule:?}: approver group {bad:?} is not a Slack user group id (like S0123ABCD)"
+        ));
+    }
+    let mut distinct: Vec<&String> = groups.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() < groups.len() {
+        return Err(format!(
+            "rule {rule:?}: approver_groups names a group twice"
+        ));
+    }
+    Ok(())
 }
 
 impl Policy {
@@ -40,7 +66,12 @@ impl Policy {
             .iter()
             .map(|r| &r.verdict)
             .chain(std::iter::once(&self.default));
-        for v in verdicts.filter(|v| v.action == Action::Approve && !v.approvers.is_empty()) {
+        // Groups' members are unknown until Slack is asked: the owner is then refused at the
+        // vote instead (see the module comment).
+        let checkable = |v: &&Verdict| {
+            v.action == Action::Approve && !v.approvers.is_empty() && v.approver_groups.is_empty()
+        };
+        for v in verdicts.filter(checkable) {
             for (agent, owner) in owners.clone() {
                 let mut others: Vec<&String> =
                     v.approvers.iter().filter(|a| a.as_str() != owner).collect();
@@ -120,8 +151,66 @@ mod tests {
         )
         .unwrap();
         assert!(p.check_owners([("agent-a", "U0CAROL")]).is_ok());
+        // With a group the members are unknown at start: not a start-up error (the owner is
+        // refused at the vote instead).
+        let p = policy(
+            "{ name: x, tools: [a], action: approve, approvers: [U0CAROL], approver_groups: [S0OPS] }",
+        )
+        .unwrap();
+        assert!(p.check_owners([("agent-a", "U0CAROL")]).is_ok());
         // Nobody named: the webhook's list decides, which the gateway cannot see.
         let p = policy("{ name: x, tools: [a], action: approve }").unwrap();
         assert!(p.check_owners([("agent-a", "U0CAROL")]).is_ok());
+    }
+
+    #[test]
+    fn approver_groups_are_parsed_and_validated() {
+        let p = policy(
+            "{ name: x, tools: [a], action: approve, approvers: [U1], approver_groups: [S0123ABCD, S2], approvals: 2 }",
+        )
+        .unwrap();
+        let v = p.evaluate("a", &serde_json::json!({}));
+        assert_eq!(
+            &*v.approver_groups,
+            ["S0123ABCD".to_owned(), "S2".to_owned()]
+        );
+        assert_eq!(&*v.approvers, ["U1".to_owned()]);
+        // A group's members may make up the quorum, so one listed user is not too few.
+        assert_eq!(v.approvals, 2);
+        let p = policy("{ name: x, tools: [a], action: approve, approver_groups: [S1] }").unwrap();
+        let v = p.evaluate("a", &serde_json::json!({}));
+        assert!(v.approvers.is_empty());
+        assert_eq!(v.approvals, 1);
+        let p = policy("{ name: x, tools: [a], action: approve }").unwrap();
+        assert!(
+            p.evaluate("a", &serde_json::json!({}))
+                .approver_groups
+                .is_empty()
+        );
+        for (bad, why) in [
+            (
+                "{ name: x, tools: [a], action: approve, approver_groups: [U0123ABCD] }",
+                "not a Slack user group id",
+            ),
+            (
+                "{ name: x, tools: [a], action: approve, approver_groups: [s0123] }",
+                "not a Slack user group id",
+            ),
+            (
+                "{ name: x, tools: [a], action: approve, approver_groups: [S1, S1] }",
+                "twice",
+            ),
+            (
+                "{ name: x, tools: [a], action: deny, approver_groups: [S1] }",
+                "only apply",
+            ),
+            (
+                "{ name: x, tools: [a], action: approve, approver_groups: S1 }",
+                "approver_groups",
+            ),
+        ] {
+            let e = policy(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

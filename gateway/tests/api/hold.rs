@@ -164,6 +164,7 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         approvals: 1,
         owner: None,
         policy_revision: None,
+        approver_groups: Vec::new(),
         fingerprint: String::new(),
     };
     airlock_shared::ticket::open(&app.db.pool, &new)
@@ -460,6 +461,7 @@ async fn many_calls_approved_at_once_each_run_exactly_once() {
             message: None,
             allowed_by_global: false,
             fingerprint: None,
+            membership_max_age: std::time::Duration::ZERO,
         })
         .collect();
     let decided = ticket::decide_many(&app.db.pool, &clicks).await.unwrap();

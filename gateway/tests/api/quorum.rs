@@ -34,6 +34,7 @@ async fn vote(app: &TestApp, id: TicketId, user: &str, decision: Decision) -> De
         id: user,
         name: user,
         global_approvers: &[],
+        membership_max_age: std::time::Duration::ZERO,
     };
     let d = ticket::decide_as(&app.db.pool, id, decision, clicker, None, None)
         .await

@@ -62,6 +62,10 @@ impl JobRun {
                     None => continue,
                 },
             }
+            // Before the buttons appear: the first click should find its members stored.
+            if !t.approver_groups.is_empty() {
+                self.p().usergroups.prepare(&t.approver_groups).await;
+            }
             // No second read under the claim: a holder that posted before us left "posted" in
             // the claim (kept for a day), which `acquire` reported above; and if even that was
             // lost, recording keeps the first message and deletes ours.

@@ -36,6 +36,8 @@ pub struct Parts {
     pub tuning: Tuning,
     /// Jobs worked on at once.
     pub concurrency: usize,
+    /// User group memberships, stored before a request naming a group is posted.
+    pub usergroups: crate::usergroups::UserGroups,
 }
 
 pub(super) struct Ctx {

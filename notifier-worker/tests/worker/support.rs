@@ -137,6 +137,7 @@ impl TestApp {
             approvals: 1,
             owner: None,
             policy_revision: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         edit(&mut new);

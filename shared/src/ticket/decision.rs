@@ -1,9 +1,12 @@
 //! A person's decision on a ticket: who may decide, and the conditional writes that record it.
 
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use super::{Decided, Decision, Ticket, get};
 use crate::ids::TicketId;
+use crate::usergroup::{self, Eligibility};
 
 /// Whether `user` may decide a ticket naming `ticket_approvers`, given the global list.
 /// The ticket's own list, when it has one, is the one that counts; no list at all lets anyone.
@@ -25,6 +28,8 @@ pub struct Clicker<'a> {
     pub name: &'a str,
     /// The global approver list (used for tickets that name no approvers of their own).
     pub global_approvers: &'a [String],
+    /// How old a user group's membership snapshot may be and still count.
+    pub membership_max_age: Duration,
 }
 
 /// Records a person's vote if, and only if, the ticket is still pending and unexpired, whoever
@@ -46,6 +51,7 @@ pub async fn decide(
         message: message.map(|(c, t)| (c.to_owned(), t.to_owned())),
         allowed_by_global: true,
         fingerprint: None,
+        membership_max_age: Duration::ZERO,
     };
     let changed = vote(pool, std::slice::from_ref(&click), false).await?;
     explain(pool, &click, changed.into_iter().next().flatten(), None).await
@@ -70,6 +76,7 @@ pub async fn decide_as(
         message: message.map(|(c, t)| (c.to_owned(), t.to_owned())),
         allowed_by_global: may_decide(clicker.id, &[], clicker.global_approvers),
         fingerprint: fingerprint.map(str::to_owned),
+        membership_max_age: clicker.membership_max_age,
     };
     let changed = vote(pool, std::slice::from_ref(&click), true).await?;
     explain(
@@ -101,9 +108,23 @@ async fn explain(
             .as_deref()
             .is_some_and(|full| full.starts_with(fp))
     });
-    Ok(match global_approvers {
-        Some(global) if !may_decide(uid, &t.approvers, global) => Decided::NotApprover(t),
+    let eligible = match global_approvers {
+        None => Eligibility::Eligible,
+        Some(global) => {
+            // Snapshots are read only when they could matter: a listed user needs none.
+            let snapshots = if t.approver_groups.is_empty() || t.approvers.iter().any(|a| a == uid)
+            {
+                Vec::new()
+            } else {
+                usergroup::snapshots(pool, &t.approver_groups, click.membership_max_age).await?
+            };
+            usergroup::eligibility(uid, &t.approvers, &t.approver_groups, &snapshots, global)
+        }
+    };
+    Ok(match eligible {
+        Eligibility::NotEligible => Decided::NotApprover(t),
         _ if !t.status.is_pending() => Decided::Unchanged(t),
+        Eligibility::Unknown(group) => Decided::MembershipUnknown(t, group),
         _ if wrong_call => Decided::WrongCall(t),
         _ if approving && t.owner.as_deref() == Some(uid) => Decided::SelfApproval(t),
         _ if approving && t.approved_by_ids.iter().any(|a| a == uid) => Decided::AlreadyVoted(t),
@@ -123,6 +144,8 @@ pub struct ClickDecision {
     pub allowed_by_global: bool,
     /// The short fingerprint the clicked message showed; the ticket's must start with it.
     pub fingerprint: Option<String>,
+    /// How old a user group's membership snapshot may be and still count for this click.
+    pub membership_max_age: Duration,
 }
 
 /// [`decide_as`] for many clicks in one statement and one commit, for bursts. Returns, per
@@ -140,7 +163,9 @@ pub async fn decide_many(
 /// are computed from the row it locked: two votes on one ticket serialise on that row, and the
 /// second is evaluated against the row the first left (Postgres re-reads a row it waited for),
 /// so neither vote is lost and only one of them completes the quorum. The vote row is written
-/// by the same statement, only for a vote that counted.
+/// by the same statement, only for a vote that counted. A ticket that names approvers or user
+/// groups lets the listed users and the members of each group's snapshot decide, a snapshot
+/// counting only while younger than the click's maximum age (so a stale one fails closed).
 const VOTE: &str = "WITH d AS ( \
     UPDATE tickets t SET \
         approved_by_ids = CASE WHEN v.status = 'approved' \
@@ -157,10 +182,14 @@ const VOTE: &str = "WITH d AS ( \
             THEN v.uname END, \
         message_channel = COALESCE(t.message_channel, v.ch), \
         message_ts = COALESCE(t.message_ts, v.ts) \
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[]) \
-        AS v(id, status, uid, uname, ch, ts, allowed, fp) \
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[], \
+            $10::float8[]) \
+        AS v(id, status, uid, uname, ch, ts, allowed, fp, max_age) \
     WHERE t.id = v.id AND t.status = 'pending' AND t.expires_at > now() \
-      AND (NOT $9 OR CASE WHEN cardinality(t.approvers) = 0 THEN v.allowed ELSE v.uid = ANY(t.approvers) END) \
+      AND (NOT $9 OR CASE WHEN cardinality(t.approvers) = 0 AND cardinality(t.approver_groups) = 0 THEN v.allowed \
+          ELSE v.uid = ANY(t.approvers) OR EXISTS (SELECT 1 FROM approver_group_members m \
+              WHERE m.group_id = ANY(t.approver_groups) AND v.uid = ANY(m.users) \
+                AND m.fetched_at > now() - make_interval(secs => v.max_age)) END) \
       AND (v.fp IS NULL OR starts_with(t.fingerprint, v.fp)) \
       AND (v.status = 'denied' OR (NOT (v.uid = ANY(t.approved_by_ids)) AND t.owner IS DISTINCT FROM v.uid)) \
     RETURNING t.*, v.uid AS vote_uid, v.uname AS vote_uname, v.status AS vote_status \
@@ -192,6 +221,10 @@ async fn vote(
         .collect();
     let allowed: Vec<bool> = clicks.iter().map(|c| c.allowed_by_global).collect();
     let fps: Vec<Option<&str>> = clicks.iter().map(|c| c.fingerprint.as_deref()).collect();
+    let max_ages: Vec<f64> = clicks
+        .iter()
+        .map(|c| c.membership_max_age.as_secs_f64())
+        .collect();
     let changed: Vec<Ticket> = sqlx::query_as(VOTE)
         .bind(ids)
         .bind(statuses)
@@ -202,6 +235,7 @@ async fn vote(
         .bind(allowed)
         .bind(fps)
         .bind(check_approvers)
+        .bind(max_ages)
         .fetch_all(pool)
         .await?;
     let mut by_id: std::collections::HashMap<TicketId, Ticket> =

@@ -18,3 +18,5 @@ mod demo;
 mod faults;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/two_person.rs"]
+mod two_person;

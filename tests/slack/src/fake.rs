@@ -141,6 +141,12 @@ impl FakeSlack {
         self.core.fail_next(None, fault);
     }
 
+    /// Creates user group `group` (`S…`), or replaces its members; `usergroups.users.list`
+    /// answers with them from now on.
+    pub fn set_usergroup(&self, group: &str, users: &[&str]) {
+        self.core.usergroups.set(group, users);
+    }
+
     /// Delays every answer by `latency`.
     pub fn set_latency(&self, latency: Duration) {
         self.core.set_latency(latency);

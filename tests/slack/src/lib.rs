@@ -2,6 +2,7 @@
 //!
 //! - [`web_api`]: the one fake of the Web API: message store, method dispatch, Block Kit
 //!   validation ([`blocks`]), faults, latency and a record of every call.
+//! - [`usergroups`]: the workspace's user groups and `usergroups.users.list`.
 //! - [`fake`]: that Web API in-process for tests and benches ([`fake::FakeSlack`]).
 //! - [`emulator`]: the same Web API behind a channel page a person clicks in a browser, a JSON
 //!   API for tests, and signed clicks to the webhook (binary `airlock-slack-emulator`).
@@ -11,6 +12,7 @@
 pub mod blocks;
 pub mod emulator;
 pub mod fake;
+pub mod usergroups;
 pub mod web_api;
 
 use std::future::Future;

@@ -2,8 +2,8 @@
 //! browser emulator ([`crate::emulator`]) serve: the message store, method dispatch, Block Kit
 //! validation, programmable faults and latency, and a record of every call.
 //!
-//! It answers `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `chat.delete` and
-//! `auth.test` the way Slack does: HTTP 200 with `{"ok":true,…}` or `{"ok":false,"error":…}`,
+//! It answers `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `chat.delete`,
+//! `usergroups.users.list` ([`crate::usergroups`]) and `auth.test` the way Slack does: HTTP 200 with `{"ok":true,…}` or `{"ok":false,"error":…}`,
 //! 404 for unknown methods, 429 with `Retry-After` when rate limited, bodies as JSON or
 //! form-encoded, the token in `Authorization: Bearer` (or a `token` argument).
 
@@ -200,6 +200,8 @@ impl Store {
 pub struct Core {
     /// The workspace it answers for.
     pub workspace: Workspace,
+    /// Its user groups, which tests may change at any time.
+    pub usergroups: crate::usergroups::Groups,
     store: Mutex<Store>,
     version: watch::Sender<u64>,
 }
@@ -209,6 +211,7 @@ impl Core {
     pub fn new(workspace: Workspace) -> Arc<Self> {
         Arc::new(Self {
             workspace,
+            usergroups: Default::default(),
             store: Mutex::new(Store::default()),
             version: watch::channel(0).0,
         })
@@ -626,6 +629,7 @@ fn dispatch(
         "chat.update",
         "chat.postEphemeral",
         "chat.delete",
+        "usergroups.users.list",
     ];
     if !known.contains(&method) {
         return Err(SlackError::new("unknown_method"));
@@ -637,6 +641,9 @@ fn dispatch(
             "url": ws.url, "team": "Airlock", "user": "airlock", "team_id": ws.team_id,
             "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": false,
         }));
+    }
+    if method == "usergroups.users.list" {
+        return crate::usergroups::users_list(&core.usergroups, args).map_err(SlackError::new);
     }
     let channel = str_arg(args, "channel")
         .and_then(|c| ws.channel(c))

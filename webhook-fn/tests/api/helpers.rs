@@ -208,6 +208,7 @@ impl TestApp {
             approvals: 1,
             owner: None,
             policy_revision: None,
+            approver_groups: Vec::new(),
             fingerprint: airlock_shared::canonical::fingerprint(
                 "payments.transfer",
                 &serde_json::json!({"amount": 100}),

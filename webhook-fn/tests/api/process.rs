@@ -190,6 +190,7 @@ async fn the_signing_secret_comes_from_secrets_manager() {
             approvals: 1,
             owner: None,
             policy_revision: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
@@ -366,6 +367,7 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
             approvals: 1,
             owner: None,
             policy_revision: None,
+            approver_groups: Vec::new(),
             fingerprint: String::new(),
         };
         let pool = db.pool.clone();

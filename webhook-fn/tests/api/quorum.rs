@@ -249,6 +249,7 @@ async fn votes_racing_in_postgres_are_both_counted_and_decide_once() {
                 id: user,
                 name: user,
                 global_approvers: &[],
+                membership_max_age: std::time::Duration::ZERO,
             };
             ticket::decide_as(
                 pool,

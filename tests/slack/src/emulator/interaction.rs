@@ -301,6 +301,24 @@ pub async fn response_url(
     (StatusCode::OK, "ok")
 }
 
+/// What `POST /_emulator/usergroups` takes: a group and its new members.
+#[derive(Debug, Deserialize)]
+pub struct SetMembers {
+    pub usergroup: String,
+    pub users: Vec<String>,
+}
+
+/// `POST /_emulator/usergroups`: creates the group or replaces its members.
+pub async fn set_members(
+    State(emulator): State<Emulator>,
+    Json(set): Json<SetMembers>,
+) -> Json<Value> {
+    let users: Vec<&str> = set.users.iter().map(String::as_str).collect();
+    emulator.slack.usergroups.set(&set.usergroup, &users);
+    emulator.slack.changed();
+    Json(json!({"ok": true, "usergroup": set.usergroup, "users": set.users}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@
 //!   `chat.delete`, `auth.test`, with Slack's response shapes, bearer-token checks, `ok:false`
 //!   errors (`invalid_blocks` on Block Kit limit violations) and injectable 429/5xx faults.
 //! - `GET /`: the channel, rendered from blocks, updated in place; pick the acting user, click.
-//! - `GET /_emulator/messages`, `POST /_emulator/click`, `POST /_emulator/faults`, …: for tests.
+//! - `GET /_emulator/messages`, `POST /_emulator/click`, `POST /_emulator/faults`,
+//!   `POST /_emulator/usergroups` (`{"usergroup":"S…","users":["U…"]}`), …: for tests.
 //!
 //! A click does what Slack does: it POSTs a signed, form-encoded `block_actions` payload to the
 //! webhook URL.
@@ -45,6 +46,9 @@ pub struct Config {
     pub api_app_id: String,
     /// Our own base URL as the webhook sees it (for `response_url`).
     pub public_url: String,
+    /// User groups as (id, members), from `SLACK_USERGROUPS` (default: `S0APPROVERS` with
+    /// alice, bob and carol).
+    pub usergroups: Vec<(String, Vec<String>)>,
 }
 
 fn pairs(raw: &str, what: &str, env: &mut Env) -> Vec<(String, String)> {
@@ -80,6 +84,14 @@ impl Config {
             .unwrap_or("U0ALICE:alice,U0BOB:bob,U0CAROL:carol,U0MALLORY:mallory")
             .to_owned();
         let users = pairs(&users_raw, "SLACK_USERS", &mut env);
+        let groups_raw = env
+            .raw("SLACK_USERGROUPS")
+            .unwrap_or("S0APPROVERS:U0ALICE U0BOB U0CAROL")
+            .to_owned();
+        let usergroups = crate::usergroups::parse(&groups_raw).unwrap_or_else(|e| {
+            env.problem(e);
+            Vec::new()
+        });
         let team_id = env.or("SLACK_TEAM_ID", "T0AIRLOCK".to_owned());
         let api_app_id = env.or("SLACK_API_APP_ID", "A0AIRLOCK".to_owned());
         let public_url = env.or(
@@ -104,6 +116,7 @@ impl Config {
                 team_id,
                 api_app_id,
                 public_url: public_url.trim_end_matches('/').to_owned(),
+                usergroups,
             }),
             _ => Err(ConfigError {
                 problems: vec!["required variables missing".into()],
@@ -189,6 +202,10 @@ impl Emulator {
             app_id: config.api_app_id.clone(),
             url: format!("{}/", config.public_url),
         });
+        for (group, members) in &config.usergroups {
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            slack.usergroups.set(group, &members);
+        }
         Ok(Self(Arc::new(Inner {
             config,
             slack,
@@ -242,6 +259,7 @@ pub fn app(emulator: Emulator) -> Router {
         .route("/_emulator/messages", get(interaction::messages))
         .route("/_emulator/click", post(interaction::click))
         .route("/_emulator/faults", post(interaction::add_fault))
+        .route("/_emulator/usergroups", post(interaction::set_members))
         .route(
             "/_emulator/response/{channel}/{ts}/{user}",
             post(interaction::response_url),
