@@ -1,4 +1,5 @@
-//! `airlock-gateway`: serve, or `airlock-gateway migrate` to apply migrations and exit.
+//! `airlock-gateway`: serve, `airlock-gateway migrate` to apply migrations and exit, or
+//! `airlock-gateway grants list|revoke <id>` to see and end standing grants.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,10 @@ use airlock_shared::config::{Env, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("grants") {
+        return airlock_gateway::grant::cli(&args[1..]).await;
+    }
     let migrate_only = std::env::args().nth(1).as_deref() == Some("migrate");
     if migrate_only {
         airlock_shared::telemetry::init(LogFormat::Pretty);

@@ -62,6 +62,7 @@ async fn main() {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            grant: None,
         };
         match ticket::open(&db.pool, &new).await.unwrap() {
             Opened::Created(t) => ids.push(t.id),

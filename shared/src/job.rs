@@ -68,6 +68,8 @@ pub enum Refusal {
     AlreadyVoted,
     /// The clicked message showed another call than the one the ticket holds.
     WrongCall,
+    /// "Approve for" on a ticket that offers no grant, or Revoke when no grant is active.
+    NoGrant,
 }
 
 /// Appends a job to the notification stream and returns its entry id.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::ids::TicketId;
 
-mod decision;
+pub(crate) mod decision;
 mod message;
 
 pub use decision::{
@@ -155,6 +155,12 @@ pub struct Ticket {
     pub owner: Option<String>,
     /// SHA-256 of the canonical call (see `canonical::fingerprint`); `None` on older tickets.
     pub fingerprint: Option<String>,
+    /// Seconds an "Approve for" grant lasts, when the rule offers one (see `grant::GrantOffer`).
+    pub grant_for_secs: Option<i32>,
+    /// `tool` or `arguments`, with `grant_for_secs`.
+    pub grant_scope: Option<String>,
+    /// The rule's hash when the call was held, with `grant_for_secs`.
+    pub grant_rule_hash: Option<String>,
 }
 
 impl Ticket {
@@ -193,6 +199,8 @@ pub struct NewTicket {
     pub owner: Option<String>,
     /// `canonical::fingerprint` of the call (empty: none, as on tickets made by older code).
     pub fingerprint: String,
+    /// The grant an "Approve for" click would create, when the rule offers one.
+    pub grant: Option<crate::grant::GrantOffer>,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.
@@ -245,9 +253,10 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
     for _ in 0..5 {
         let inserted: Option<Ticket> = sqlx::query_as(
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
-                 slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint) \
+                 slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint, \
+                 grant_for_secs, grant_scope, grant_rule_hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
-                 $12, $13, $14) \
+                 $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -265,6 +274,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(i32::try_from(new.approvals.max(1)).unwrap_or(i32::MAX))
         .bind(&new.owner)
         .bind(Some(new.fingerprint.as_str()).filter(|f| !f.is_empty()))
+        .bind(new.grant.as_ref().map(|g| g.secs()))
+        .bind(new.grant.as_ref().map(|g| g.scope.as_str()))
+        .bind(new.grant.as_ref().map(|g| g.rule_hash.as_str()))
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

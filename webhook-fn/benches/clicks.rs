@@ -75,6 +75,7 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            grant: None,
         };
         ticket::open(pool, &new).await.unwrap();
         ids.push(new.id);

@@ -16,7 +16,10 @@ use serde_json::Value;
 use condition::{Condition, Truth};
 
 mod condition;
+mod grant;
 mod quorum;
+
+pub use grant::GrantRule;
 
 /// What policy does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -99,6 +102,8 @@ pub struct Verdict {
     pub channel: Option<Arc<str>>,
     /// Distinct approvals needed (`approvals:`, default 1).
     pub approvals: u32,
+    /// The standing grant an approver may give (`grant:`), with the rule's hash.
+    pub grant: Option<GrantRule>,
 }
 
 #[derive(Debug)]
@@ -186,6 +191,8 @@ struct RawRuleFields {
     channel: Option<String>,
     #[serde(default)]
     approvals: Option<u32>,
+    #[serde(default)]
+    grant: Option<grant::RawGrant>,
 }
 
 impl TryFrom<RawRuleFields> for RawRule {
@@ -219,6 +226,7 @@ impl TryFrom<RawRuleFields> for RawRule {
             ));
         }
         let approvals = quorum::approvals(&r.name, r.approvals, &r.approvers)?;
+        let grant = grant::grant_rule(&r, approvals)?;
         Ok(RawRule(Rule {
             tools: r.tools.into_iter().map(|g| g.0).collect(),
             when: r.when,
@@ -231,6 +239,7 @@ impl TryFrom<RawRuleFields> for RawRule {
                 timeout: r.timeout.map(|t| t.0),
                 channel: r.channel.map(Into::into),
                 approvals,
+                grant,
             },
         }))
     }
@@ -336,6 +345,7 @@ impl Policy {
                 timeout: None,
                 channel: None,
                 approvals: 1,
+                grant: None,
             },
             rules: raw.rules.into_iter().map(|r| r.0).collect(),
             max_tool_calls_per_session: raw.budget.and_then(|b| b.max_tool_calls_per_session),

@@ -137,6 +137,7 @@ impl TestApp {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            grant: None,
         };
         edit(&mut new);
         if new.fingerprint.is_empty() {
