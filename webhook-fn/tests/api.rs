@@ -10,6 +10,8 @@ mod decisions;
 mod edges;
 #[path = "api/failures.rs"]
 mod failures;
+#[path = "api/grants.rs"]
+mod grants;
 #[path = "api/lambda.rs"]
 mod lambda;
 #[path = "api/process.rs"]
