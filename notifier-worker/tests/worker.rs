@@ -10,6 +10,8 @@ mod binary;
 mod delivery;
 #[path = "worker/faults.rs"]
 mod faults;
+#[path = "worker/grants.rs"]
+mod grants;
 #[path = "worker/messages.rs"]
 mod messages;
 #[path = "worker/reconcile.rs"]
