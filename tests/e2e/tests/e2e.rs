@@ -16,5 +16,7 @@ mod browser;
 mod demo;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/grant.rs"]
+mod grant;
 #[path = "e2e/policy.rs"]
 mod policy;

@@ -7,18 +7,18 @@ use serde_json::{Value, json};
 
 use crate::stack::*;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 /// W3C WebDriver's element key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-struct Driver {
-    http: reqwest::Client,
-    base: String,
-    process: tokio::process::Child,
+pub(crate) struct Driver {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) process: tokio::process::Child,
 }
 
 impl Driver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let chromedriver = which("chromedriver").unwrap_or_else(|| {
             panic!("chromedriver not found: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
         });
@@ -44,7 +44,7 @@ impl Driver {
         }
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Value {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
@@ -70,7 +70,7 @@ impl Driver {
     }
 }
 
-fn which(name: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(name))
@@ -78,13 +78,13 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-struct Session<'a> {
-    d: &'a Driver,
-    id: String,
+pub(crate) struct Session<'a> {
+    pub(crate) d: &'a Driver,
+    pub(crate) id: String,
 }
 
 impl Session<'_> {
-    async fn find(&self, css: &str) -> Option<String> {
+    pub(crate) async fn find(&self, css: &str) -> Option<String> {
         let v = self
             .d
             .post(
@@ -99,7 +99,7 @@ impl Session<'_> {
             .map(str::to_owned)
     }
 
-    async fn wait_for(&self, css: &str) -> String {
+    pub(crate) async fn wait_for(&self, css: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(e) = self.find(css).await {
@@ -113,7 +113,7 @@ impl Session<'_> {
         }
     }
 
-    async fn click(&self, element: &str) {
+    pub(crate) async fn click(&self, element: &str) {
         self.d
             .post(
                 &format!("/session/{}/element/{element}/click", self.id),
@@ -122,7 +122,7 @@ impl Session<'_> {
             .await;
     }
 
-    async fn text(&self, element: &str) -> String {
+    pub(crate) async fn text(&self, element: &str) -> String {
         self.d
             .get(&format!("/session/{}/element/{element}/text", self.id))
             .await
