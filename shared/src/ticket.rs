@@ -16,10 +16,13 @@ use crate::ids::TicketId;
 
 pub(crate) mod decision;
 mod message;
+mod offer;
 
 pub use decision::{
     ClickDecision, Clicker, Vote, decide, decide_as, decide_many, may_decide, votes,
 };
+
+pub use offer::{GrantOffer, GrantScope, UnknownScope};
 
 pub use message::{
     PostedMessage, Reconcile, forget_requeue, record_message, record_messages, record_notify_error,
@@ -200,7 +203,7 @@ pub struct NewTicket {
     /// `canonical::fingerprint` of the call (empty: none, as on tickets made by older code).
     pub fingerprint: String,
     /// The grant an "Approve for" click would create, when the rule offers one.
-    pub grant: Option<crate::grant::GrantOffer>,
+    pub grant: Option<GrantOffer>,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.

@@ -248,3 +248,42 @@ async fn a_plain_approve_makes_no_grant() {
     let next = spawn_as(app.url(), BILLING_TOKEN, sid, "create_refund", json!({"amount": 2}));
     assert_held(&app, next, 1).await;
 }
+
+#[tokio::test]
+async fn the_grants_command_lists_and_revokes() {
+    let app = grants_app().await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let first = spawn_call(app.url(), sid.clone(), 1, "create_refund", json!({"amount": 1}), BOTH);
+    let id = app.wait_for_request().await;
+    let g = approve_for(&app, id).await;
+    first.await.unwrap();
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_airlock-gateway"))
+            .args(args)
+            .env("DATABASE_URL", &app.db.url)
+            .env("REDIS_URL", &app.redis.url)
+            .env("REDIS_KEY_PREFIX", app.redis.keys.prefix())
+            .output()
+            .unwrap()
+    };
+    let list = run(&["grants", "list"]);
+    assert!(list.status.success(), "{list:?}");
+    let out = String::from_utf8_lossy(&list.stdout);
+    assert!(out.starts_with("GRANT"), "{out}");
+    assert!(out.contains(&g.id.to_string()) && out.contains("create_refund") && out.contains("billing-bot"), "{out}");
+
+    let revoke = run(&["grants", "revoke", &id.to_string()]);
+    assert!(revoke.status.success(), "{revoke:?}");
+    assert!(grant::for_ticket(&app.db.pool, id).await.unwrap().unwrap().revoked_at.is_some());
+    assert!(app.jobs().await.contains(&NotifyJob::TicketClosed { ticket_id: id }));
+    let again = run(&["grants", "revoke", &g.id.to_string()]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert_eq!(run(&["grants", "revoke", "nope"]).status.code(), Some(2));
+    assert_eq!(run(&["grants"]).status.code(), Some(2));
+    let empty = run(&["grants", "list"]);
+    assert!(!String::from_utf8_lossy(&empty.stdout).contains(&g.id.to_string()));
+
+    let next = spawn_as(app.url(), BILLING_TOKEN, sid, "create_refund", json!({"amount": 2}));
+    assert_held(&app, next, 1).await;
+}

@@ -37,13 +37,9 @@ impl JobRun {
                 return Outcome::Done;
             }
             if let (Some(channel), Some(ts)) = (t.message_channel.clone(), t.message_ts.clone()) {
-                let msg = if progress {
-                    message::approval_request(&t)
-                } else {
-                    match self.closed_message(&t).await {
-                        Ok(m) => m,
-                        Err(o) => return o,
-                    }
+                let msg = match self.message_for(&t, progress).await {
+                    Ok(m) => m,
+                    Err(o) => return o,
                 };
                 let slack = self.p().slack.clone();
                 let result = self
@@ -104,9 +100,16 @@ impl JobRun {
         }
     }
 
-    /// The decided message, with the state of the grant the ticket made (one more read, only
-    /// for tickets that offered one).
-    async fn closed_message(&mut self, t: &Ticket) -> Result<message::Rendered, Outcome> {
+    /// The progress message, or the decided one with the state of the grant the ticket made
+    /// (one more read, only for tickets that offered one).
+    async fn message_for(
+        &mut self,
+        t: &Ticket,
+        progress: bool,
+    ) -> Result<message::Rendered, Outcome> {
+        if progress {
+            return Ok(message::approval_request(t));
+        }
         if t.grant_for_secs.is_none() {
             return Ok(message::closed(t));
         }
