@@ -164,7 +164,10 @@ mod tests {
     async fn wrong_arguments_print_the_usage() {
         for args in [vec![], vec!["revoke"], vec!["list", "x"], vec!["drop"]] {
             let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-            assert!(matches!(run_cli(&args).await, Err(CliError::Usage)), "{args:?}");
+            assert!(
+                matches!(run_cli(&args).await, Err(CliError::Usage)),
+                "{args:?}"
+            );
         }
         let bad = run_cli(&["revoke".to_owned(), "nope".to_owned()]).await;
         assert!(matches!(bad, Err(CliError::BadId(_))));

@@ -130,7 +130,7 @@ pub async fn list_active<'e>(
 pub enum GrantVote {
     /// The vote was counted or refused as a plain approval would be; `Some` grant when this
     /// vote decided the ticket and created it.
-    Voted(Decided, Option<Grant>),
+    Voted(Decided, Option<Box<Grant>>),
     /// The ticket offers no grant (a forged or stale button); nothing was changed.
     NotOffered(Ticket),
 }
@@ -158,7 +158,7 @@ pub async fn vote_with_grant(
             return Ok(GrantVote::NotOffered(t.clone()));
         };
         if t.status == TicketStatus::Approved {
-            grant = create(&mut *tx, t, &offer).await?;
+            grant = create(&mut *tx, t, &offer).await?.map(Box::new);
         }
     }
     tx.commit().await?;

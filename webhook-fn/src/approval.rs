@@ -192,10 +192,7 @@ impl Approvals {
             decision: click.decision,
             user_id: click.user_id.clone(),
             user_name: click.user_name.clone(),
-            message: click
-                .channel
-                .clone()
-                .zip(click.message_ts.clone()),
+            message: click.channel.clone().zip(click.message_ts.clone()),
             allowed_by_global: ticket::may_decide(&click.user_id, &[], &self.approvers),
             fingerprint: click.fingerprint.clone(),
         }

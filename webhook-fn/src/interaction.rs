@@ -1,6 +1,8 @@
 //! Slack interaction payloads: the `payload` form field of `POST /slack/actions`.
 
-use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID, GRANT_ACTION_ID, REVOKE_ACTION_ID};
+use airlock_shared::buttons::{
+    APPROVE_ACTION_ID, DENY_ACTION_ID, GRANT_ACTION_ID, REVOKE_ACTION_ID,
+};
 use airlock_shared::canonical::FINGERPRINT_SHOWN;
 use airlock_shared::{Decision, TicketId};
 use serde::Deserialize;

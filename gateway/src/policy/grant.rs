@@ -113,16 +113,23 @@ mod tests {
 
     #[test]
     fn a_grant_is_read_with_the_policy_s_durations() {
-        let g = grant("{ name: x, tools: [a], action: approve, grant: { for: 1h30m, scope: tool } }")
-            .unwrap();
+        let g =
+            grant("{ name: x, tools: [a], action: approve, grant: { for: 1h30m, scope: tool } }")
+                .unwrap();
         assert_eq!(g.lasts, Duration::from_secs(5400));
         assert_eq!(g.scope, GrantScope::Tool);
         assert_eq!(g.rule_hash.len(), 64);
-        let g = grant("{ name: x, tools: [a], action: approve, grant: { for: 2s, scope: arguments } }")
-            .unwrap();
-        assert_eq!((g.lasts, g.scope), (Duration::from_secs(2), GrantScope::Arguments));
+        let g =
+            grant("{ name: x, tools: [a], action: approve, grant: { for: 2s, scope: arguments } }")
+                .unwrap();
+        assert_eq!(
+            (g.lasts, g.scope),
+            (Duration::from_secs(2), GrantScope::Arguments)
+        );
         assert_eq!(grant("{ name: x, tools: [a], action: approve }"), None);
-        let q = grant("{ name: x, tools: [a], action: approve, approvals: 2, grant: { for: 1h, scope: tool, with_quorum: true } }");
+        let q = grant(
+            "{ name: x, tools: [a], action: approve, approvals: 2, grant: { for: 1h, scope: tool, with_quorum: true } }",
+        );
         assert!(q.is_some());
     }
 
@@ -180,7 +187,10 @@ mod tests {
             base.replace("[U1]", "[U1, U2]"),
             base.replace("for: 1h", "for: 2h"),
             base.replace("scope: tool", "scope: arguments"),
-            base.replace("approvers: [U1],", "approvers: [U1], timeout: 5m, approvals: 1,"),
+            base.replace(
+                "approvers: [U1],",
+                "approvers: [U1], timeout: 5m, approvals: 1,",
+            ),
         ] {
             if changed.contains("timeout") {
                 // timeout is not part of the hash; approvals: 1 is the default.

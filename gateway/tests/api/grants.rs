@@ -69,11 +69,17 @@ async fn approve_for(app: &TestApp, id: TicketId) -> Grant {
     signal::publish(&mut conn, &app.redis.keys, &s)
         .await
         .unwrap();
-    g
+    *g
 }
 
 /// A call in the background as the agent with `token`, against the gateway at `url`.
-fn spawn_as(url: String, token: &'static str, sid: String, tool: &str, args: Value) -> JoinHandle<Answer> {
+fn spawn_as(
+    url: String,
+    token: &'static str,
+    sid: String,
+    tool: &str,
+    args: Value,
+) -> JoinHandle<Answer> {
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": tool, "arguments": args}});
     tokio::spawn(async move {
         let resp = reqwest::Client::new()
@@ -100,7 +106,10 @@ fn requests(jobs: &[NotifyJob]) -> usize {
 /// gives up (its ticket is cancelled).
 async fn assert_held(app: &TestApp, call: JoinHandle<Answer>, nth: usize) {
     let id = wait_for_request(&app.redis, nth).await;
-    assert!(!call.is_finished(), "ticket {id} opened yet the call answered");
+    assert!(
+        !call.is_finished(),
+        "ticket {id} opened yet the call answered"
+    );
     call.abort();
 }
 
@@ -122,38 +131,86 @@ async fn audit_rows(
 async fn a_tool_grant_lets_later_calls_pass_until_it_expires() {
     let app = grants_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
-    let first = spawn_call(app.url(), sid.clone(), 1, "create_refund", json!({"amount": 1}), BOTH);
+    let first = spawn_call(
+        app.url(),
+        sid.clone(),
+        1,
+        "create_refund",
+        json!({"amount": 1}),
+        BOTH,
+    );
     let id = app.wait_for_request().await;
     assert_eq!(app.ticket(id).await.grant_scope.as_deref(), Some("tool"));
     let g = approve_for(&app, id).await;
-    assert_eq!(first.await.unwrap().tool_text()["arguments"], json!({"amount": 1}));
+    assert_eq!(
+        first.await.unwrap().tool_text()["arguments"],
+        json!({"amount": 1})
+    );
     assert!(g.expires_at > chrono::Utc::now() + chrono::Duration::minutes(59));
 
     // In scope: other arguments of the same tool, same principal. No ticket, no message.
     for (n, amount) in [2, 3].into_iter().enumerate() {
         let a = app
-            .call(BILLING_TOKEN, &sid, 10 + n as i64, "create_refund", json!({"amount": amount}))
+            .call(
+                BILLING_TOKEN,
+                &sid,
+                10 + n as i64,
+                "create_refund",
+                json!({"amount": amount}),
+            )
             .await;
-        assert_eq!(a.tool_text()["arguments"], json!({"amount": amount}), "{a:?}");
+        assert_eq!(
+            a.tool_text()["arguments"],
+            json!({"amount": amount}),
+            "{a:?}"
+        );
     }
     assert_eq!(requests(&app.jobs().await), 1);
     assert_eq!(app.upstream.calls().len(), 3);
     let rows = audit_rows(&app, &sid, 3).await;
-    assert_eq!(rows[0], ("create_refund".into(), "approved".into(), Some(id.0), None));
+    assert_eq!(
+        rows[0],
+        ("create_refund".into(), "approved".into(), Some(id.0), None)
+    );
     for r in &rows[1..] {
-        assert_eq!(r, &("create_refund".into(), "granted".into(), None, Some(id.0)));
+        assert_eq!(
+            r,
+            &("create_refund".into(), "granted".into(), None, Some(id.0))
+        );
     }
 
     // Out of scope: another tool (whose rule also offers grants), another principal.
-    let other_tool = spawn_as(app.url(), BILLING_TOKEN, sid.clone(), "create_payout", json!({}));
+    let other_tool = spawn_as(
+        app.url(),
+        BILLING_TOKEN,
+        sid.clone(),
+        "create_payout",
+        json!({}),
+    );
     assert_held(&app, other_tool, 1).await;
     let other_sid = app.initialize(OTHER_TOKEN).await;
-    let other_agent = spawn_as(app.url(), OTHER_TOKEN, other_sid, "create_refund", json!({"amount": 2}));
+    let other_agent = spawn_as(
+        app.url(),
+        OTHER_TOKEN,
+        other_sid,
+        "create_refund",
+        json!({"amount": 2}),
+    );
     assert_held(&app, other_agent, 2).await;
 
     // Expired: held again.
-    assert!(grant::set_expiry(&app.db.pool, g.id, chrono::Utc::now()).await.unwrap());
-    let late = spawn_as(app.url(), BILLING_TOKEN, sid.clone(), "create_refund", json!({"amount": 4}));
+    assert!(
+        grant::set_expiry(&app.db.pool, g.id, chrono::Utc::now())
+            .await
+            .unwrap()
+    );
+    let late = spawn_as(
+        app.url(),
+        BILLING_TOKEN,
+        sid.clone(),
+        "create_refund",
+        json!({"amount": 4}),
+    );
     assert_held(&app, late, 3).await;
 }
 
@@ -162,7 +219,14 @@ async fn an_arguments_grant_covers_only_the_same_call_and_a_revoke_ends_it() {
     let app = grants_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
     let args = json!({"customer": "c1", "amount": 5});
-    let first = spawn_call(app.url(), sid.clone(), 1, "create_charge", args.clone(), BOTH);
+    let first = spawn_call(
+        app.url(),
+        sid.clone(),
+        1,
+        "create_charge",
+        args.clone(),
+        BOTH,
+    );
     let id = app.wait_for_request().await;
     let g = approve_for(&app, id).await;
     assert!(g.request_hash.is_some());
@@ -170,12 +234,24 @@ async fn an_arguments_grant_covers_only_the_same_call_and_a_revoke_ends_it() {
 
     // The same arguments, keys in another order: the same canonical request.
     let same = app
-        .call(BILLING_TOKEN, &sid, 2, "create_charge", json!({"amount": 5, "customer": "c1"}))
+        .call(
+            BILLING_TOKEN,
+            &sid,
+            2,
+            "create_charge",
+            json!({"amount": 5, "customer": "c1"}),
+        )
         .await;
     assert_eq!(same.tool_text()["arguments"], args);
     assert_eq!(requests(&app.jobs().await), 1);
 
-    let other = spawn_as(app.url(), BILLING_TOKEN, sid.clone(), "create_charge", json!({"customer": "c1", "amount": 6}));
+    let other = spawn_as(
+        app.url(),
+        BILLING_TOKEN,
+        sid.clone(),
+        "create_charge",
+        json!({"customer": "c1", "amount": 6}),
+    );
     assert_held(&app, other, 1).await;
 
     let by = Revoker {
@@ -184,9 +260,18 @@ async fn an_arguments_grant_covers_only_the_same_call_and_a_revoke_ends_it() {
         allowed_by_global: false,
         operator: false,
     };
-    let revoked = grant::revoke(&app.db.pool, id.0, by).await.unwrap().unwrap();
+    let revoked = grant::revoke(&app.db.pool, id.0, by)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(revoked.revoked_by_id.as_deref(), Some(APPROVER));
-    let again = spawn_as(app.url(), BILLING_TOKEN, sid.clone(), "create_charge", args.clone());
+    let again = spawn_as(
+        app.url(),
+        BILLING_TOKEN,
+        sid.clone(),
+        "create_charge",
+        args.clone(),
+    );
     assert_held(&app, again, 2).await;
 }
 
@@ -194,7 +279,14 @@ async fn an_arguments_grant_covers_only_the_same_call_and_a_revoke_ends_it() {
 async fn a_grant_survives_a_restart_but_not_a_change_to_its_rule() {
     let app = grants_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
-    let first = spawn_call(app.url(), sid.clone(), 1, "create_refund", json!({"amount": 1}), BOTH);
+    let first = spawn_call(
+        app.url(),
+        sid.clone(),
+        1,
+        "create_refund",
+        json!({"amount": 1}),
+        BOTH,
+    );
     let id = app.wait_for_request().await;
     approve_for(&app, id).await;
     first.await.unwrap();
@@ -202,19 +294,38 @@ async fn a_grant_survives_a_restart_but_not_a_change_to_its_rule() {
     // The same file on a second gateway (a restart): the grant holds.
     let (same, _stop_same, _s) = start_gateway(&app.second_config()).await;
     let sid2 = session_at(&app, same).await;
-    let passed = spawn_as(format!("http://{same}/mcp"), BILLING_TOKEN, sid2, "create_refund", json!({"amount": 2}));
+    let passed = spawn_as(
+        format!("http://{same}/mcp"),
+        BILLING_TOKEN,
+        sid2,
+        "create_refund",
+        json!({"amount": 2}),
+    );
     let a = passed.await.unwrap();
     assert_eq!(a.tool_text()["arguments"], json!({"amount": 2}), "{a:?}");
     assert_eq!(requests(&app.jobs().await), 1);
 
     // The rule edited (a longer grant): its hash differs, the old grant no longer counts.
-    let edited = std::env::temp_dir().join(format!("airlock-grant-{}.yaml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&edited, GRANTS.replacen("for: 1h, scope: tool }", "for: 2h, scope: tool }", 1)).unwrap();
+    let edited = std::env::temp_dir().join(format!(
+        "airlock-grant-{}.yaml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(
+        &edited,
+        GRANTS.replacen("for: 1h, scope: tool }", "for: 2h, scope: tool }", 1),
+    )
+    .unwrap();
     let mut config = app.second_config();
     config.policy_file = edited.display().to_string();
     let (changed, _stop_changed, _c) = start_gateway(&config).await;
     let sid3 = session_at(&app, changed).await;
-    let held = spawn_as(format!("http://{changed}/mcp"), BILLING_TOKEN, sid3, "create_refund", json!({"amount": 3}));
+    let held = spawn_as(
+        format!("http://{changed}/mcp"),
+        BILLING_TOKEN,
+        sid3,
+        "create_refund",
+        json!({"amount": 3}),
+    );
     assert_held(&app, held, 1).await;
     let _ = std::fs::remove_file(edited);
 }
@@ -241,11 +352,24 @@ async fn session_at(app: &TestApp, addr: std::net::SocketAddr) -> String {
 async fn a_plain_approve_makes_no_grant() {
     let app = grants_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
-    let first = spawn_call(app.url(), sid.clone(), 1, "create_refund", json!({"amount": 1}), BOTH);
+    let first = spawn_call(
+        app.url(),
+        sid.clone(),
+        1,
+        "create_refund",
+        json!({"amount": 1}),
+        BOTH,
+    );
     let id = app.approve_next(0).await;
     first.await.unwrap();
     assert_eq!(grant::for_ticket(&app.db.pool, id).await.unwrap(), None);
-    let next = spawn_as(app.url(), BILLING_TOKEN, sid, "create_refund", json!({"amount": 2}));
+    let next = spawn_as(
+        app.url(),
+        BILLING_TOKEN,
+        sid,
+        "create_refund",
+        json!({"amount": 2}),
+    );
     assert_held(&app, next, 1).await;
 }
 
@@ -253,7 +377,14 @@ async fn a_plain_approve_makes_no_grant() {
 async fn the_grants_command_lists_and_revokes() {
     let app = grants_app().await;
     let sid = app.initialize(BILLING_TOKEN).await;
-    let first = spawn_call(app.url(), sid.clone(), 1, "create_refund", json!({"amount": 1}), BOTH);
+    let first = spawn_call(
+        app.url(),
+        sid.clone(),
+        1,
+        "create_refund",
+        json!({"amount": 1}),
+        BOTH,
+    );
     let id = app.wait_for_request().await;
     let g = approve_for(&app, id).await;
     first.await.unwrap();
@@ -271,12 +402,28 @@ async fn the_grants_command_lists_and_revokes() {
     assert!(list.status.success(), "{list:?}");
     let out = String::from_utf8_lossy(&list.stdout);
     assert!(out.starts_with("GRANT"), "{out}");
-    assert!(out.contains(&g.id.to_string()) && out.contains("create_refund") && out.contains("billing-bot"), "{out}");
+    assert!(
+        out.contains(&g.id.to_string())
+            && out.contains("create_refund")
+            && out.contains("billing-bot"),
+        "{out}"
+    );
 
     let revoke = run(&["grants", "revoke", &id.to_string()]);
     assert!(revoke.status.success(), "{revoke:?}");
-    assert!(grant::for_ticket(&app.db.pool, id).await.unwrap().unwrap().revoked_at.is_some());
-    assert!(app.jobs().await.contains(&NotifyJob::TicketClosed { ticket_id: id }));
+    assert!(
+        grant::for_ticket(&app.db.pool, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(
+        app.jobs()
+            .await
+            .contains(&NotifyJob::TicketClosed { ticket_id: id })
+    );
     let again = run(&["grants", "revoke", &g.id.to_string()]);
     assert_eq!(again.status.code(), Some(1), "{again:?}");
     assert_eq!(run(&["grants", "revoke", "nope"]).status.code(), Some(2));
@@ -284,6 +431,12 @@ async fn the_grants_command_lists_and_revokes() {
     let empty = run(&["grants", "list"]);
     assert!(!String::from_utf8_lossy(&empty.stdout).contains(&g.id.to_string()));
 
-    let next = spawn_as(app.url(), BILLING_TOKEN, sid, "create_refund", json!({"amount": 2}));
+    let next = spawn_as(
+        app.url(),
+        BILLING_TOKEN,
+        sid,
+        "create_refund",
+        json!({"amount": 2}),
+    );
     assert_held(&app, next, 1).await;
 }

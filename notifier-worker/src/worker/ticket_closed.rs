@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use airlock_shared::TicketId;
 use airlock_shared::TicketStatus;
-use airlock_shared::telemetry::chain;
 use airlock_shared::grant;
+use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, PostedMessage, Ticket};
 use chrono::Utc;
 use tracing::{debug, info, warn};

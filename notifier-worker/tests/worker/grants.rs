@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID, GRANT_ACTION_ID, REVOKE_ACTION_ID};
+use airlock_shared::buttons::{
+    APPROVE_ACTION_ID, DENY_ACTION_ID, GRANT_ACTION_ID, REVOKE_ACTION_ID,
+};
 use airlock_shared::grant::{self, Grant, GrantOffer, GrantScope, GrantVote, Revoker};
 use airlock_shared::ticket::{ClickDecision, Decision};
 use airlock_shared::{Refusal, Ticket};
@@ -35,7 +37,11 @@ fn buttons(blocks: &Value) -> Vec<Value> {
 }
 
 fn valid(blocks: &Value) {
-    assert!(validate_blocks(blocks).is_empty(), "{:?}", validate_blocks(blocks));
+    assert!(
+        validate_blocks(blocks).is_empty(),
+        "{:?}",
+        validate_blocks(blocks)
+    );
     slack_sdk_validate(blocks);
 }
 
@@ -50,8 +56,11 @@ async fn approve_for(app: &TestApp, t: &Ticket) -> (Ticket, Grant) {
         allowed_by_global: true,
         fingerprint: None,
     };
-    match grant::vote_with_grant(&app.db.pool, &click, &[]).await.unwrap() {
-        GrantVote::Voted(_, Some(g)) => (app.get(t.id).await, g),
+    match grant::vote_with_grant(&app.db.pool, &click, &[])
+        .await
+        .unwrap()
+    {
+        GrantVote::Voted(_, Some(g)) => (app.get(t.id).await, *g),
         other => panic!("no grant: {other:?}"),
     }
 }
@@ -77,7 +86,12 @@ async fn a_rule_with_a_grant_adds_a_third_button_named_for_its_duration() {
         // The same value as Approve: the ticket and the call's fingerprint.
         assert_eq!(b[2]["value"], b[0]["value"]);
         assert!(b[2]["value"].as_str().unwrap().contains(':'));
-        assert!(b[2]["confirm"]["text"]["text"].as_str().unwrap().contains("agent-billing"));
+        assert!(
+            b[2]["confirm"]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("agent-billing")
+        );
     }
     let plain = app.ticket(|_| {}).await;
     assert_eq!(buttons(&message::approval_request(&plain).blocks).len(), 2);
@@ -86,7 +100,9 @@ async fn a_rule_with_a_grant_adds_a_third_button_named_for_its_duration() {
 #[tokio::test]
 async fn the_decided_message_shows_the_grant_then_who_revoked_it() {
     let app = setup().await;
-    let t = app.ticket(|n| n.grant = Some(offer(3600, GrantScope::Tool))).await;
+    let t = app
+        .ticket(|n| n.grant = Some(offer(3600, GrantScope::Tool)))
+        .await;
     let (t, g) = approve_for(&app, &t).await;
     let now = chrono::Utc::now();
 
@@ -94,7 +110,10 @@ async fn the_decided_message_shows_the_grant_then_who_revoked_it() {
     valid(&m.blocks);
     let text = m.blocks.to_string();
     let until = g.expires_at.format("%H:%M UTC").to_string();
-    assert!(text.contains(&format!("Grant active until {until}")), "{text}");
+    assert!(
+        text.contains(&format!("Grant active until {until}")),
+        "{text}"
+    );
     let b = buttons(&m.blocks);
     assert_eq!(b.len(), 1, "only Revoke: {b:?}");
     assert_eq!(b[0]["action_id"], REVOKE_ACTION_ID);
@@ -105,17 +124,46 @@ async fn the_decided_message_shows_the_grant_then_who_revoked_it() {
     let later = message::closed_with_grant(&t, Some(&g), g.expires_at);
     valid(&later.blocks);
     assert!(buttons(&later.blocks).is_empty());
-    assert!(later.blocks.to_string().contains(&format!("Grant ended at {until}")));
+    assert!(
+        later
+            .blocks
+            .to_string()
+            .contains(&format!("Grant ended at {until}"))
+    );
 
     // Someone outside the ticket's approvers cannot revoke; an approver can.
-    let outsider = Revoker { id: "U0BOB", name: "bob", allowed_by_global: true, operator: false };
-    assert!(grant::revoke(&app.db.pool, t.id.0, outsider).await.unwrap().is_none());
-    let by = Revoker { id: "U0ANA", name: "ana", allowed_by_global: true, operator: false };
-    let g = grant::revoke(&app.db.pool, t.id.0, by).await.unwrap().unwrap();
+    let outsider = Revoker {
+        id: "U0BOB",
+        name: "bob",
+        allowed_by_global: true,
+        operator: false,
+    };
+    assert!(
+        grant::revoke(&app.db.pool, t.id.0, outsider)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let by = Revoker {
+        id: "U0ANA",
+        name: "ana",
+        allowed_by_global: true,
+        operator: false,
+    };
+    let g = grant::revoke(&app.db.pool, t.id.0, by)
+        .await
+        .unwrap()
+        .unwrap();
     let m = message::closed_with_grant(&t, Some(&g), now);
     valid(&m.blocks);
     assert!(buttons(&m.blocks).is_empty());
-    assert!(m.blocks.to_string().contains("Grant revoked by <@U0ANA> (ana)"), "{}", m.blocks);
+    assert!(
+        m.blocks
+            .to_string()
+            .contains("Grant revoked by <@U0ANA> (ana)"),
+        "{}",
+        m.blocks
+    );
 
     let r = message::refusal(&Refusal::NoGrant, Some(&t));
     assert!(r.text.contains("no standing grant"), "{}", r.text);
@@ -133,7 +181,9 @@ fn message_value(t: &Ticket) -> String {
 async fn the_worker_draws_the_grant_and_redraws_it_after_a_revoke() {
     let app = setup().await;
     let _w = app.worker(&[]).await;
-    let t = app.ticket(|n| n.grant = Some(offer(3600, GrantScope::Tool))).await;
+    let t = app
+        .ticket(|n| n.grant = Some(offer(3600, GrantScope::Tool)))
+        .await;
     app.request(&t).await;
     app.wait_ticket(t.id, T, |t| t.message_ts.is_some()).await;
     let posted = app.slack.messages("C0APPROVALS");
@@ -146,11 +196,24 @@ async fn the_worker_draws_the_grant_and_redraws_it_after_a_revoke() {
     assert!(shown.to_string().contains("Grant active until"), "{shown}");
     assert_eq!(buttons(&shown)[0]["action_id"], REVOKE_ACTION_ID);
 
-    let by = Revoker { id: "U0ANA", name: "ana", allowed_by_global: true, operator: false };
-    grant::revoke(&app.db.pool, t.id.0, by).await.unwrap().unwrap();
+    let by = Revoker {
+        id: "U0ANA",
+        name: "ana",
+        allowed_by_global: true,
+        operator: false,
+    };
+    grant::revoke(&app.db.pool, t.id.0, by)
+        .await
+        .unwrap()
+        .unwrap();
     app.closed(&t).await;
     app.slack.wait_for_calls("chat.update", 2, T).await;
     let shown = app.slack.messages("C0APPROVALS")[0].blocks.clone();
-    assert!(shown.to_string().contains("Grant revoked by <@U0ANA> (ana)"), "{shown}");
+    assert!(
+        shown
+            .to_string()
+            .contains("Grant revoked by <@U0ANA> (ana)"),
+        "{shown}"
+    );
     assert!(buttons(&shown).is_empty());
 }

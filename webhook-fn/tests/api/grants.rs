@@ -31,7 +31,10 @@ impl TestApp {
 
     async fn press(&self, action: &str, id: TicketId, user: &str) -> u16 {
         let t = self.ticket(id).await;
-        let value = format!("{id}:{}", short_fingerprint(t.fingerprint.as_deref().unwrap()));
+        let value = format!(
+            "{id}:{}",
+            short_fingerprint(t.fingerprint.as_deref().unwrap())
+        );
         let body = form(&click_payload(action, &value, user, &user.to_lowercase()));
         self.post_signed(body).await.status().as_u16()
     }
@@ -65,20 +68,44 @@ async fn approve_for_decides_and_makes_one_grant_even_when_clicked_twice() {
     let t = app.ticket(id).await;
     assert_eq!(t.status, TicketStatus::Approved);
     let g = app.grant_of(id).await.expect("a grant");
-    assert_eq!((g.principal.as_str(), g.tool.as_str(), g.rule.as_str()), ("agent-a", "payments.transfer", "payments"));
-    assert_eq!((g.scope, g.request_hash.as_deref()), (GrantScope::Tool, None));
+    assert_eq!(
+        (g.principal.as_str(), g.tool.as_str(), g.rule.as_str()),
+        ("agent-a", "payments.transfer", "payments")
+    );
+    assert_eq!(
+        (g.scope, g.request_hash.as_deref()),
+        (GrantScope::Tool, None)
+    );
     assert_eq!(g.rule_hash, offer().rule_hash);
-    assert_eq!((g.created_by_id.as_str(), g.created_by_name.as_str()), ("U0ALICE", "u0alice"));
-    assert_eq!((g.expires_at - t.decided_at.unwrap()).num_milliseconds(), 3_600_000);
+    assert_eq!(
+        (g.created_by_id.as_str(), g.created_by_name.as_str()),
+        ("U0ALICE", "u0alice")
+    );
+    assert_eq!(
+        (g.expires_at - t.decided_at.unwrap()).num_milliseconds(),
+        3_600_000
+    );
 
     assert_eq!(app.press(GRANT_ACTION_ID, id, "U0ALICE").await, 200);
     assert_eq!(app.press(GRANT_ACTION_ID, id, "U0BOB").await, 200);
     assert_eq!(app.grant_count().await, 1);
     let jobs = app.jobs().await;
     assert_eq!(jobs[0], NotifyJob::TicketClosed { ticket_id: id });
-    assert!(matches!(&jobs[1], NotifyJob::RefusedClick { refusal: Refusal::AlreadyClosed { .. }, .. }), "{jobs:?}");
+    assert!(
+        matches!(
+            &jobs[1],
+            NotifyJob::RefusedClick {
+                refusal: Refusal::AlreadyClosed { .. },
+                ..
+            }
+        ),
+        "{jobs:?}"
+    );
     let metrics = app.metrics().await;
-    assert!(metrics.contains("airlock_webhook_requests_total{outcome=\"decided\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("airlock_webhook_requests_total{outcome=\"decided\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -97,15 +124,24 @@ async fn people_clicking_at_once_make_at_most_one_grant() {
         let id = app.grant_ticket(&[], 2).await;
         assert_eq!(app.press(GRANT_ACTION_ID, id, "U0CAROL").await, 200);
         assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
-        assert!(app.grant_of(id).await.is_none(), "one vote of two makes no grant");
+        assert!(
+            app.grant_of(id).await.is_none(),
+            "one vote of two makes no grant"
+        );
         let (a, b) = tokio::join!(
             app.press(GRANT_ACTION_ID, id, "U0ALICE"),
             app.press(GRANT_ACTION_ID, id, "U0BOB")
         );
         assert_eq!((a, b), (200, 200));
         let t = app.ticket(id).await;
-        assert_eq!((t.status, t.approved_by_ids.len()), (TicketStatus::Approved, 2));
-        let g = app.grant_of(id).await.expect("the deciding vote made the grant");
+        assert_eq!(
+            (t.status, t.approved_by_ids.len()),
+            (TicketStatus::Approved, 2)
+        );
+        let g = app
+            .grant_of(id)
+            .await
+            .expect("the deciding vote made the grant");
         assert_eq!(Some(g.created_by_id), t.decided_by_id);
     }
     assert_eq!(app.grant_count().await, 30);
@@ -128,11 +164,17 @@ async fn a_revoke_by_an_approver_ends_the_grant_and_redraws_the_message() {
     assert_eq!(app.press(GRANT_ACTION_ID, id, "U0ALICE").await, 200);
 
     assert_eq!(app.press(REVOKE_ACTION_ID, id, "U0MALLORY").await, 200);
-    assert!(app.grant_of(id).await.unwrap().revoked_at.is_none(), "not an approver");
+    assert!(
+        app.grant_of(id).await.unwrap().revoked_at.is_none(),
+        "not an approver"
+    );
     assert_eq!(app.press(REVOKE_ACTION_ID, id, "U0BOB").await, 200);
     let g = app.grant_of(id).await.unwrap();
     assert!(g.revoked_at.is_some());
-    assert_eq!((g.revoked_by_id.as_deref(), g.revoked_by_name.as_deref()), (Some("U0BOB"), Some("u0bob")));
+    assert_eq!(
+        (g.revoked_by_id.as_deref(), g.revoked_by_name.as_deref()),
+        (Some("U0BOB"), Some("u0bob"))
+    );
     assert_eq!(app.press(REVOKE_ACTION_ID, id, "U0ALICE").await, 200);
     assert_eq!(
         app.jobs().await,
@@ -143,7 +185,11 @@ async fn a_revoke_by_an_approver_ends_the_grant_and_redraws_the_message() {
             refused(id, "U0ALICE", Refusal::NoGrant),
         ]
     );
-    assert!(app.metrics().await.contains("airlock_webhook_requests_total{outcome=\"revoked\"} 1"));
+    assert!(
+        app.metrics()
+            .await
+            .contains("airlock_webhook_requests_total{outcome=\"revoked\"} 1")
+    );
 }
 
 #[tokio::test]
@@ -157,19 +203,42 @@ async fn forged_unknown_stale_and_unoffered_clicks_change_nothing() {
 
     let id = app.grant_ticket(&[], 1).await;
     // Stale: the button showed another call.
-    let stale = form(&click_payload(GRANT_ACTION_ID, &format!("{id}:0000000000000000"), "U0ALICE", "alice"));
+    let stale = form(&click_payload(
+        GRANT_ACTION_ID,
+        &format!("{id}:0000000000000000"),
+        "U0ALICE",
+        "alice",
+    ));
     assert_eq!(app.post_signed(stale).await.status(), 200);
     // Unknown ticket.
     let ghost = TicketId::new();
-    let unknown = form(&click_payload(GRANT_ACTION_ID, &ghost.to_string(), "U0ALICE", "alice"));
+    let unknown = form(&click_payload(
+        GRANT_ACTION_ID,
+        &ghost.to_string(),
+        "U0ALICE",
+        "alice",
+    ));
     assert_eq!(app.post_signed(unknown).await.status(), 200);
-    let unknown_revoke = form(&click_payload(REVOKE_ACTION_ID, &ghost.to_string(), "U0ALICE", "alice"));
+    let unknown_revoke = form(&click_payload(
+        REVOKE_ACTION_ID,
+        &ghost.to_string(),
+        "U0ALICE",
+        "alice",
+    ));
     assert_eq!(app.post_signed(unknown_revoke).await.status(), 200);
     // Forged: not signed with our secret.
-    let body = form(&click_payload(GRANT_ACTION_ID, &id.to_string(), "U0ALICE", "alice"));
+    let body = form(&click_payload(
+        GRANT_ACTION_ID,
+        &id.to_string(),
+        "U0ALICE",
+        "alice",
+    ));
     let ts = unix_now().to_string();
     let bad = airlock_webhook_sign("not-the-secret", &ts, &body);
-    assert_eq!(app.post_raw(body, Some(&ts), Some(&bad)).await.status(), 400);
+    assert_eq!(
+        app.post_raw(body, Some(&ts), Some(&bad)).await.status(),
+        400
+    );
 
     assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
     assert_eq!(app.grant_count().await, 0);

@@ -33,12 +33,23 @@ async fn approve_for_an_hour_in_a_browser_lets_the_next_call_pass() {
             }}}}),
         )
         .await;
-    let id = session["sessionId"].as_str().expect("a WebDriver session").to_owned();
-    let page = Session { d: &driver, id: id.clone() };
+    let id = session["sessionId"]
+        .as_str()
+        .expect("a WebDriver session")
+        .to_owned();
+    let page = Session {
+        d: &driver,
+        id: id.clone(),
+    };
     driver
-        .post(&format!("/session/{id}/url"), json!({"url": s.emulator_url()}))
+        .post(
+            &format!("/session/{id}/url"),
+            json!({"url": s.emulator_url()}),
+        )
         .await;
-    let alice = page.wait_for(&format!("#user option[value='{ALICE}']")).await;
+    let alice = page
+        .wait_for(&format!("#user option[value='{ALICE}']"))
+        .await;
     page.click(&alice).await;
     let msg_css = format!(".msg[data-ts='{}']", held.ts);
     let grant = page
@@ -49,7 +60,10 @@ async fn approve_for_an_hour_in_a_browser_lets_the_next_call_pass() {
     let confirm = page.wait_for("#m-confirm").await;
     page.click(&confirm).await;
 
-    let first = tokio::time::timeout(WAIT, held.call).await.expect("the held call completes").unwrap();
+    let first = tokio::time::timeout(WAIT, held.call)
+        .await
+        .expect("the held call completes")
+        .unwrap();
     result_json(&first.expect("approved in the browser"));
 
     // The second bulk read passes on the grant: no new message, and it answers at once.
@@ -71,12 +85,18 @@ async fn approve_for_an_hour_in_a_browser_lets_the_next_call_pass() {
         .await;
     assert!(m.to_string().contains("Approved"));
     s.click(ALICE, &held.ts, REVOKE).await;
-    s.wait_message(&held.ts, WAIT, "revoked", |m| m.to_string().contains("Grant revoked by"))
-        .await;
+    s.wait_message(&held.ts, WAIT, "revoked", |m| {
+        m.to_string().contains("Grant revoked by")
+    })
+    .await;
     let third = spawn_call(&client, call("list_charges", json!({"limit": 80})));
     s.wait_messages(2, WAIT).await;
     assert!(!third.is_finished(), "held again after the revoke");
     third.abort();
-    let _ = driver.http.delete(format!("{}/session/{id}", driver.base)).send().await;
+    let _ = driver
+        .http
+        .delete(format!("{}/session/{id}", driver.base))
+        .send()
+        .await;
     drop(driver.process);
 }
