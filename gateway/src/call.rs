@@ -23,12 +23,13 @@ use crate::audit::AuditSink;
 pub use crate::caller::Caller;
 use crate::era;
 use crate::error::{CallError, UpstreamError};
+use crate::grant;
 use crate::held_stream::held_stream;
 use crate::input_schema::{self, ArgumentsError, InputSchemas, Lookup};
 use crate::lock::{LockError, Locks};
 use crate::mcp::TOOLS_LIST;
 use crate::metrics::Metrics;
-use crate::policy::Action;
+use crate::policy::{Action, GrantRule};
 use crate::rules::Rules;
 use crate::tool_call::ToolCall;
 use crate::transport::{accepts_sse, waiting_for};
@@ -59,6 +60,8 @@ struct CallRecord {
     policy_revision: Option<String>,
     decision: &'static str,
     ticket: Option<TicketId>,
+    /// The ticket whose standing grant let the call pass (it then has no ticket of its own).
+    grant_ticket: Option<TicketId>,
     upstream_status: Option<u16>,
 }
 
@@ -96,6 +99,7 @@ impl AuditTrail<'_> {
             decision: self.rec.decision.to_owned(),
             outcome: outcome.to_owned(),
             ticket_id: self.rec.ticket.map(|t| t.0),
+            grant_ticket_id: self.rec.grant_ticket.map(|t| t.0),
             decided_by,
             upstream_status: self.rec.upstream_status.map(i32::from),
             latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
@@ -204,10 +208,10 @@ impl Pipeline {
             .await;
         let (outcome, decided_by, response) = match result {
             Ok(resp) => {
-                let outcome = if trail.rec.ticket.is_some() {
-                    "approved"
-                } else {
-                    "forwarded"
+                let outcome = match (trail.rec.ticket, trail.rec.grant_ticket) {
+                    (Some(_), _) => "approved",
+                    (None, Some(_)) => "granted",
+                    (None, None) => "forwarded",
                 };
                 (outcome, None, resp)
             }
@@ -298,7 +302,16 @@ impl Steps<'_> {
             });
         }
         if verdict.action == Action::Approve {
-            self.hold(&verdict, request_hash, rec).await?;
+            let principal = &c.principal.0;
+            let now = chrono::Utc::now();
+            let pool = &p.holds.pool;
+            match grant::covering(pool, principal, self.tool, &verdict, &request_hash, now).await? {
+                Some(g) => {
+                    tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
+                    rec.grant_ticket = Some(g.ticket_id);
+                }
+                None => self.hold(&verdict, request_hash, rec).await?,
+            }
         }
         let resp = c.send(&p.link, body, &c.headers).await?;
         rec.upstream_status = Some(resp.status().as_u16());
@@ -406,6 +419,7 @@ impl Steps<'_> {
             owner: p.rules.agents().owner_of(&c.principal.0).map(str::to_owned),
             fingerprint: canonical::fingerprint(self.tool, self.args, Some(&verdict.revision)),
             policy_revision: Some(verdict.revision.to_string()),
+            grant: verdict.grant.as_ref().map(GrantRule::offer),
         };
         let cancel = CancellationToken::new();
         let _held = p.held.track(&c.sid, self.id, cancel.clone());

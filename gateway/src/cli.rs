@@ -1,4 +1,5 @@
-//! The commands beside serving: `migrate`, `policy check FILE`, `policy test FILE CASES`.
+//! The commands beside serving: `migrate`, `policy check FILE`, `policy test FILE CASES`, and
+//! `grants list|revoke` (see `grant`).
 
 use std::process::ExitCode;
 
@@ -8,6 +9,9 @@ use crate::policy::{self, Policy};
 
 /// Runs the command that `args` (without the program name) names; `None` means "serve".
 pub async fn run(args: &[String]) -> Option<ExitCode> {
+    if args.first().map(String::as_str) == Some("grants") {
+        return Some(crate::grant::cli(&args[1..]).await);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Some(match args.as_slice() {
         [] => return None,
@@ -16,7 +20,7 @@ pub async fn run(args: &[String]) -> Option<ExitCode> {
         ["policy", "test", file, cases] => policy_test(file, cases),
         _ => {
             eprintln!(
-                "usage: airlock-gateway [migrate | policy check FILE | policy test FILE CASES]"
+                "usage: airlock-gateway [migrate | policy check FILE | policy test FILE CASES | grants list | grants revoke ID]"
             );
             ExitCode::from(2)
         }

@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod era;
 pub mod error;
+pub mod grant;
 pub mod health;
 pub mod held_stream;
 pub mod input_schema;

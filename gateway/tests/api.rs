@@ -8,6 +8,7 @@ mod api {
     mod batch;
     mod connections;
     mod edges;
+    mod grants;
     mod hold;
     mod modern;
     mod proxy;

@@ -64,6 +64,7 @@ async fn main() {
             policy_revision: None,
             approver_groups: Vec::new(),
             fingerprint: String::new(),
+            grant: None,
         };
         match ticket::open(&db.pool, &new).await.unwrap() {
             Opened::Created(t) => ids.push(t.id),

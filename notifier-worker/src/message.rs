@@ -7,7 +7,10 @@ use airlock_shared::{Refusal, Ticket, TicketStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+mod grant;
 mod quorum;
+
+pub use grant::{closed_with_grant, duration_label};
 
 pub use quorum::progress_text;
 
@@ -80,6 +83,7 @@ pub fn approval_request(t: &Ticket) -> Rendered {
             },
         ],
     }));
+    grant::add_button(&mut blocks, t);
     Rendered {
         text,
         blocks: Value::Array(blocks),
@@ -185,6 +189,8 @@ pub fn refusal(refusal: &Refusal, ticket: Option<&Ticket>) -> Rendered {
         Refusal::MembershipUnknown { group } => format!(
             "Airlock could not confirm your membership of {} just now; try again in a minute. Your click on this request{about} did not count.",
             group_mention(group)
+        Refusal::NoGrant => format!(
+            "This request{about} has no standing grant to give or revoke; nothing was changed."
         ),
     };
     Rendered {

@@ -12,6 +12,8 @@ mod delivery;
 mod faults;
 #[path = "worker/groups.rs"]
 mod groups;
+#[path = "worker/grants.rs"]
+mod grants;
 #[path = "worker/messages.rs"]
 mod messages;
 #[path = "worker/reconcile.rs"]

@@ -17,6 +17,8 @@ pub struct AuditRecord {
     /// What came of it: forwarded, denied, approved, approval_denied, timeout, cancelled, …
     pub outcome: String,
     pub ticket_id: Option<Uuid>,
+    /// The ticket whose standing grant let this call pass without a ticket of its own.
+    pub grant_ticket_id: Option<Uuid>,
     pub decided_by: Option<String>,
     pub upstream_status: Option<i32>,
     pub latency_ms: f64,
@@ -31,7 +33,7 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
     }
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_log (at, principal, session_id, tool, arguments, rule, decision, outcome, \
-         ticket_id, decided_by, upstream_status, latency_ms, policy_revision) ",
+         ticket_id, grant_ticket_id, decided_by, upstream_status, latency_ms, policy_revision) ",
     );
     qb.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
@@ -43,6 +45,7 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
             .push_bind(&r.decision)
             .push_bind(&r.outcome)
             .push_bind(r.ticket_id)
+            .push_bind(r.grant_ticket_id)
             .push_bind(&r.decided_by)
             .push_bind(r.upstream_status)
             .push_bind(r.latency_ms)
@@ -58,6 +61,20 @@ pub async fn for_session(
 ) -> Result<Vec<(String, String, String, Option<Uuid>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT tool, decision, outcome, ticket_id FROM audit_log WHERE session_id = $1 ORDER BY id",
+    )
+    .bind(session_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Each audit row of one session as (tool, outcome, ticket, grant ticket), oldest first.
+pub async fn grants_for_session(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+) -> Result<Vec<(String, String, Option<Uuid>, Option<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tool, outcome, ticket_id, grant_ticket_id FROM audit_log \
+         WHERE session_id = $1 ORDER BY id",
     )
     .bind(session_id)
     .fetch_all(pool)

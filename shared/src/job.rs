@@ -70,6 +70,8 @@ pub enum Refusal {
     WrongCall,
     /// The clicker is not listed, and who is in this user group is not known recently enough.
     MembershipUnknown { group: String },
+    /// "Approve for" on a ticket that offers no grant, or Revoke when no grant is active.
+    NoGrant,
 }
 
 /// Appends a job to the notification stream and returns its entry id.

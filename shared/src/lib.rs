@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod config;
 pub mod db;
 pub mod edge;
+pub mod grant;
 pub mod ids;
 pub mod job;
 pub mod keys;

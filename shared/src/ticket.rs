@@ -14,12 +14,15 @@ use uuid::Uuid;
 
 use crate::ids::TicketId;
 
-mod decision;
+pub(crate) mod decision;
 mod message;
+mod offer;
 
 pub use decision::{
     ClickDecision, Clicker, Vote, decide, decide_as, decide_many, may_decide, votes,
 };
+
+pub use offer::{GrantOffer, GrantScope, UnknownScope};
 
 pub use message::{
     PostedMessage, Reconcile, forget_requeue, record_message, record_messages, record_notify_error,
@@ -159,6 +162,12 @@ pub struct Ticket {
     pub policy_revision: Option<String>,
     /// Slack user groups (`S…`) whose members may decide, besides `approvers`.
     pub approver_groups: Vec<String>,
+    /// Seconds an "Approve for" grant lasts, when the rule offers one (see `grant::GrantOffer`).
+    pub grant_for_secs: Option<i32>,
+    /// `tool` or `arguments`, with `grant_for_secs`.
+    pub grant_scope: Option<String>,
+    /// The rule's hash when the call was held, with `grant_for_secs`.
+    pub grant_rule_hash: Option<String>,
 }
 
 impl Ticket {
@@ -201,6 +210,8 @@ pub struct NewTicket {
     pub policy_revision: Option<String>,
     /// Slack user groups (`S…`) whose members may decide, besides `approvers`.
     pub approver_groups: Vec<String>,
+    /// The grant an "Approve for" click would create, when the rule offers one.
+    pub grant: Option<GrantOffer>,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.
@@ -257,9 +268,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         let inserted: Option<Ticket> = sqlx::query_as(
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
                  slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint, \
-                 policy_revision, approver_groups) \
+                 policy_revision, approver_groups, grant_for_secs, grant_scope, grant_rule_hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
-                 $12, $13, $14, $15, $16) \
+                 $12, $13, $14, $15, $16, $17, $18, $19) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -279,6 +290,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(Some(new.fingerprint.as_str()).filter(|f| !f.is_empty()))
         .bind(&new.policy_revision)
         .bind(&new.approver_groups)
+        .bind(new.grant.as_ref().map(|g| g.secs()))
+        .bind(new.grant.as_ref().map(|g| g.scope.as_str()))
+        .bind(new.grant.as_ref().map(|g| g.rule_hash.as_str()))
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

@@ -77,6 +77,7 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
             policy_revision: None,
             approver_groups: Vec::new(),
             fingerprint: String::new(),
+            grant: None,
         };
         ticket::open(pool, &new).await.unwrap();
         ids.push(new.id);

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::Instrument;
 
 use crate::approval::{DecideError, Outcome};
-use crate::interaction::{self, Interaction, PayloadError};
+use crate::interaction::{self, Button, Interaction, PayloadError};
 use crate::signature::{SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
 use crate::state::AppState;
 
@@ -114,7 +114,11 @@ async fn handle(app: &AppState, req: Request) -> Result<&'static str, ActionErro
     span.record("ticket_id", tracing::field::display(click.ticket_id));
     span.record("user_id", click.user_id.as_str());
     span.record("decision", tracing::field::debug(click.decision));
-    let outcome = app.approvals.apply(&click).await?;
+    let outcome = match click.button {
+        Button::Decide => app.approvals.apply(&click).await?,
+        Button::ApproveFor => app.approvals.apply_for(&click).await?,
+        Button::Revoke => app.approvals.revoke(&click).await?,
+    };
     match &outcome {
         Outcome::Decided(status) => tracing::info!(%status, "ticket decided"),
         Outcome::Voted { approvals, needed } => {
@@ -125,6 +129,7 @@ async fn handle(app: &AppState, req: Request) -> Result<&'static str, ActionErro
             )
         }
         Outcome::Refused(r) => tracing::info!(refusal = ?r, "click changed nothing"),
+        Outcome::Revoked => tracing::info!("standing grant revoked"),
         Outcome::Foreign => {}
     }
     Ok(outcome.label())

@@ -43,6 +43,8 @@ pub enum Outcome {
     Refused(Refusal),
     /// The click is not for this deployment (another workspace or app).
     Foreign,
+    /// This click revoked the ticket's standing grant.
+    Revoked,
 }
 
 impl Outcome {
@@ -58,7 +60,9 @@ impl Outcome {
             Self::Refused(Refusal::AlreadyClosed { .. }) => "refused_closed",
             Self::Refused(Refusal::UnknownTicket) => "refused_unknown",
             Self::Refused(Refusal::MembershipUnknown { .. }) => "refused_membership_unknown",
+            Self::Refused(Refusal::NoGrant) => "refused_no_grant",
             Self::Foreign => "foreign",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -140,10 +144,7 @@ pub fn decision_batcher(pool: PgPool, max: usize) -> DecisionBatcher {
 impl Approvals {
     /// Applies one click. Only a `Postgres` failure is an error.
     pub async fn apply(&self, click: &Click) -> Result<Outcome, DecideError> {
-        if !same_or_unset(self.team_id.as_deref(), click.team_id.as_deref())
-            || !same_or_unset(self.api_app_id.as_deref(), click.api_app_id.as_deref())
-        {
-            tracing::warn!(team_id = ?click.team_id, api_app_id = ?click.api_app_id, "click from another workspace or app ignored");
+        if self.is_foreign(click) {
             return Ok(Outcome::Foreign);
         }
         let message = click.channel.as_deref().zip(click.message_ts.as_deref());
@@ -153,16 +154,7 @@ impl Approvals {
             global_approvers: &self.approvers,
             membership_max_age: self.membership_max_age,
         };
-        let batched = ClickDecision {
-            ticket: click.ticket_id,
-            decision: click.decision,
-            user_id: click.user_id.clone(),
-            user_name: click.user_name.clone(),
-            message: message.map(|(c, t)| (c.to_owned(), t.to_owned())),
-            allowed_by_global: ticket::may_decide(&click.user_id, &[], &self.approvers),
-            fingerprint: click.fingerprint.clone(),
-            membership_max_age: self.membership_max_age,
-        };
+        let batched = self.click_decision(click);
         let gives_up = Instant::now() + self.db_timeout;
         let decided = self
             .db(async {
@@ -184,17 +176,46 @@ impl Approvals {
                 }
             })
             .await?;
+        Ok(self.settle(click, decided).await)
+    }
+
+    /// Whether the click is for another workspace or app (logged; it changes nothing).
+    pub(crate) fn is_foreign(&self, click: &Click) -> bool {
+        let foreign = !same_or_unset(self.team_id.as_deref(), click.team_id.as_deref())
+            || !same_or_unset(self.api_app_id.as_deref(), click.api_app_id.as_deref());
+        if foreign {
+            tracing::warn!(team_id = ?click.team_id, api_app_id = ?click.api_app_id, "click from another workspace or app ignored");
+        }
+        foreign
+    }
+
+    /// The click as the vote statement reads it.
+    pub(crate) fn click_decision(&self, click: &Click) -> ClickDecision {
+        ClickDecision {
+            ticket: click.ticket_id,
+            decision: click.decision,
+            user_id: click.user_id.clone(),
+            user_name: click.user_name.clone(),
+            message: click.channel.clone().zip(click.message_ts.clone()),
+            allowed_by_global: ticket::may_decide(&click.user_id, &[], &self.approvers),
+            fingerprint: click.fingerprint.clone(),
+            membership_max_age: self.membership_max_age,
+        }
+    }
+
+    /// After the vote is durable: tell gateways and the notifier, or the clicker why not.
+    pub(crate) async fn settle(&self, click: &Click, decided: Decided) -> Outcome {
         match decided {
             Decided::Changed(t) if t.status.is_pending() => {
                 self.announce_vote(&t).await;
-                Ok(Outcome::Voted {
+                Outcome::Voted {
                     approvals: t.approved_by_ids.len(),
                     needed: t.approvals_needed,
-                })
+                }
             }
             Decided::Changed(t) => {
                 self.announce(&t).await;
-                Ok(Outcome::Decided(t.status))
+                Outcome::Decided(t.status)
             }
             Decided::Unchanged(t) => {
                 // Pending but unchanged means its deadline passed before the sweeper saw it.
@@ -207,20 +228,20 @@ impl Approvals {
                     status,
                     decided_by: t.decided_by_name.clone().or(t.decided_by_id.clone()),
                 };
-                Ok(self.refuse(click, refusal).await)
+                self.refuse(click, refusal).await
             }
-            Decided::NotApprover(_) => Ok(self.refuse(click, Refusal::NotAnApprover).await),
-            Decided::Unknown => Ok(self.refuse(click, Refusal::UnknownTicket).await),
-            Decided::SelfApproval(_) => Ok(self.refuse(click, Refusal::SelfApproval).await),
-            Decided::AlreadyVoted(_) => Ok(self.refuse(click, Refusal::AlreadyVoted).await),
-            Decided::WrongCall(_) => Ok(self.refuse(click, Refusal::WrongCall).await),
+            Decided::NotApprover(_) => self.refuse(click, Refusal::NotAnApprover).await,
+            Decided::Unknown => self.refuse(click, Refusal::UnknownTicket).await,
+            Decided::SelfApproval(_) => self.refuse(click, Refusal::SelfApproval).await,
+            Decided::AlreadyVoted(_) => self.refuse(click, Refusal::AlreadyVoted).await,
+            Decided::WrongCall(_) => self.refuse(click, Refusal::WrongCall).await,
             Decided::MembershipUnknown(_, group) => {
-                Ok(self.refuse(click, crate::membership::unknown(group)).await)
+                self.refuse(click, crate::membership::unknown(group)).await
             }
         }
     }
 
-    async fn db<T>(
+    pub(crate) async fn db<T>(
         &self,
         query: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, DecideError> {
@@ -265,7 +286,7 @@ impl Approvals {
         self.record_redis("enqueue_vote", enqueued.map(|_| ()));
     }
 
-    async fn refuse(&self, click: &Click, refusal: Refusal) -> Outcome {
+    pub(crate) async fn refuse(&self, click: &Click, refusal: Refusal) -> Outcome {
         match click.channel.clone() {
             Some(channel) => {
                 let job = NotifyJob::RefusedClick {
@@ -285,7 +306,7 @@ impl Approvals {
         Outcome::Refused(refusal)
     }
 
-    async fn redis_step<T>(
+    pub(crate) async fn redis_step<T>(
         &self,
         step: impl Future<Output = Result<T, redis::RedisError>>,
     ) -> Result<T, RedisStepError> {
@@ -295,7 +316,7 @@ impl Approvals {
             .map_err(RedisStepError::Redis)
     }
 
-    fn record_redis(&self, step: &'static str, result: Result<(), RedisStepError>) {
+    pub(crate) fn record_redis(&self, step: &'static str, result: Result<(), RedisStepError>) {
         if let Err(e) = result {
             self.metrics.redis_failures.with_label_values(&[step]).inc();
             tracing::warn!(step, error = %chain(&e), "redis step failed after the decision was settled");
@@ -304,7 +325,7 @@ impl Approvals {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum RedisStepError {
+pub(crate) enum RedisStepError {
     #[error("redis command failed")]
     Redis(#[source] redis::RedisError),
     #[error("redis did not answer within {0:?}")]

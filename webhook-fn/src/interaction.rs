@@ -1,6 +1,8 @@
 //! Slack interaction payloads: the `payload` form field of `POST /slack/actions`.
 
-use airlock_shared::buttons::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use airlock_shared::buttons::{
+    APPROVE_ACTION_ID, DENY_ACTION_ID, GRANT_ACTION_ID, REVOKE_ACTION_ID,
+};
 use airlock_shared::canonical::FINGERPRINT_SHOWN;
 use airlock_shared::{Decision, TicketId};
 use serde::Deserialize;
@@ -22,11 +24,24 @@ pub enum PayloadError {
     BadFingerprint,
 }
 
+/// Which of our buttons was clicked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Button {
+    /// Approve or Deny.
+    Decide,
+    /// "Approve for …": an approval that, deciding, makes a standing grant.
+    ApproveFor,
+    /// Revoke the grant the ticket made (`decision` is then `Deny`: it takes a permission away).
+    Revoke,
+}
+
 /// A button click on one of our approval messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Click {
     /// Approve or deny, from the button's `action_id`.
     pub decision: Decision,
+    /// Which button it was.
+    pub button: Button,
     /// The ticket, from the button's `value` (`<ticket id>` or `<ticket id>:<fingerprint>`).
     pub ticket_id: TicketId,
     /// The short call fingerprint the message showed, when the button carries one.
@@ -130,9 +145,11 @@ pub fn parse(body: &[u8]) -> Result<Interaction, PayloadError> {
             kind: "block_actions without actions".into(),
         });
     };
-    let decision = match action.action_id.as_str() {
-        APPROVE_ACTION_ID => Decision::Approve,
-        DENY_ACTION_ID => Decision::Deny,
+    let (decision, button) = match action.action_id.as_str() {
+        APPROVE_ACTION_ID => (Decision::Approve, Button::Decide),
+        DENY_ACTION_ID => (Decision::Deny, Button::Decide),
+        GRANT_ACTION_ID => (Decision::Approve, Button::ApproveFor),
+        REVOKE_ACTION_ID => (Decision::Deny, Button::Revoke),
         other => {
             return Ok(Interaction::Ignored {
                 kind: format!("action {}", truncate(other, 64)),
@@ -166,6 +183,7 @@ pub fn parse(body: &[u8]) -> Result<Interaction, PayloadError> {
         .unwrap_or_default();
     Ok(Interaction::Click(Click {
         decision,
+        button,
         ticket_id,
         fingerprint: fingerprint.map(str::to_owned),
         user_id: p.user.id,
@@ -242,6 +260,22 @@ mod tests {
                 matches!(parse(&body), Err(PayloadError::BadFingerprint)),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_grant_buttons_are_read() {
+        let id = TicketId::new();
+        for (action, button, decision) in [
+            (GRANT_ACTION_ID, Button::ApproveFor, Decision::Approve),
+            (REVOKE_ACTION_ID, Button::Revoke, Decision::Deny),
+            (APPROVE_ACTION_ID, Button::Decide, Decision::Approve),
+        ] {
+            let body = form(&click_payload(action, &format!("{id}:0123456789abcdef")));
+            let Interaction::Click(c) = parse(&body).unwrap() else {
+                panic!("not a click")
+            };
+            assert_eq!((c.button, c.decision, c.ticket_id), (button, decision, id));
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod approval;
 pub mod config;
+pub mod grant;
 pub mod interaction;
 pub mod lambda;
 pub mod membership;

@@ -12,6 +12,8 @@ mod edges;
 mod failures;
 #[path = "api/groups.rs"]
 mod groups;
+#[path = "api/grants.rs"]
+mod grants;
 #[path = "api/lambda.rs"]
 mod lambda;
 #[path = "api/process.rs"]

@@ -142,3 +142,22 @@ impl Condition {
         }
     }
 }
+
+impl Condition {
+    /// The condition as it was written (pointer and operator), for the rule hash: two files
+    /// that say the same thing hash alike, and any change to the condition changes the hash.
+    pub(super) fn canonical(&self) -> Value {
+        let (op, v) = match &self.op {
+            Op::Equals(x) => ("equals", x.clone()),
+            Op::NotEquals(x) => ("not_equals", x.clone()),
+            Op::Lt(n) => ("lt", serde_json::json!(n)),
+            Op::Lte(n) => ("lte", serde_json::json!(n)),
+            Op::Gt(n) => ("gt", serde_json::json!(n)),
+            Op::Gte(n) => ("gte", serde_json::json!(n)),
+            Op::In(set) => ("in", Value::Array(set.clone())),
+            Op::Matches(re) => ("matches", Value::String(re.as_str().to_owned())),
+            Op::Exists(b) => ("exists", Value::Bool(*b)),
+        };
+        serde_json::json!({ "arg": self.pointer, op: v })
+    }
+}

@@ -18,10 +18,13 @@ use condition::{Condition, Truth};
 pub mod cases;
 mod condition;
 mod describe;
+mod grant;
 mod quorum;
 mod revision;
 
 pub use describe::describe;
+
+pub use grant::GrantRule;
 
 /// What policy does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -111,6 +114,8 @@ pub struct Verdict {
     pub approvals: u32,
     /// The revision of the policy that gave this verdict.
     pub revision: Arc<str>,
+    /// The standing grant an approver may give (`grant:`), with the rule's hash.
+    pub grant: Option<GrantRule>,
 }
 
 #[derive(Debug)]
@@ -200,6 +205,8 @@ struct RawRuleFields {
     channel: Option<String>,
     #[serde(default)]
     approvals: Option<u32>,
+    #[serde(default)]
+    grant: Option<grant::RawGrant>,
 }
 
 impl TryFrom<RawRuleFields> for RawRule {
@@ -235,6 +242,7 @@ impl TryFrom<RawRuleFields> for RawRule {
         }
         quorum::check_groups(&r.name, &r.approver_groups)?;
         let approvals = quorum::approvals(&r.name, r.approvals, &r.approvers, &r.approver_groups)?;
+        let grant = grant::grant_rule(&r, approvals)?;
         Ok(RawRule(Rule {
             tools: r.tools.into_iter().map(|g| g.0).collect(),
             when: r.when,
@@ -250,6 +258,7 @@ impl TryFrom<RawRuleFields> for RawRule {
                 approvals,
                 // Set once the whole file is read.
                 revision: Arc::from(""),
+                grant,
             },
         }))
     }
@@ -362,6 +371,7 @@ impl Policy {
                 channel: None,
                 approvals: 1,
                 revision: revision.clone(),
+                grant: None,
             },
             rules,
             max_tool_calls_per_session: raw.budget.and_then(|b| b.max_tool_calls_per_session),

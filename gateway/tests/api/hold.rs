@@ -166,6 +166,7 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         policy_revision: None,
         approver_groups: Vec::new(),
         fingerprint: String::new(),
+        grant: None,
     };
     airlock_shared::ticket::open(&app.db.pool, &new)
         .await

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use airlock_shared::TicketId;
 use airlock_shared::TicketStatus;
+use airlock_shared::grant;
 use airlock_shared::telemetry::chain;
-use airlock_shared::ticket::{self, PostedMessage};
+use airlock_shared::ticket::{self, PostedMessage, Ticket};
+use chrono::Utc;
 use tracing::{debug, info, warn};
 
 use crate::message;
@@ -35,10 +37,9 @@ impl JobRun {
                 return Outcome::Done;
             }
             if let (Some(channel), Some(ts)) = (t.message_channel.clone(), t.message_ts.clone()) {
-                let msg = if progress {
-                    message::approval_request(&t)
-                } else {
-                    message::closed(&t)
+                let msg = match self.message_for(&t, progress).await {
+                    Ok(m) => m,
+                    Err(o) => return o,
                 };
                 let slack = self.p().slack.clone();
                 let result = self
@@ -96,6 +97,31 @@ impl JobRun {
                 return Outcome::GiveBack;
             }
             poll = (poll * 2).min(UPDATE_POLL_MAX);
+        }
+    }
+
+    /// The progress message, or the decided one with the state of the grant the ticket made
+    /// (one more read, only for tickets that offered one).
+    async fn message_for(
+        &mut self,
+        t: &Ticket,
+        progress: bool,
+    ) -> Result<message::Rendered, Outcome> {
+        if progress {
+            return Ok(message::approval_request(t));
+        }
+        if t.grant_for_secs.is_none() {
+            return Ok(message::closed(t));
+        }
+        loop {
+            match grant::for_ticket(&self.p().pool, t.id).await {
+                Ok(g) => return Ok(message::closed_with_grant(t, g.as_ref(), Utc::now())),
+                Err(e) => {
+                    if let Some(o) = self.failed("reading the grant", Failure::Db(e)).await {
+                        return Err(o);
+                    }
+                }
+            }
         }
     }
 

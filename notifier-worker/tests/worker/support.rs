@@ -139,6 +139,7 @@ impl TestApp {
             policy_revision: None,
             approver_groups: Vec::new(),
             fingerprint: String::new(),
+            grant: None,
         };
         edit(&mut new);
         if new.fingerprint.is_empty() {

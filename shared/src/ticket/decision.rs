@@ -89,7 +89,7 @@ pub async fn decide_as(
 }
 
 /// Why a click changed nothing (one read), or the ticket it changed.
-async fn explain(
+pub(crate) async fn explain(
     pool: &sqlx::PgPool,
     click: &ClickDecision,
     changed: Option<Ticket>,
@@ -199,8 +199,8 @@ const VOTE: &str = "WITH d AS ( \
     ON CONFLICT DO NOTHING \
 ) SELECT * FROM d";
 
-async fn vote(
-    pool: &sqlx::PgPool,
+pub(crate) async fn vote<'e>(
+    pool: impl sqlx::PgExecutor<'e>,
     clicks: &[ClickDecision],
     check_approvers: bool,
 ) -> Result<Vec<Option<Ticket>>, sqlx::Error> {

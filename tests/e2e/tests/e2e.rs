@@ -16,6 +16,8 @@ mod browser;
 mod demo;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/grant.rs"]
+mod grant;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/two_person.rs"]

@@ -214,6 +214,7 @@ impl TestApp {
                 &serde_json::json!({"amount": 100}),
                 None,
             ),
+            grant: None,
         };
         adjust(&mut new);
         match ticket::open(&self.db.pool, &new).await.unwrap() {

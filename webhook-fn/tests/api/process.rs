@@ -192,6 +192,7 @@ async fn the_signing_secret_comes_from_secrets_manager() {
             policy_revision: None,
             approver_groups: Vec::new(),
             fingerprint: String::new(),
+            grant: None,
         };
         airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
         new.id
@@ -369,6 +370,7 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
             policy_revision: None,
             approver_groups: Vec::new(),
             fingerprint: String::new(),
+            grant: None,
         };
         let pool = db.pool.clone();
         async move {
