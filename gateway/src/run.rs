@@ -26,6 +26,7 @@ use crate::input_schema::InputSchemas;
 use crate::lock::{LockWakeups, Locks};
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy};
+use crate::request_state::RequestStates;
 use crate::session::Sessions;
 use crate::state::{AppState, Inner};
 use crate::upstream::Upstream;
@@ -90,6 +91,8 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     #[error("cannot build the upstream client")]
     Upstream(#[from] reqwest::Error),
+    #[error(transparent)]
+    RequestStateKey(#[from] crate::request_state::KeyError),
     #[error("cannot define the metrics")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}")]
@@ -187,6 +190,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         metrics.clone(),
     );
     let schemas = Arc::new(InputSchemas::default());
+    let request_states =
+        RequestStates::new(config.request_state_key.as_ref(), config.request_state_ttl)?;
     let pipeline = Arc::new(Pipeline {
         policy: policy.clone(),
         schemas: schemas.clone(),
@@ -204,6 +209,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
                 .map(|(a, o)| (a.to_owned(), o.to_owned()))
                 .collect(),
         ),
+        request_states: Arc::new(request_states),
     });
     let state = AppState(Arc::new(Inner {
         agents,

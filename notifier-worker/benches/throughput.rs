@@ -62,6 +62,8 @@ async fn main() {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            traceparent: None,
+            tracestate: None,
         };
         match ticket::open(&db.pool, &new).await.unwrap() {
             Opened::Created(t) => ids.push(t.id),

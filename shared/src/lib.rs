@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod signal;
 pub mod telemetry;
 pub mod ticket;
+pub mod trace_context;
 
 pub use ids::{Principal, SessionId, TicketId};
 pub use job::{NotifyJob, Refusal};

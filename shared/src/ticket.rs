@@ -193,6 +193,10 @@ pub struct NewTicket {
     pub owner: Option<String>,
     /// `canonical::fingerprint` of the call (empty: none, as on tickets made by older code).
     pub fingerprint: String,
+    /// The call's W3C `traceparent` from `_meta`, already validated (never shown on Slack).
+    pub traceparent: Option<String>,
+    /// The call's W3C `tracestate`, kept only beside a valid `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.
@@ -245,9 +249,10 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
     for _ in 0..5 {
         let inserted: Option<Ticket> = sqlx::query_as(
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
-                 slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint) \
+                 slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint, \
+                 traceparent, tracestate) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
-                 $12, $13, $14) \
+                 $12, $13, $14, $15, $16) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -265,6 +270,8 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(i32::try_from(new.approvals.max(1)).unwrap_or(i32::MAX))
         .bind(&new.owner)
         .bind(Some(new.fingerprint.as_str()).filter(|f| !f.is_empty()))
+        .bind(&new.traceparent)
+        .bind(&new.tracestate)
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

@@ -75,6 +75,8 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            traceparent: None,
+            tracestate: None,
         };
         ticket::open(pool, &new).await.unwrap();
         ids.push(new.id);

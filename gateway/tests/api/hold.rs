@@ -164,6 +164,8 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         approvals: 1,
         owner: None,
         fingerprint: String::new(),
+        traceparent: None,
+        tracestate: None,
     };
     airlock_shared::ticket::open(&app.db.pool, &new)
         .await

@@ -137,6 +137,8 @@ impl TestApp {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            traceparent: None,
+            tracestate: None,
         };
         edit(&mut new);
         if new.fingerprint.is_empty() {

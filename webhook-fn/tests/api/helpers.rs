@@ -212,6 +212,8 @@ impl TestApp {
                 &serde_json::json!({"amount": 100}),
                 None,
             ),
+            traceparent: None,
+            tracestate: None,
         };
         adjust(&mut new);
         match ticket::open(&self.db.pool, &new).await.unwrap() {

@@ -190,6 +190,8 @@ async fn the_signing_secret_comes_from_secrets_manager() {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            traceparent: None,
+            tracestate: None,
         };
         airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
         new.id
@@ -365,6 +367,8 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
             approvals: 1,
             owner: None,
             fingerprint: String::new(),
+            traceparent: None,
+            tracestate: None,
         };
         let pool = db.pool.clone();
         async move {
