@@ -1,7 +1,9 @@
 //! Allow path: latency at a fixed 1,000 req/s and closed-loop throughput, through the gateway
-//! and against the same upstream called directly, in one run: 2025-11-25 in sessions beside
+//! and against the same upstream called directly, in one run: calls in sessions (`initialize`
+//! 2025-06-18, as the other benches) beside
 //! 2026-07-28 (stateless: no session, the version and method in headers and `_meta`).
-//! `BENCH_SECS` shortens the measured runs (default 10 s open loop, 5 s closed loop).
+//! `BENCH_SECS` shortens the measured runs (default 10 s open loop, 5 s closed loop) and
+//! `BENCH_RATE` changes the open-loop rate (default 1,000 req/s), e.g. for a debug build.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -176,7 +178,7 @@ fn main() {
             &modern_direct,
             &modern_read_only,
         ] {
-            open_loop(&client, t, 1000, 1).await; // warm-up
+            open_loop(&client, t, rate(), 1).await; // warm-up
         }
         let session = session_run(&client, [&direct, &read_only, &locked], secs).await;
         let modern = era_run(
@@ -189,7 +191,7 @@ fn main() {
         println!("added by the gateway over direct, side by side:");
         println!(
             "{:<26} {:>22} {:>22}",
-            "", "2025-11-25 (session)", "2026-07-28 (stateless)"
+            "", "session (2025-06-18)", "2026-07-28 (stateless)"
         );
         let added = |r: &[Summary], i: usize| {
             format!(
@@ -212,9 +214,9 @@ fn main() {
         );
         println!("closed-loop throughput, 32 workers, {} s:", secs.min(5));
         for (era, t) in [
-            ("2025-11-25", &direct),
-            ("2025-11-25", &read_only),
-            ("2025-11-25", &locked),
+            ("session   ", &direct),
+            ("session   ", &read_only),
+            ("session   ", &locked),
             ("2026-07-28", &modern_direct),
             ("2026-07-28", &modern_read_only),
         ] {
@@ -227,7 +229,7 @@ fn main() {
 
 /// The 2025-11-25 runs, with the targets of the gateway's own figures.
 async fn session_run(client: &reqwest::Client, targets: [&Target; 3], secs: u64) -> Vec<Summary> {
-    let results = era_run(client, "2025-11-25 (session)", &targets, secs).await;
+    let results = era_run(client, "session (2025-06-18)", &targets, secs).await;
     for (i, name) in [(1, "read-only"), (2, "session lock")] {
         let added50 = results[i].p50.saturating_sub(results[0].p50);
         let added99 = results[i].p99.saturating_sub(results[0].p99);
@@ -240,6 +242,15 @@ async fn session_run(client: &reqwest::Client, targets: [&Target; 3], secs: u64)
     results
 }
 
+/// The open-loop rate: `BENCH_RATE`, else 1,000 req/s.
+fn rate() -> u64 {
+    std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(1000)
+}
+
 /// One era's open-loop runs, printed as a table; the first target is the direct one.
 async fn era_run(
     client: &reqwest::Client,
@@ -247,14 +258,15 @@ async fn era_run(
     targets: &[&Target],
     secs: u64,
 ) -> Vec<Summary> {
-    println!("{era}: allow path at 1,000 req/s for {secs} s (open loop), one process, 2 cores");
+    let rate = rate();
+    println!("{era}: allow path at {rate} req/s for {secs} s (open loop), one process, 2 cores");
     println!(
         "{:<26} {:>10} {:>10} {:>10} {:>10}",
         "target", "p50", "p99", "max", "rate"
     );
     let mut results = Vec::new();
     for t in targets {
-        let (s, rate) = open_loop(client, t, 1000, secs).await;
+        let (s, rate) = open_loop(client, t, rate, secs).await;
         println!(
             "{:<26} {:>10} {:>10} {:>10} {:>8.0}/s",
             t.name,
