@@ -1,5 +1,9 @@
 //! Allow path: latency at a fixed 1,000 req/s and closed-loop throughput, through the gateway
-//! and against the same upstream called directly, in one run.
+//! and against the same upstream called directly, in one run: calls in sessions (`initialize`
+//! 2025-06-18, as the other benches) beside
+//! 2026-07-28 (stateless: no session, the version and method in headers and `_meta`).
+//! `BENCH_SECS` shortens the measured runs (default 10 s open loop, 5 s closed loop) and
+//! `BENCH_RATE` changes the open-loop rate (default 1,000 req/s), e.g. for a debug build.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use airlock_test_support::upstream::Mode;
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const POLICY: &str = r#"
 version: 1
@@ -24,19 +28,40 @@ struct Target {
     name: &'static str,
     url: String,
     token: Option<&'static str>,
+    /// Empty for 2026-07-28: no sessions.
     sessions: Arc<Vec<String>>,
     tool: &'static str,
 }
 
+const MODERN: &str = "2026-07-28";
+
+/// A 2026-07-28 `tools/call`: the version in `_meta` as well as in the header.
+fn modern_body(id: u64, tool: &str, args: Value) -> String {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args, "_meta": meta}}).to_string()
+}
+
 async fn one(client: &reqwest::Client, t: &Target, i: u64) -> Duration {
-    let sid = &t.sessions[i as usize % t.sessions.len()];
     let started = Instant::now();
-    let mut r = client
+    let args = json!({"amount": 5});
+    let r = client
         .post(&t.url)
         .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", sid)
-        .body(call_body(i, t.tool, json!({"amount": 5})));
+        .header("accept", "application/json, text/event-stream");
+    let mut r = match t.sessions.get(i as usize % t.sessions.len().max(1)) {
+        Some(sid) => r
+            .header("mcp-session-id", sid)
+            .body(call_body(i, t.tool, args)),
+        None => r
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", t.tool)
+            .body(modern_body(i, t.tool, args)),
+    };
     if let Some(tok) = t.token {
         r = r.bearer_auth(tok);
     }
@@ -126,41 +151,131 @@ fn main() {
             sessions: Arc::new(gw_sessions),
             tool: "create_refund",
         };
-        for t in [&direct, &read_only, &locked] {
-            open_loop(&client, t, 1000, 1).await; // warm-up
+        // 2026-07-28 has no sessions; its mutating calls share the principal's one lock, so
+        // only the read-only rule compares with the session runs.
+        let modern_direct = Target {
+            name: "direct",
+            url: upstream.url(),
+            token: None,
+            sessions: Arc::new(Vec::new()),
+            tool: "list_charges",
+        };
+        let modern_read_only = Target {
+            name: "gateway, read-only rule",
+            url: gw.url(),
+            token: Some(TOKEN),
+            sessions: Arc::new(Vec::new()),
+            tool: "list_charges",
+        };
+        let secs: u64 = std::env::var("BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        for t in [
+            &direct,
+            &read_only,
+            &locked,
+            &modern_direct,
+            &modern_read_only,
+        ] {
+            open_loop(&client, t, rate(), 1).await; // warm-up
         }
-        println!("allow path at 1,000 req/s for 10 s (open loop), one process, 2 cores");
+        let session = session_run(&client, [&direct, &read_only, &locked], secs).await;
+        let modern = era_run(
+            &client,
+            "2026-07-28 (stateless)",
+            &[&modern_direct, &modern_read_only],
+            secs,
+        )
+        .await;
+        println!("added by the gateway over direct, side by side:");
         println!(
-            "{:<26} {:>10} {:>10} {:>10} {:>10}",
-            "target", "p50", "p99", "max", "rate"
+            "{:<26} {:>22} {:>22}",
+            "", "session (2025-06-18)", "2026-07-28 (stateless)"
         );
-        let mut results = Vec::new();
-        for t in [&direct, &read_only, &locked] {
-            let (s, rate) = open_loop(&client, t, 1000, 10).await;
-            println!(
-                "{:<26} {:>10} {:>10} {:>10} {:>8.0}/s",
-                t.name,
-                ms(s.p50),
-                ms(s.p99),
-                ms(s.max),
-                rate
-            );
-            results.push(s);
-        }
-        for (i, name) in [(1, "read-only"), (2, "session lock")] {
-            let added50 = results[i].p50.saturating_sub(results[0].p50);
-            let added99 = results[i].p99.saturating_sub(results[0].p99);
-            println!(
-                "added by the gateway ({name}): p50 {} (target <= 0.5 ms), p99 {} (target <= 2 ms)",
-                ms(added50),
-                ms(added99)
-            );
-        }
-        println!("closed-loop throughput, 32 workers, 5 s:");
-        for t in [&direct, &read_only, &locked] {
-            let rps = closed_loop(&client, t, 32, 5).await;
-            println!("  {:<26} {:>8.0} req/s", t.name, rps);
+        let added = |r: &[Summary], i: usize| {
+            format!(
+                "{} / {}",
+                ms(r[i].p50.saturating_sub(r[0].p50)),
+                ms(r[i].p99.saturating_sub(r[0].p99))
+            )
+        };
+        println!(
+            "{:<26} {:>22} {:>22}",
+            "read-only, p50 / p99",
+            added(&session, 1),
+            added(&modern, 1)
+        );
+        println!(
+            "{:<26} {:>22} {:>22}",
+            "session lock, p50 / p99",
+            added(&session, 2),
+            "-"
+        );
+        println!("closed-loop throughput, 32 workers, {} s:", secs.min(5));
+        for (era, t) in [
+            ("session   ", &direct),
+            ("session   ", &read_only),
+            ("session   ", &locked),
+            ("2026-07-28", &modern_direct),
+            ("2026-07-28", &modern_read_only),
+        ] {
+            let rps = closed_loop(&client, t, 32, secs.min(5)).await;
+            println!("  {era} {:<26} {:>8.0} req/s", t.name, rps);
         }
         drop(stack);
     });
+}
+
+/// The 2025-11-25 runs, with the targets of the gateway's own figures.
+async fn session_run(client: &reqwest::Client, targets: [&Target; 3], secs: u64) -> Vec<Summary> {
+    let results = era_run(client, "session (2025-06-18)", &targets, secs).await;
+    for (i, name) in [(1, "read-only"), (2, "session lock")] {
+        let added50 = results[i].p50.saturating_sub(results[0].p50);
+        let added99 = results[i].p99.saturating_sub(results[0].p99);
+        println!(
+            "added by the gateway ({name}): p50 {} (target <= 0.5 ms), p99 {} (target <= 2 ms)",
+            ms(added50),
+            ms(added99)
+        );
+    }
+    results
+}
+
+/// The open-loop rate: `BENCH_RATE`, else 1,000 req/s.
+fn rate() -> u64 {
+    std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(1000)
+}
+
+/// One era's open-loop runs, printed as a table; the first target is the direct one.
+async fn era_run(
+    client: &reqwest::Client,
+    era: &str,
+    targets: &[&Target],
+    secs: u64,
+) -> Vec<Summary> {
+    let rate = rate();
+    println!("{era}: allow path at {rate} req/s for {secs} s (open loop), one process, 2 cores");
+    println!(
+        "{:<26} {:>10} {:>10} {:>10} {:>10}",
+        "target", "p50", "p99", "max", "rate"
+    );
+    let mut results = Vec::new();
+    for t in targets {
+        let (s, rate) = open_loop(client, t, rate, secs).await;
+        println!(
+            "{:<26} {:>10} {:>10} {:>10} {:>8.0}/s",
+            t.name,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max),
+            rate
+        );
+        results.push(s);
+    }
+    results
 }

@@ -21,6 +21,7 @@ use crate::answer::deliver;
 use crate::approval::{HeldCalls, Holds};
 use crate::audit::AuditSink;
 pub use crate::caller::Caller;
+use crate::continuation::{self, Sealer};
 use crate::era;
 use crate::error::{CallError, UpstreamError};
 use crate::grant;
@@ -29,9 +30,11 @@ use crate::input_schema::{self, ArgumentsError, InputSchemas, Lookup};
 use crate::lock::{LockError, Locks};
 use crate::mcp::TOOLS_LIST;
 use crate::metrics::Metrics;
-use crate::policy::{Action, GrantRule};
+use crate::policy::{Action, GrantRule, Verdict};
+use crate::request_state::RequestStates;
 use crate::rules::Rules;
 use crate::tool_call::ToolCall;
+use crate::trace_context::TraceContext;
 use crate::transport::{accepts_sse, waiting_for};
 use crate::upstream_session::UpstreamSessions;
 
@@ -51,6 +54,8 @@ pub struct Pipeline {
     pub approval_timeout: Duration,
     /// How often idle SSE streams and held calls get a keepalive.
     pub keepalive: Duration,
+    /// Seals and opens the gateway's `requestState` (2026-07-28 continuations).
+    pub request_states: Arc<RequestStates>,
 }
 
 /// What the audit row of one call says.
@@ -63,6 +68,8 @@ struct CallRecord {
     /// The ticket whose standing grant let the call pass (it then has no ticket of its own).
     grant_ticket: Option<TicketId>,
     upstream_status: Option<u16>,
+    /// The call continues an approved one (its `requestState` named the ticket): not held again.
+    continued: bool,
 }
 
 /// The audit row of one call, written exactly once: when the call ends, or when its future is
@@ -74,6 +81,7 @@ struct AuditTrail<'a> {
     args: Value,
     started: Instant,
     rec: CallRecord,
+    trace: TraceContext,
     written: bool,
 }
 
@@ -104,6 +112,8 @@ impl AuditTrail<'_> {
             upstream_status: self.rec.upstream_status.map(i32::from),
             latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             policy_revision: self.rec.policy_revision.take(),
+            traceparent: self.trace.traceparent.take(),
+            tracestate: self.trace.tracestate.take(),
         });
     }
 }
@@ -152,6 +162,7 @@ impl Pipeline {
                     tool,
                     args: &call.arguments,
                     unevaluable: &[],
+                    trace: &call.trace,
                 };
                 if let Err(why) = steps.list_tools().await {
                     tracing::warn!(tool, why = %why, "Mcp-Param-* headers not checked: tools/list failed");
@@ -175,6 +186,8 @@ impl Pipeline {
             verdict,
             unevaluable,
             invalid,
+            continuation,
+            trace,
             ..
         } = call;
         let span = tracing::info_span!("tools_call", principal = %caller.principal, session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
@@ -188,11 +201,14 @@ impl Pipeline {
                 decision: "none",
                 ..CallRecord::default()
             },
+            trace,
             written: false,
         };
-        let checked = match invalid {
-            Some(why) => Err(CallError::InvalidParams(why.to_owned())),
-            None => Ok(verdict),
+        let checked = match (invalid, continuation) {
+            (Some(why), _) => Err(CallError::InvalidParams(why.to_owned())),
+            (None, Some(Err(e))) => Err(CallError::RequestState(e)),
+            (None, Some(Ok(c))) => Ok((verdict, c.ticket)),
+            (None, None) => Ok((verdict, None)),
         };
         let steps = Steps {
             p: self,
@@ -201,6 +217,7 @@ impl Pipeline {
             tool: &trail.tool,
             args: &trail.args,
             unevaluable: &unevaluable,
+            trace: &trail.trace,
         };
         let result = steps
             .go(checked, body, &mut trail.rec)
@@ -208,10 +225,11 @@ impl Pipeline {
             .await;
         let (outcome, decided_by, response) = match result {
             Ok(resp) => {
-                let outcome = match (trail.rec.ticket, trail.rec.grant_ticket) {
-                    (Some(_), _) => "approved",
-                    (None, Some(_)) => "granted",
-                    (None, None) => "forwarded",
+                let outcome = match (trail.rec.continued, trail.rec.ticket, trail.rec.grant_ticket) {
+                    (true, _, _) => "continued",
+                    (false, Some(_), _) => "approved",
+                    (false, None, Some(_)) => "granted",
+                    (false, None, None) => "forwarded",
                 };
                 (outcome, None, resp)
             }
@@ -244,6 +262,7 @@ struct Steps<'a> {
     tool: &'a str,
     args: &'a Value,
     unevaluable: &'a [Arc<str>],
+    trace: &'a TraceContext,
 }
 
 /// Pages of `tools/list` the gateway reads at most when it looks for one tool's schema.
@@ -252,11 +271,11 @@ const MAX_LIST_PAGES: usize = 20;
 impl Steps<'_> {
     async fn go(
         &self,
-        checked: Result<crate::policy::Verdict, CallError>,
+        checked: Result<(Verdict, Option<TicketId>), CallError>,
         body: Bytes,
         rec: &mut CallRecord,
     ) -> Result<Response, CallError> {
-        let verdict = checked?;
+        let (verdict, continues) = checked?;
         let (p, c) = (self.p, self.caller);
         // A call policy denies is refused whatever its arguments, without asking the upstream.
         let policy = p.rules.policy();
@@ -301,22 +320,39 @@ impl Steps<'_> {
                 reason: verdict.reason.as_deref().map(str::to_owned),
             });
         }
-        if verdict.action == Action::Approve {
-            let principal = &c.principal.0;
-            let now = chrono::Utc::now();
-            let pool = &p.holds.pool;
-            match grant::covering(pool, principal, self.tool, &verdict, &request_hash, now).await? {
-                Some(g) => {
-                    tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
-                    rec.grant_ticket = Some(g.ticket_id);
-                }
-                None => self.hold(&verdict, request_hash, rec).await?,
+        match (verdict.action, continues) {
+            (Action::Approve, Some(t)) => {
+                tracing::info!(ticket = %t, "continuation of ticket {t}: approved before, not held again");
+                (rec.ticket, rec.continued) = (Some(t), true);
             }
+            (Action::Approve, None) => {
+                let principal = &c.principal.0;
+                let now = chrono::Utc::now();
+                let pool = &p.holds.pool;
+                match grant::covering(pool, principal, self.tool, &verdict, &request_hash, now).await? {
+                    Some(g) => {
+                        tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
+                        rec.grant_ticket = Some(g.ticket_id);
+                    }
+                    None => self.hold(&verdict, request_hash.clone(), rec).await?,
+                }
+            }
+            (Action::Allow | Action::Deny, _) => {}
         }
-        let resp = c.send(&p.link, body, &c.headers).await?;
+        let mut resp = c.send(&p.link, body, &c.headers).await?;
         rec.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(resp.status().as_u16()).into());
+        }
+        if c.session.is_none() {
+            let sealer = Sealer {
+                states: p.request_states.clone(),
+                ticket: rec.ticket,
+                request_hash,
+                principal: c.principal.0.clone(),
+                now: chrono::Utc::now(),
+            };
+            resp = continuation::seal_answer(resp, self.id.clone(), sealer);
         }
         Ok(deliver(resp, &c.headers, Some(self.id.clone()), lock, p.keepalive).await?)
     }
@@ -397,7 +433,7 @@ impl Steps<'_> {
 
     async fn hold(
         &self,
-        verdict: &crate::policy::Verdict,
+        verdict: &Verdict,
         request_hash: String,
         rec: &mut CallRecord,
     ) -> Result<(), CallError> {
@@ -420,6 +456,8 @@ impl Steps<'_> {
             fingerprint: canonical::fingerprint(self.tool, self.args, Some(&verdict.revision)),
             policy_revision: Some(verdict.revision.to_string()),
             grant: verdict.grant.as_ref().map(GrantRule::offer),
+            traceparent: self.trace.traceparent.clone(),
+            tracestate: self.trace.tracestate.clone(),
         };
         let cancel = CancellationToken::new();
         let _held = p.held.track(&c.sid, self.id, cancel.clone());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
 use airlock_shared::edge::Edge;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Everything the gateway needs to start.
 #[derive(Clone, Debug)]
@@ -40,6 +40,23 @@ pub struct Config {
     /// Limits at the HTTP edge (`HEADER_READ_TIMEOUT`, `BODY_TIMEOUT`, `IDLE_TIMEOUT`,
     /// `MAX_CONNECTIONS`; a declared body over `MAX_BODY_BYTES` gets 413 unread).
     pub edge: Edge,
+    /// Signs the gateway's `requestState` (`REQUEST_STATE_KEY`); unset: a random key per
+    /// process, so continuations do not survive a restart or cross replicas.
+    pub request_state_key: Option<SecretString>,
+    /// How long a `requestState` the gateway issued stays valid (`REQUEST_STATE_TTL`).
+    pub request_state_ttl: Duration,
+}
+
+/// `REQUEST_STATE_KEY` (at least 32 characters when set) and `REQUEST_STATE_TTL` (`10m`).
+fn request_state(env: &mut Env) -> (Option<SecretString>, Duration) {
+    let key = env.secret("REQUEST_STATE_KEY");
+    if key.as_ref().is_some_and(|k| k.expose_secret().len() < 32) {
+        env.problem(
+            "REQUEST_STATE_KEY: must be at least 32 characters (e.g. openssl rand -hex 32)",
+        );
+    }
+    let ttl = env.duration("REQUEST_STATE_TTL", Duration::from_secs(600));
+    (key, ttl)
 }
 
 impl Config {
@@ -81,6 +98,7 @@ impl Config {
                 ..Edge::default()
             },
         );
+        let (request_state_key, request_state_ttl) = request_state(&mut env);
         env.finish()?;
         match (
             database_url,
@@ -117,6 +135,8 @@ impl Config {
                 decision_poll_interval,
                 policy_reload_interval,
                 edge,
+                request_state_key,
+                request_state_ttl,
             }),
             _ => Err(ConfigError {
                 problems: vec!["required variables missing".into()],
@@ -193,6 +213,29 @@ mod tests {
         assert_eq!(c.edge.max_connections, 16_384);
         assert_eq!(c.edge.max_body_bytes, 4 << 20);
         assert_eq!(c.upstream_idle_timeout, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn the_request_state_key_is_optional_but_never_short_and_never_shown() {
+        let base = [
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            ("UPSTREAM_MCP_URL", "http://up/mcp"),
+            ("POLICY_FILE", "p.yaml"),
+            ("AGENT_KEYS_FILE", "k.yaml"),
+        ];
+        let unset = Config::from_env(env(&base)).unwrap();
+        assert!(unset.request_state_key.is_none());
+        assert_eq!(unset.request_state_ttl, Duration::from_secs(600));
+        let short = Config::from_env(env(&[&base[..], &[("REQUEST_STATE_KEY", "tiny")]].concat()))
+            .unwrap_err();
+        assert!(short.to_string().contains("REQUEST_STATE_KEY"), "{short}");
+        assert!(!short.to_string().contains("tiny"), "{short}");
+        let key = "rs-key-secret-0123456789abcdef0123456789";
+        let set = [("REQUEST_STATE_KEY", key), ("REQUEST_STATE_TTL", "2m")];
+        let c = Config::from_env(env(&[&base[..], &set[..]].concat())).unwrap();
+        assert_eq!(c.request_state_ttl, Duration::from_secs(120));
+        assert!(!format!("{c:?}").contains("rs-key-secret"));
     }
 
     #[test]

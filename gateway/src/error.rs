@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use airlock_shared::TicketId;
 
 use crate::input_schema::ArgumentsError;
+use crate::request_state::RequestStateError;
 
 /// Why a `tools/call` (or another forwarded request) did not get the upstream's answer.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,9 @@ pub enum CallError {
     InvalidParams(String),
     #[error(transparent)]
     Arguments(#[from] ArgumentsError),
+    /// A retry's `requestState` does not verify (forged, tampered, expired, another call).
+    #[error(transparent)]
+    RequestState(#[from] RequestStateError),
     #[error("{}", UPSTREAM_ERROR)]
     Upstream(#[from] UpstreamError),
     #[error("storage error")]
@@ -104,6 +108,7 @@ impl CallError {
             | Self::SessionBusy { .. }
             | Self::InvalidParams(_)
             | Self::Arguments(_)
+            | Self::RequestState(_)
             | Self::Upstream(_)
             | Self::Store(_)
             | Self::Redis(_) => None,
@@ -180,6 +185,11 @@ impl CallError {
             Self::Arguments(ArgumentsError::BadSchema(_) | ArgumentsError::Unlisted(_)) => {
                 (-32603, UPSTREAM_ERROR, json!({ "why": self.to_string() }))
             }
+            Self::RequestState(e) => (
+                -32602,
+                "invalid request state",
+                json!({ "why": e.to_string() }),
+            ),
             Self::Upstream(e) => (-32603, UPSTREAM_ERROR, json!({ "why": e.to_string() })),
             Self::Store(_) | Self::Redis(_) => (-32603, "internal error", Value::Null),
         }
@@ -205,6 +215,7 @@ impl CallError {
             Self::Arguments(ArgumentsError::BadSchema(_) | ArgumentsError::Unlisted(_)) => {
                 "arguments_unchecked"
             }
+            Self::RequestState(_) => "invalid_request_state",
             Self::Upstream(_) => "upstream_error",
             Self::Store(_) | Self::Redis(_) => "internal_error",
         }
@@ -225,6 +236,7 @@ impl CallError {
             | Self::SessionBusy { .. }
             | Self::InvalidParams(_)
             | Self::Arguments(_)
+            | Self::RequestState(_)
             | Self::Upstream(_)
             | Self::Store(_)
             | Self::Redis(_) => None,

@@ -27,6 +27,7 @@ use crate::lock::{LockWakeups, Locks};
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::rules::{self, Rules, RulesError};
+use crate::request_state::RequestStates;
 use crate::session::Sessions;
 use crate::state::{AppState, Inner};
 use crate::upstream::Upstream;
@@ -91,6 +92,8 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     #[error("cannot build the upstream client")]
     Upstream(#[from] reqwest::Error),
+    #[error(transparent)]
+    RequestStateKey(#[from] crate::request_state::KeyError),
     #[error("cannot define the metrics")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}")]
@@ -204,6 +207,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         metrics.clone(),
     );
     let schemas = Arc::new(InputSchemas::default());
+    let request_states =
+        RequestStates::new(config.request_state_key.as_ref(), config.request_state_ttl)?;
     let pipeline = Arc::new(Pipeline {
         rules: rules.clone(),
         schemas: schemas.clone(),
@@ -215,6 +220,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         metrics: metrics.clone(),
         approval_timeout: config.approval_timeout,
         keepalive: config.keepalive_interval,
+        request_states: Arc::new(request_states),
     });
     let state = AppState(Arc::new(Inner {
         rules: rules.clone(),

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::answer::deliver;
 use crate::call::Caller;
+use crate::continuation;
 use crate::era;
 use crate::error::{RequestError, upstream_error};
 use crate::mcp::{Incoming, Message, TOOLS_CALL, TOOLS_LIST};
@@ -40,7 +41,9 @@ pub async fn post(
             era::check_request_headers(&caller.headers, &method, &params)?;
             match method.as_str() {
                 TOOLS_CALL => {
-                    let call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
+                    let mut call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
+                    let states = &app.pipeline.request_states;
+                    continuation::take(states, &mut call, &params, &caller.principal.0);
                     app.pipeline.check_param_headers(&caller, &call).await?;
                     Ok(app.pipeline.clone().answer(caller, call).await)
                 }

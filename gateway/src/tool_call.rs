@@ -6,6 +6,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::policy::{Action, Policy, Verdict};
+use crate::request_state::{Continued, RequestStateError};
+use crate::trace_context::TraceContext;
 
 /// One `tools/call` request, parsed once and evaluated by policy once.
 #[derive(Clone, Debug)]
@@ -26,6 +28,11 @@ pub struct ToolCall {
     pub unevaluable: Vec<Arc<str>>,
     /// Why the params are unusable, if they are; such a call never reaches the upstream.
     pub invalid: Option<&'static str>,
+    /// A 2026-07-28 retry's verified `requestState`, or why it does not verify (then the call
+    /// is refused and nothing is forwarded); `None` for a call that carries none.
+    pub continuation: Option<Result<Continued, RequestStateError>>,
+    /// The W3C trace context of `_meta` worth recording (the body goes upstream unchanged).
+    pub trace: TraceContext,
 }
 
 impl ToolCall {
@@ -52,12 +59,14 @@ impl ToolCall {
         Self {
             id,
             progress_token: params.pointer("/_meta/progressToken").cloned(),
+            trace: TraceContext::from_params(params),
             tool,
             arguments,
             body,
             verdict,
             unevaluable,
             invalid,
+            continuation: None,
         }
     }
 

@@ -7,6 +7,7 @@ mod api {
     mod arguments;
     mod batch;
     mod connections;
+    mod continuation;
     mod edges;
     mod grants;
     mod hold;

@@ -65,6 +65,8 @@ async fn main() {
             approver_groups: Vec::new(),
             fingerprint: String::new(),
             grant: None,
+            traceparent: None,
+            tracestate: None,
         };
         match ticket::open(&db.pool, &new).await.unwrap() {
             Opened::Created(t) => ids.push(t.id),

@@ -24,6 +24,10 @@ pub struct AuditRecord {
     pub latency_ms: f64,
     /// The revision of the policy that gave the verdict (none for calls refused before policy).
     pub policy_revision: Option<String>,
+    /// The call's validated W3C `traceparent` from `_meta`, if it carried one.
+    pub traceparent: Option<String>,
+    /// The call's W3C `tracestate`, kept only beside a valid `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 /// Writes a batch of records in one statement.
@@ -33,7 +37,8 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
     }
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_log (at, principal, session_id, tool, arguments, rule, decision, outcome, \
-         ticket_id, grant_ticket_id, decided_by, upstream_status, latency_ms, policy_revision) ",
+         ticket_id, grant_ticket_id, decided_by, upstream_status, latency_ms, policy_revision, \
+         traceparent, tracestate) ",
     );
     qb.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
@@ -49,7 +54,9 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
             .push_bind(&r.decided_by)
             .push_bind(r.upstream_status)
             .push_bind(r.latency_ms)
-            .push_bind(&r.policy_revision);
+            .push_bind(&r.policy_revision)
+            .push_bind(&r.traceparent)
+            .push_bind(&r.tracestate);
     });
     qb.build().execute(pool).await.map(|r| r.rows_affected())
 }

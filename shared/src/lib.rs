@@ -24,6 +24,7 @@ pub mod signal;
 pub mod telemetry;
 pub mod ticket;
 pub mod usergroup;
+pub mod trace_context;
 
 pub use ids::{Principal, SessionId, TicketId};
 pub use job::{NotifyJob, Refusal};

@@ -212,6 +212,10 @@ pub struct NewTicket {
     pub approver_groups: Vec<String>,
     /// The grant an "Approve for" click would create, when the rule offers one.
     pub grant: Option<GrantOffer>,
+    /// The call's W3C `traceparent` from `_meta`, already validated (never shown on Slack).
+    pub traceparent: Option<String>,
+    /// The call's W3C `tracestate`, kept only beside a valid `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 /// The settled state of a ticket, as the batched waiter check reads it.
@@ -268,9 +272,10 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         let inserted: Option<Ticket> = sqlx::query_as(
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
                  slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint, \
-                 policy_revision, approver_groups, grant_for_secs, grant_scope, grant_rule_hash) \
+                 policy_revision, approver_groups, grant_for_secs, grant_scope, grant_rule_hash, \
+                 traceparent, tracestate) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
-                 $12, $13, $14, $15, $16, $17, $18, $19) \
+                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -293,6 +298,8 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(new.grant.as_ref().map(|g| g.secs()))
         .bind(new.grant.as_ref().map(|g| g.scope.as_str()))
         .bind(new.grant.as_ref().map(|g| g.rule_hash.as_str()))
+        .bind(&new.traceparent)
+        .bind(&new.tracestate)
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

@@ -1,10 +1,11 @@
 """The official Python SDK's `Client` (`mcp` >= 2.3) in mode "2026-07-28", "auto" and "legacy",
 directly and through the gateway, against an upstream built with the same SDK's `MCPServer`
 (modern_server.py): the negotiated version, the tools, an allowed call, a denied call, and a
-held call approved while it waits (also after its first stream was cut: it reattaches, one
-ticket). Prints PASS/FAIL lines.
+held call approved while it waits by a signed Slack click on the real webhook (also after its
+first stream was cut: it reattaches, one ticket). A click with a wrong signature is refused
+first and decides nothing. Prints PASS/FAIL lines.
 
-Usage: python3 modern.py DIRECT_URL GATEWAY_URL TOKEN DB_URL REDIS_URL PREFIX
+Usage: python3 modern.py DIRECT_URL GATEWAY_URL TOKEN DB_URL WEBHOOK_URL SIGNING_SECRET
 """
 
 import asyncio
@@ -13,7 +14,11 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
+from slack_sdk.signature import SignatureVerifier
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -30,11 +35,33 @@ def sql(db: str, q: str) -> str:
     return subprocess.run(["psql", db, "-qtAc", q], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def approve(db: str, redis: str, prefix: str, ticket: str) -> None:
-    sql(db, f"UPDATE tickets SET status='approved', decided_at=now(), decided_by_id='U1', "
-        f"decided_by_name='conformance' WHERE id='{ticket}' AND status='pending'")
-    msg = json.dumps({"ticket_id": ticket, "status": "approved"})
-    subprocess.run(["redis-cli", "-u", redis, "PUBLISH", f"{prefix}:decisions", msg], check=True, capture_output=True)
+def click(webhook: str, secret: str, db: str, ticket: str, sign_with: str | None = None) -> int:
+    """POSTs Slack's block_actions payload for Approve on the ticket's message, signed the way
+    Slack signs (v0=HMAC-SHA256 of v0:<ts>:<body>); the button value is <ticket>:<fingerprint>,
+    the first 16 hex digits the message shows. Returns the webhook's HTTP status."""
+    fp = sql(db, f"SELECT coalesce(fingerprint, '') FROM tickets WHERE id='{ticket}'")[:16]
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U1", "username": "conformance"},
+        "team": {"id": "T1"},
+        "api_app_id": "A1",
+        "channel": {"id": "C1"},
+        "container": {"channel_id": "C1", "message_ts": "1700000000.000100"},
+        "actions": [{"action_id": "airlock_approve", "value": f"{ticket}:{fp}" if fp else ticket}],
+    }
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+    ts = str(int(time.time()))
+    signature = SignatureVerifier(sign_with or secret).generate_signature(timestamp=ts, body=body)
+    req = urllib.request.Request(webhook, data=body.encode(), method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+    })
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 async def pending_ticket(db: str, marker: str, within: float = 10.0) -> str:
@@ -74,7 +101,7 @@ async def basics(url: str, token: str | None, mode: str) -> dict:
     return out
 
 
-async def held(gw: str, token: str, mode: str, db: str, redis: str, prefix: str, cut: bool) -> None:
+async def held(gw: str, token: str, mode: str, db: str, webhook: str, secret: str, cut: bool) -> None:
     marker = f"hold-{mode}-{'cut' if cut else 'plain'}-{time.time_ns()}"
     name = f"{mode}: held call {'re-issued after its stream was cut' if cut else 'approved while it waits'}"
     async with client(gw, token, mode) as c:
@@ -93,20 +120,26 @@ async def held(gw: str, token: str, mode: str, db: str, redis: str, prefix: str,
             await asyncio.sleep(0.5)
             first = asyncio.create_task(c.call_tool("echo", {"message": marker}))
             await asyncio.sleep(0.5)
-        approve(db, redis, prefix, ticket)
+        forged = click(webhook, secret, db, ticket, sign_with="not-the-signing-secret")
+        still = sql(db, f"SELECT status FROM tickets WHERE id='{ticket}'")
+        check(f"{mode}: a click with a wrong signature is refused and decides nothing",
+              forged == 400 and still == "pending", f"HTTP {forged}, ticket {still}")
+        status = click(webhook, secret, db, ticket)
+        if status != 200:
+            check(name, False, f"the signed click got HTTP {status}")
         try:
             r = await asyncio.wait_for(first, 20)
             got = text(r)
         except Exception as e:
             got = f"error: {e}"
     tickets = sql(db, f"SELECT count(*) FROM tickets WHERE arguments->>'message'='{marker}'")
-    status = sql(db, f"SELECT status FROM tickets WHERE id='{ticket}'")
-    check(name, got == marker and tickets == "1" and status == "executed",
-          f"answer {got!r}, tickets {tickets}, status {status}")
+    status, by = sql(db, f"SELECT status || '|' || coalesce(decided_by_id, '') FROM tickets WHERE id='{ticket}'").split("|")
+    check(name, got == marker and tickets == "1" and status == "executed" and by == "U1",
+          f"answer {got!r}, tickets {tickets}, status {status}, decided by {by!r}")
 
 
 async def main() -> int:
-    direct, gw, token, db, redis, prefix = sys.argv[1:7]
+    direct, gw, token, db, webhook, secret = sys.argv[1:7]
     for mode in ["2026-07-28", "auto", "legacy"]:
         try:
             d = await basics(direct, None, mode)
@@ -122,10 +155,10 @@ async def main() -> int:
         check(f"{mode}: denied call refused by the gateway only",
               d["denied"].startswith("ran") and g["denied"].startswith("refused") and "denied" in g["denied"],
               f"direct {d['denied']!r}, gateway {g['denied']!r}")
-        await held(gw, token, mode, db, redis, prefix, cut=False)
+        await held(gw, token, mode, db, webhook, secret, cut=False)
         if g["version"] == "2026-07-28":
             # Without resumption a broken stream is re-issued; older revisions cancel instead.
-            await held(gw, token, mode, db, redis, prefix, cut=True)
+            await held(gw, token, mode, db, webhook, secret, cut=True)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
     return 0 if all(results) else 1
 

@@ -3,7 +3,8 @@
 # @modelcontextprotocol/server-everything, directly and through the gateway, plus held calls
 # with the TypeScript client, and the Python client against the demo upstream (directly and
 # through a gateway with the demo policy), and the Python Client in each era against an MCPServer
-# upstream (modern.py). Installs what is missing. Prints "N passed, M failed" last and
+# upstream (modern.py; its held calls are approved by signed clicks on the real webhook).
+# Installs what is missing. Prints "N passed, M failed" last and
 # exits non-zero on any failure.
 # Env: DATABASE_URL (a database to create a fresh one from), REDIS_URL, CARGO_TARGET_DIR,
 #      CONFORMANCE_SKIP_LITERAL=1 to skip the literal 90 s hold.
@@ -43,12 +44,15 @@ if ! python3 -c "import mcp.client.streamable_http; from mcp.client import Clien
   python3 -m pip install --quiet "mcp>=2.3,<3" >"$LOGS/pip.log" 2>&1 || { cat "$LOGS/pip.log"; fail_setup "pip install mcp"; }
 fi
 
-echo "== cargo build -p airlock-gateway --bin airlock-demo-upstream"
-(cd "$ROOT" && cargo build -q -p airlock-gateway && cargo build -q -p airlock-e2e --bin airlock-demo-upstream) \
+echo "== cargo build -p airlock-gateway -p webhook-fn --bin airlock-demo-upstream"
+(cd "$ROOT" && cargo build -q -p airlock-gateway && cargo build -q -p webhook-fn --bin airlock-webhook \
+  && cargo build -q -p airlock-e2e --bin airlock-demo-upstream) \
   || fail_setup "cargo build"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/airlock-gateway
+WEBHOOK_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/airlock-webhook
 DEMO_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/airlock-demo-upstream
 [ -x "$BIN" ] || fail_setup "no binary at $BIN"
+[ -x "$WEBHOOK_BIN" ] || fail_setup "no binary at $WEBHOOK_BIN"
 [ -x "$DEMO_BIN" ] || fail_setup "no binary at $DEMO_BIN"
 
 DB="airlock_conf_$$_$RANDOM"
@@ -125,6 +129,15 @@ rules:
 YAML
 MODERN="http://127.0.0.1:$MODERN_PORT/mcp"
 GW_MODERN=$(start_gateway modern 2s "$MODERN" "$LOGS/modern-policy.yaml") || exit 1
+# The real webhook: modern.py approves its held calls with signed Slack clicks.
+SIGNING_SECRET="conformance-signing-$RANDOM$RANDOM"
+WEBHOOK_PORT=$(free_port)
+LISTEN_ADDR=127.0.0.1:$WEBHOOK_PORT DATABASE_URL=$DB_URL REDIS_URL=$REDIS REDIS_KEY_PREFIX=$PREFIX \
+  SLACK_SIGNING_SECRET=$SIGNING_SECRET APPROVER_USER_IDS=U1 LOG_FORMAT=json \
+  "$WEBHOOK_BIN" >"$LOGS/webhook.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$WEBHOOK_PORT/healthz" || fail_setup "webhook did not start ($LOGS/webhook.log)"
+WEBHOOK="http://127.0.0.1:$WEBHOOK_PORT/slack/actions"
 echo "== server-everything at $DIRECT; gateways at $GW_FAST (keepalive 2s) and $GW_DEFAULT (15s); logs in $LOGS"
 
 if [ "${CONFORMANCE_SKIP_LITERAL:-0}" != 1 ]; then
@@ -138,7 +151,7 @@ python3 client.py "$DIRECT" "$GW_FAST" "$TOKEN" 2>&1 | tee "$LOGS/py.out"
 echo "== Python SDK client against the demo upstream (session end, refund limit)"
 python3 demo_session.py "$DEMO" "$GW_DEMO" "$TOKEN" 2>&1 | tee "$LOGS/py-demo.out"
 echo "== Python SDK Client in 2026-07-28, auto and legacy mode against MCPServer (direct and through the gateway)"
-python3 modern.py "$MODERN" "$GW_MODERN" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/py-modern.out"
+python3 modern.py "$MODERN" "$GW_MODERN" "$TOKEN" "$DB_URL" "$WEBHOOK" "$SIGNING_SECRET" 2>&1 | tee "$LOGS/py-modern.out"
 echo "== held calls, short timeouts (client 6 s, hold 9 s, keepalive 2 s)"
 node hold.mjs short "$GW_FAST" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/hold-short.out"
 if [ -n "${LITERAL:-}" ]; then

@@ -78,6 +78,8 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
             approver_groups: Vec::new(),
             fingerprint: String::new(),
             grant: None,
+            traceparent: None,
+            tracestate: None,
         };
         ticket::open(pool, &new).await.unwrap();
         ids.push(new.id);

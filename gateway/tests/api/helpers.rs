@@ -71,6 +71,9 @@ pub struct Opts {
     pub upstream_serving: Serving,
     /// The `owner:` of billing-bot in the keys file.
     pub billing_owner: Option<String>,
+    /// `REQUEST_STATE_KEY` (`None`: a random key per gateway).
+    pub request_state_key: Option<String>,
+    pub request_state_ttl: Duration,
 }
 
 impl Default for Opts {
@@ -89,6 +92,8 @@ impl Default for Opts {
             upstream_idle_timeout: Duration::from_secs(4),
             upstream_serving: Serving::default(),
             billing_owner: None,
+            request_state_key: None,
+            request_state_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -167,6 +172,8 @@ pub fn config_for(
             max_body_bytes: opts.max_body_bytes,
             ..airlock_shared::edge::Edge::default()
         },
+        request_state_key: opts.request_state_key.clone().map(Into::into),
+        request_state_ttl: opts.request_state_ttl,
     }
 }
 

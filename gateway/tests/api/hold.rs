@@ -167,6 +167,8 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
         approver_groups: Vec::new(),
         fingerprint: String::new(),
         grant: None,
+        traceparent: None,
+        tracestate: None,
     };
     airlock_shared::ticket::open(&app.db.pool, &new)
         .await

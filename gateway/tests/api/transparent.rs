@@ -522,5 +522,5 @@ async fn tools_list_hides_denied_tools_and_notes_approvals_in_json_and_sse() {
         .await,
     )
     .await;
-    assert_eq!(a.body["result"]["tools"].as_array().unwrap().len(), 11);
+    assert_eq!(a.body["result"]["tools"].as_array().unwrap().len(), 12);
 }

@@ -140,6 +140,8 @@ impl TestApp {
             approver_groups: Vec::new(),
             fingerprint: String::new(),
             grant: None,
+            traceparent: None,
+            tracestate: None,
         };
         edit(&mut new);
         if new.fingerprint.is_empty() {

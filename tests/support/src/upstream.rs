@@ -68,6 +68,8 @@ struct FakeState {
     legacy_only: bool,
     sessions: HashSet<String>,
     calls: Vec<RecordedCall>,
+    /// The `params` of every `tools/call`, as received (trace context, `requestState`).
+    call_params: Vec<Value>,
     requests: Vec<(String, HeaderMap)>,
     /// Requests sent to the client, waiting for its response, by id.
     asked: HashMap<String, tokio::sync::oneshot::Sender<Value>>,
@@ -153,6 +155,7 @@ impl FakeUpstream {
                 legacy_only: false,
                 sessions: HashSet::new(),
                 calls: Vec::new(),
+                call_params: Vec::new(),
                 requests: Vec::new(),
                 asked: HashMap::new(),
                 stray_responses: Vec::new(),
@@ -231,6 +234,11 @@ impl FakeUpstream {
     /// Every `tools/call` received so far.
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.state().calls.clone()
+    }
+
+    /// The `params` of every `tools/call` received, in order.
+    pub fn call_params(&self) -> Vec<Value> {
+        self.state().call_params.clone()
     }
 
     /// How many `tools/call` were received so far (cheap enough to poll).
@@ -446,6 +454,7 @@ fn tools() -> Value {
         { "name": "die", "description": "Breaks its stream off", "inputSchema": schema(json!({}), json!([])) },
         { "name": "explode", "description": "Answers HTTP 500", "inputSchema": schema(json!({}), json!([])) },
         { "name": "hangup", "description": "Drops the connection after recording the call", "inputSchema": schema(json!({}), json!([])) },
+        { "name": "wizard", "description": "Asks the client to confirm (InputRequiredResult, with requestState unless no_state), then completes on the retry", "inputSchema": schema(json!({"amount": {"type": "number"}, "no_state": {"type": "boolean"}}), json!(["amount"])) },
         { "name": "routed", "description": "Echoes; its region is mirrored as Mcp-Param-Region (2026-07-28)", "inputSchema": schema(json!({"region": {"type": "string", "x-mcp-header": "Region"}, "n": {"type": "integer"}}), json!(["region"])) },
     ]})
 }
@@ -623,11 +632,16 @@ async fn handle_post(
                 .pointer("/params/arguments")
                 .cloned()
                 .unwrap_or(json!({}));
-            shared.state.lock().unwrap().calls.push(RecordedCall {
-                session: session.clone(),
-                tool: tool.clone(),
-                arguments: arguments.clone(),
-            });
+            {
+                let mut s = shared.state.lock().unwrap();
+                s.calls.push(RecordedCall {
+                    session: session.clone(),
+                    tool: tool.clone(),
+                    arguments: arguments.clone(),
+                });
+                s.call_params
+                    .push(msg.get("params").cloned().unwrap_or(Value::Null));
+            }
             if tool == "stall" {
                 // A server slow to answer at all: nothing, not even headers, for `ms`.
                 let ms = arguments.get("ms").and_then(Value::as_u64).unwrap_or(100);
@@ -643,6 +657,9 @@ async fn handle_post(
                 "ask_client" => return ask_client(shared, id, &arguments),
                 "flood" => return flood(shared, id, &arguments),
                 "die" => return die(shared, id),
+                "wizard" => {
+                    return answer(mode, accept_sse, vec![wizard(&id, &msg)], Duration::ZERO);
+                }
                 _ => {}
             }
             let delay = if tool == "slow" {
@@ -666,6 +683,48 @@ async fn handle_post(
             ],
             Duration::ZERO,
         ),
+    }
+}
+
+/// A multi round-trip tool (2026-07-28): the first call gets an `InputRequiredResult` asking
+/// to confirm, with `requestState` `wizard:<amount>` (none with `no_state`); a retry carrying
+/// `inputResponses.confirm` completes only if it brings exactly that state back (or none).
+fn wizard(id: &Value, msg: &Value) -> Value {
+    let params = &msg["params"];
+    let amount = params
+        .pointer("/arguments/amount")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let no_state = params
+        .pointer("/arguments/no_state")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let expected = (!no_state).then(|| format!("wizard:{amount}"));
+    let state = params.get("requestState").and_then(Value::as_str);
+    match params
+        .pointer("/inputResponses/confirm/action")
+        .and_then(Value::as_str)
+    {
+        None => {
+            let mut r = json!({
+                "resultType": "input_required",
+                "inputRequests": {"confirm": {"method": "elicitation/create", "params": {
+                    "message": "Confirm the refund?",
+                    "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+                }}}
+            });
+            if let Some(s) = &expected {
+                r["requestState"] = json!(s);
+            }
+            rpc_result(id, r)
+        }
+        Some(action) if state == expected.as_deref() => text_result(
+            id,
+            json!({"tool": "wizard", "amount": amount, "confirmed": action}).to_string(),
+        ),
+        Some(_) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "bad requestState", "data": {"got": state}}})
+        }
     }
 }
 

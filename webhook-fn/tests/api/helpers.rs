@@ -215,6 +215,8 @@ impl TestApp {
                 None,
             ),
             grant: None,
+            traceparent: None,
+            tracestate: None,
         };
         adjust(&mut new);
         match ticket::open(&self.db.pool, &new).await.unwrap() {

@@ -193,6 +193,8 @@ async fn the_signing_secret_comes_from_secrets_manager() {
             approver_groups: Vec::new(),
             fingerprint: String::new(),
             grant: None,
+            traceparent: None,
+            tracestate: None,
         };
         airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
         new.id
@@ -371,6 +373,8 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
             approver_groups: Vec::new(),
             fingerprint: String::new(),
             grant: None,
+            traceparent: None,
+            tracestate: None,
         };
         let pool = db.pool.clone();
         async move {

@@ -1,0 +1,42 @@
+//! Reading back the W3C trace context recorded on tickets and audit rows (operators, tests).
+//! The columns are written by `ticket::open` and `audit::insert_batch`.
+
+use uuid::Uuid;
+
+use crate::ids::TicketId;
+
+/// The `traceparent` and `tracestate` recorded on one ticket (`None` when no such ticket).
+pub async fn of_ticket(
+    pool: &sqlx::PgPool,
+    id: TicketId,
+) -> Result<Option<(Option<String>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT traceparent, tracestate FROM tickets WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await
+}
+
+/// One audit row as trace and continuation checks read it.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct AuditedCall {
+    pub tool: String,
+    pub decision: String,
+    pub outcome: String,
+    pub ticket_id: Option<Uuid>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+/// The audit rows of one principal, oldest first.
+pub async fn audited_calls(
+    pool: &sqlx::PgPool,
+    principal: &str,
+) -> Result<Vec<AuditedCall>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tool, decision, outcome, ticket_id, traceparent, tracestate FROM audit_log \
+         WHERE principal = $1 ORDER BY id",
+    )
+    .bind(principal)
+    .fetch_all(pool)
+    .await
+}
