@@ -225,7 +225,11 @@ impl Pipeline {
             .await;
         let (outcome, decided_by, response) = match result {
             Ok(resp) => {
-                let outcome = match (trail.rec.continued, trail.rec.ticket, trail.rec.grant_ticket) {
+                let outcome = match (
+                    trail.rec.continued,
+                    trail.rec.ticket,
+                    trail.rec.grant_ticket,
+                ) {
                     (true, _, _) => "continued",
                     (false, Some(_), _) => "approved",
                     (false, None, Some(_)) => "granted",
@@ -329,7 +333,9 @@ impl Steps<'_> {
                 let principal = &c.principal.0;
                 let now = chrono::Utc::now();
                 let pool = &p.holds.pool;
-                match grant::covering(pool, principal, self.tool, &verdict, &request_hash, now).await? {
+                match grant::covering(pool, principal, self.tool, &verdict, &request_hash, now)
+                    .await?
+                {
                     Some(g) => {
                         tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
                         rec.grant_ticket = Some(g.ticket_id);

@@ -189,6 +189,7 @@ pub fn refusal(refusal: &Refusal, ticket: Option<&Ticket>) -> Rendered {
         Refusal::MembershipUnknown { group } => format!(
             "Airlock could not confirm your membership of {} just now; try again in a minute. Your click on this request{about} did not count.",
             group_mention(group)
+        ),
         Refusal::NoGrant => format!(
             "This request{about} has no standing grant to give or revoke; nothing was changed."
         ),

@@ -10,10 +10,10 @@ mod binary;
 mod delivery;
 #[path = "worker/faults.rs"]
 mod faults;
-#[path = "worker/groups.rs"]
-mod groups;
 #[path = "worker/grants.rs"]
 mod grants;
+#[path = "worker/groups.rs"]
+mod groups;
 #[path = "worker/messages.rs"]
 mod messages;
 #[path = "worker/reconcile.rs"]

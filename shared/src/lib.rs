@@ -23,8 +23,8 @@ pub mod shutdown;
 pub mod signal;
 pub mod telemetry;
 pub mod ticket;
-pub mod usergroup;
 pub mod trace_context;
+pub mod usergroup;
 
 pub use ids::{Principal, SessionId, TicketId};
 pub use job::{NotifyJob, Refusal};

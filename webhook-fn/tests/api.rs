@@ -10,10 +10,10 @@ mod decisions;
 mod edges;
 #[path = "api/failures.rs"]
 mod failures;
-#[path = "api/groups.rs"]
-mod groups;
 #[path = "api/grants.rs"]
 mod grants;
+#[path = "api/groups.rs"]
+mod groups;
 #[path = "api/lambda.rs"]
 mod lambda;
 #[path = "api/process.rs"]

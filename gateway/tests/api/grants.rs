@@ -53,6 +53,7 @@ async fn approve_for(app: &TestApp, id: TicketId) -> Grant {
         message: None,
         allowed_by_global: true,
         fingerprint: None,
+        membership_max_age: std::time::Duration::ZERO,
     };
     let voted = grant::vote_with_grant(&app.db.pool, &click, &[])
         .await

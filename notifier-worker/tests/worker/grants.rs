@@ -55,6 +55,7 @@ async fn approve_for(app: &TestApp, t: &Ticket) -> (Ticket, Grant) {
         message: None,
         allowed_by_global: true,
         fingerprint: None,
+        membership_max_age: std::time::Duration::ZERO,
     };
     match grant::vote_with_grant(&app.db.pool, &click, &[])
         .await

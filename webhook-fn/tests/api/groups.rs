@@ -28,7 +28,7 @@ impl TestApp {
         usergroup::record(&self.db.pool, OPS, &users).await.unwrap();
     }
 
-    async fn press(&self, action: &str, id: TicketId, user: &str) {
+    async fn press_as_member(&self, action: &str, id: TicketId, user: &str) {
         let body = form(&click_payload(action, &id.to_string(), user, user));
         assert_eq!(self.post_signed(body).await.status(), 200);
     }
@@ -60,12 +60,12 @@ async fn a_member_approves_and_a_non_member_is_refused() {
     app.snapshot(&["U0ALICE"]).await;
     let id = app.group_ticket(&[], 1).await;
 
-    app.press(APPROVE_ACTION_ID, id, "U0BOB").await;
-    app.press(APPROVE_ACTION_ID, id, "U0GLOBAL").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0BOB").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0GLOBAL").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
     assert_eq!(app.counted_votes(id).await, 0);
 
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
     let t = app.ticket(id).await;
     assert_eq!(t.status, TicketStatus::Approved);
     assert_eq!(t.decided_by_id.as_deref(), Some("U0ALICE"));
@@ -84,9 +84,9 @@ async fn a_member_may_deny_and_a_non_member_may_not() {
     let app = spawn_app().await;
     app.snapshot(&["U0ALICE"]).await;
     let id = app.group_ticket(&[], 1).await;
-    app.press(DENY_ACTION_ID, id, "U0BOB").await;
+    app.press_as_member(DENY_ACTION_ID, id, "U0BOB").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
-    app.press(DENY_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(DENY_ACTION_ID, id, "U0ALICE").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Denied);
 }
 
@@ -97,10 +97,10 @@ async fn a_removed_member_is_refused_once_the_snapshot_is_updated() {
     let id = app.group_ticket(&[], 1).await;
     // The next refresh no longer lists alice.
     app.snapshot(&["U0BOB"]).await;
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
     assert_eq!(app.counted_votes(id).await, 0);
-    app.press(APPROVE_ACTION_ID, id, "U0BOB").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0BOB").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Approved);
     assert_eq!(
         app.jobs().await,
@@ -116,17 +116,17 @@ async fn a_stale_or_missing_snapshot_fails_closed_until_a_refresh_lands() {
     let app = spawn_with(|c| c.membership_max_age = Duration::from_secs(1)).await;
     let id = app.group_ticket(&[], 1).await;
     // Never fetched (Slack failed when the request was posted): nobody can say.
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
     app.snapshot(&["U0ALICE"]).await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     // Fetched, but the refreshes since failed: too old to count, even for a member.
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
-    app.press(DENY_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(DENY_ACTION_ID, id, "U0ALICE").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
     assert_eq!(app.counted_votes(id).await, 0);
     // A refresh lands: the same click now counts.
     app.snapshot(&["U0ALICE"]).await;
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Approved);
     assert_eq!(
         app.jobs().await,
@@ -148,7 +148,7 @@ async fn a_stale_or_missing_snapshot_fails_closed_until_a_refresh_lands() {
 async fn a_listed_approver_needs_no_snapshot() {
     let app = spawn_app().await;
     let id = app.group_ticket(&["U0CAROL"], 1).await;
-    app.press(APPROVE_ACTION_ID, id, "U0CAROL").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0CAROL").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Approved);
 }
 
@@ -157,14 +157,14 @@ async fn one_listed_approver_and_one_group_member_make_a_quorum() {
     let app = spawn_app().await;
     app.snapshot(&["U0ALICE", "U0CAROL"]).await;
     let id = app.group_ticket(&["U0CAROL"], 2).await;
-    app.press(APPROVE_ACTION_ID, id, "U0CAROL").await;
-    app.press(APPROVE_ACTION_ID, id, "U0BOB").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0CAROL").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0BOB").await;
     // Listed and a member: still one person.
-    app.press(APPROVE_ACTION_ID, id, "U0CAROL").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0CAROL").await;
     let t = app.ticket(id).await;
     assert_eq!(t.status, TicketStatus::Pending);
     assert_eq!(t.approved_by_ids, ["U0CAROL"]);
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
     let t = app.ticket(id).await;
     assert_eq!(t.status, TicketStatus::Approved);
     assert_eq!(t.approved_by_ids, ["U0CAROL", "U0ALICE"]);
@@ -189,9 +189,9 @@ async fn the_owner_is_never_counted_even_as_a_member() {
             t.owner = Some("U0OWNER".into());
         })
         .await;
-    app.press(APPROVE_ACTION_ID, id, "U0OWNER").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0OWNER").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Approved);
     assert_eq!(
         app.jobs().await,
@@ -210,7 +210,7 @@ async fn another_groups_snapshot_does_not_count() {
         .unwrap();
     app.snapshot(&["U0BOB"]).await;
     let id = app.group_ticket(&[], 1).await;
-    app.press(APPROVE_ACTION_ID, id, "U0ALICE").await;
+    app.press_as_member(APPROVE_ACTION_ID, id, "U0ALICE").await;
     assert_eq!(app.ticket(id).await.status, TicketStatus::Pending);
     assert_eq!(
         app.jobs().await,
