@@ -11,12 +11,11 @@ use airlock_shared::{TicketId, canonical};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::answer::Whole;
 use crate::answer::deliver;
 use crate::approval::{HeldCalls, Holds};
 use crate::audit::AuditSink;
@@ -26,14 +25,14 @@ use crate::era;
 use crate::error::{CallError, UpstreamError};
 use crate::grant;
 use crate::held_stream::held_stream;
-use crate::input_schema::{self, ArgumentsError, InputSchemas, Lookup};
+use crate::input_schema::InputSchemas;
 use crate::lock::{LockError, Locks};
-use crate::mcp::TOOLS_LIST;
 use crate::metrics::Metrics;
 use crate::policy::{Action, GrantRule, Verdict};
 use crate::request_state::RequestStates;
 use crate::rules::Rules;
 use crate::tool_call::ToolCall;
+use crate::tool_listing;
 use crate::trace_context::TraceContext;
 use crate::transport::{accepts_sse, waiting_for};
 use crate::upstream_session::UpstreamSessions;
@@ -155,16 +154,8 @@ impl Pipeline {
         {
             let _one = self.schemas.listing.lock().await;
             if self.schemas.param_headers(tool).is_none() {
-                let steps = Steps {
-                    p: self,
-                    caller,
-                    id: &call.id,
-                    tool,
-                    args: &call.arguments,
-                    unevaluable: &[],
-                    trace: &call.trace,
-                };
-                if let Err(why) = steps.list_tools().await {
+                let listed = tool_listing::list_tools(&self.schemas, &self.link, caller, tool);
+                if let Err(why) = listed.await {
                     tracing::warn!(tool, why = %why, "Mcp-Param-* headers not checked: tools/list failed");
                 }
             }
@@ -269,9 +260,6 @@ struct Steps<'a> {
     trace: &'a TraceContext,
 }
 
-/// Pages of `tools/list` the gateway reads at most when it looks for one tool's schema.
-const MAX_LIST_PAGES: usize = 20;
-
 impl Steps<'_> {
     async fn go(
         &self,
@@ -284,7 +272,8 @@ impl Steps<'_> {
         // A call policy denies is refused whatever its arguments, without asking the upstream.
         let policy = p.rules.policy();
         if policy.validate_arguments && verdict.action != Action::Deny {
-            self.check_arguments().await?;
+            let (schemas, link) = (&p.schemas, &p.link);
+            tool_listing::check_arguments(schemas, link, c, self.tool, self.args).await?;
         }
         for rule in self.unevaluable {
             tracing::warn!(tool = %self.tool, rule = %rule, "policy condition could not be evaluated on the arguments; approve/deny rules match, allow rules are skipped");
@@ -324,27 +313,7 @@ impl Steps<'_> {
                 reason: verdict.reason.as_deref().map(str::to_owned),
             });
         }
-        match (verdict.action, continues) {
-            (Action::Approve, Some(t)) => {
-                tracing::info!(ticket = %t, "continuation of ticket {t}: approved before, not held again");
-                (rec.ticket, rec.continued) = (Some(t), true);
-            }
-            (Action::Approve, None) => {
-                let principal = &c.principal.0;
-                let now = chrono::Utc::now();
-                let pool = &p.holds.pool;
-                match grant::covering(pool, principal, self.tool, &verdict, &request_hash, now)
-                    .await?
-                {
-                    Some(g) => {
-                        tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
-                        rec.grant_ticket = Some(g.ticket_id);
-                    }
-                    None => self.hold(&verdict, request_hash.clone(), rec).await?,
-                }
-            }
-            (Action::Allow | Action::Deny, _) => {}
-        }
+        self.clear(&verdict, continues, &request_hash, rec).await?;
         let mut resp = c.send(&p.link, body, &c.headers).await?;
         rec.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
@@ -363,76 +332,36 @@ impl Steps<'_> {
         Ok(deliver(resp, &c.headers, Some(self.id.clone()), lock, p.keepalive).await?)
     }
 
-    /// The arguments against the tool's `inputSchema`; without a known schema the gateway
-    /// lists the tools in this session first, and a call it cannot check is refused.
-    async fn check_arguments(&self) -> Result<(), ArgumentsError> {
-        let schemas = &self.p.schemas;
-        let session = self.caller.sid.0.as_str();
-        if let Lookup::Found(c) = schemas.lookup(self.tool, session) {
-            return input_schema::check(&c, self.args);
-        }
-        let _one = schemas.listing.lock().await;
-        match schemas.lookup(self.tool, session) {
-            Lookup::Found(c) => return input_schema::check(&c, self.args),
-            Lookup::Missing { listed: true } => {
-                return Err(ArgumentsError::UnknownTool(self.tool.to_owned()));
-            }
-            Lookup::Missing { listed: false } => {}
-        }
-        self.list_tools().await.map_err(ArgumentsError::Unlisted)?;
-        match schemas.lookup(self.tool, session) {
-            Lookup::Found(c) => input_schema::check(&c, self.args),
-            Lookup::Missing { .. } => Err(ArgumentsError::UnknownTool(self.tool.to_owned())),
-        }
-    }
-
-    /// Reads `tools/list` page by page into the schemas, until the tool turns up.
-    async fn list_tools(&self) -> Result<(), String> {
+    /// An approve verdict's way past the hold: a continuation of an approved call, a standing
+    /// grant, or a person's approval now.
+    async fn clear(
+        &self,
+        verdict: &Verdict,
+        continues: Option<TicketId>,
+        request_hash: &str,
+        rec: &mut CallRecord,
+    ) -> Result<(), CallError> {
         let (p, c) = (self.p, self.caller);
-        // A request of our own: 2026-07-28 headers mirror its body, not the client's.
-        let headers = match c.session {
-            Some(_) => c.headers.clone(),
-            None => era::own_headers(&c.headers, TOOLS_LIST),
-        };
-        let mut cursor: Option<String> = None;
-        for page in 0..MAX_LIST_PAGES {
-            let id = json!(format!("airlock-schemas-{page}"));
-            let mut params = cursor
-                .as_ref()
-                .map_or(json!({}), |c| json!({ "cursor": c }));
-            if c.session.is_none() {
-                params["_meta"] = era::own_meta();
+        match (verdict.action, continues) {
+            (Action::Approve, Some(t)) => {
+                tracing::info!(ticket = %t, "continuation of ticket {t}: approved before, not held again");
+                (rec.ticket, rec.continued) = (Some(t), true);
             }
-            let body =
-                json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params });
-            let resp = c
-                .send(&p.link, Bytes::from(body.to_string()), &headers)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("upstream answered HTTP {}", resp.status().as_u16()));
+            (Action::Approve, None) => {
+                let principal = &c.principal.0;
+                let now = chrono::Utc::now();
+                let pool = &p.holds.pool;
+                match grant::covering(pool, principal, self.tool, verdict, request_hash, now)
+                    .await?
+                {
+                    Some(g) => {
+                        tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
+                        rec.grant_ticket = Some(g.ticket_id);
+                    }
+                    None => self.hold(verdict, request_hash.to_owned(), rec).await?,
+                }
             }
-            let answer = Whole::read(resp, &id).await.map_err(|e| e.to_string())?;
-            let response = answer
-                .response
-                .ok_or("upstream gave no answer to tools/list")?;
-            let Some(result) = response.get("result") else {
-                let code = response.pointer("/error/code").and_then(Value::as_i64);
-                return Err(format!("upstream refused tools/list (code {code:?})"));
-            };
-            p.schemas
-                .put_page(cursor.as_deref().unwrap_or_default(), result);
-            cursor = result
-                .get("nextCursor")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if cursor.is_none() {
-                p.schemas.mark_listed(&c.sid.0);
-                return Ok(());
-            }
-            if let Lookup::Found(_) = p.schemas.lookup(self.tool, &c.sid.0) {
-                return Ok(());
-            }
+            (Action::Allow | Action::Deny, _) => {}
         }
         Ok(())
     }

@@ -59,6 +59,20 @@ fn request_state(env: &mut Env) -> (Option<SecretString>, Duration) {
     (key, ttl)
 }
 
+/// The HTTP edge's limits (`HEADER_READ_TIMEOUT`, `BODY_TIMEOUT`, `IDLE_TIMEOUT`,
+/// `MAX_CONNECTIONS`).
+fn edge(env: &mut Env, max_body_bytes: usize) -> Edge {
+    Edge::from_env(
+        env,
+        // Every held call is an open connection: a pod is sized for many thousands.
+        Edge {
+            max_body_bytes,
+            max_connections: 16_384,
+            ..Edge::default()
+        },
+    )
+}
+
 impl Config {
     /// Reads the configuration, reporting every missing or invalid variable at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
@@ -89,15 +103,7 @@ impl Config {
         let upstream_idle_timeout = env.duration("UPSTREAM_IDLE_TIMEOUT", Duration::from_secs(4));
         let decision_poll_interval = env.duration("DECISION_POLL_INTERVAL", Duration::from_secs(1));
         let policy_reload_interval = env.duration("POLICY_RELOAD_INTERVAL", Duration::from_secs(5));
-        let edge = Edge::from_env(
-            &mut env,
-            // Every held call is an open connection: a pod is sized for many thousands.
-            Edge {
-                max_body_bytes,
-                max_connections: 16_384,
-                ..Edge::default()
-            },
-        );
+        let edge = edge(&mut env, max_body_bytes);
         let (request_state_key, request_state_ttl) = request_state(&mut env);
         env.finish()?;
         match (

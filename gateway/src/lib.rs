@@ -38,6 +38,7 @@ pub mod sse;
 pub mod state;
 mod stateless;
 pub mod tool_call;
+pub mod tool_listing;
 pub mod trace_context;
 pub mod transport;
 pub mod upstream;

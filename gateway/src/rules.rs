@@ -108,26 +108,30 @@ impl Rules {
     }
 }
 
-/// Reloads on SIGHUP and every `every` (none: on SIGHUP only) until `stop`.
-pub fn watch(rules: Rules, every: Option<Duration>, stop: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut hangups = signal(SignalKind::hangup()).ok();
-        let mut tick = every.map(|d| {
-            let mut i = tokio::time::interval_at(Instant::now() + d, d);
-            i.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            i
-        });
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = next_tick(&mut tick) => {}
-                Some(()) = next_hangup(&mut hangups) => {
-                    tracing::info!("SIGHUP: re-reading the policy and agent keys");
-                }
+impl Rules {
+    /// Reloads on SIGHUP and every `every` (none: on SIGHUP only) until `stop`.
+    pub fn watch(&self, every: Option<Duration>, stop: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(watch(self.clone(), every, stop))
+    }
+}
+
+async fn watch(rules: Rules, every: Option<Duration>, stop: CancellationToken) {
+    let mut hangups = signal(SignalKind::hangup()).ok();
+    let mut tick = every.map(|d| {
+        let mut i = tokio::time::interval_at(Instant::now() + d, d);
+        i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        i
+    });
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = next_tick(&mut tick) => {}
+            Some(()) = next_hangup(&mut hangups) => {
+                tracing::info!("SIGHUP: re-reading the policy and agent keys");
             }
-            apply(&rules);
         }
-    })
+        apply(&rules);
+    }
 }
 
 async fn next_tick(tick: &mut Option<Interval>) {

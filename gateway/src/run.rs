@@ -27,7 +27,7 @@ use crate::lock::{LockWakeups, Locks};
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::request_state::RequestStates;
-use crate::rules::{self, Rules, RulesError};
+use crate::rules::{Rules, RulesError};
 use crate::session::Sessions;
 use crate::state::{AppState, Inner};
 use crate::upstream::Upstream;
@@ -174,11 +174,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let (pool, redis_client, redis) = connect_stores(config).await?;
     let keys = Keys::new(config.redis_key_prefix.clone());
     let background = CancellationToken::new();
-    rules::watch(
-        rules.clone(),
-        Some(config.policy_reload_interval),
-        background.clone(),
-    );
+    rules.watch(Some(config.policy_reload_interval), background.clone());
     let interrupt = CancellationToken::new();
     let (mut holds, wakeups) = start_holds(
         config,
