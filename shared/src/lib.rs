@@ -22,6 +22,8 @@ pub mod session;
 pub mod shutdown;
 pub mod signal;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod ticket;
 pub mod trace_context;
 pub mod usergroup;

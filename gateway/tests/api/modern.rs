@@ -127,8 +127,7 @@ async fn a_call_needs_no_session_and_no_initialize() {
     assert!(h.get("mcp-session-id").is_none());
     // The audit row names the principal and no session.
     let row: (String, Option<String>) = eventually(Duration::from_secs(5), || async {
-        sqlx::query_as("SELECT principal, session_id FROM audit_log WHERE tool = 'list_charges'")
-            .fetch_optional(&app.db.pool)
+        airlock_shared::testing::first_audit_row_for_tool(&app.db.pool, "list_charges")
             .await
             .unwrap()
     })

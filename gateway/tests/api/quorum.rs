@@ -177,11 +177,8 @@ async fn an_approval_of_another_call_does_not_run_this_one() {
     let id = app.wait_for_request().await;
     // The approvers are shown (and approve) a different call than the one waiting.
     let other = refund(99_999);
-    sqlx::query("UPDATE tickets SET arguments = $2, fingerprint = $3 WHERE id = $1")
-        .bind(id.0)
-        .bind(&other)
-        .bind(canonical::fingerprint("create_refund", &other, None))
-        .execute(&app.db.pool)
+    let fingerprint = canonical::fingerprint("create_refund", &other, None);
+    airlock_shared::testing::rewrite_ticket_call(&app.db.pool, id, &other, &fingerprint)
         .await
         .unwrap();
     vote(&app, id, APPROVER, Decision::Approve).await;

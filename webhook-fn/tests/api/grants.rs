@@ -44,8 +44,7 @@ impl TestApp {
     }
 
     async fn grant_count(&self) -> i64 {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM grants")
-            .fetch_one(&self.db.pool)
+        airlock_shared::testing::grant_count(&self.db.pool)
             .await
             .unwrap()
     }
