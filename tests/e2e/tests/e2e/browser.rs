@@ -148,22 +148,7 @@ async fn a_person_approves_in_a_browser() {
     let ts = msgs[0]["ts"].as_str().unwrap().to_owned();
 
     let driver = Driver::start().await;
-    let chromium = which("chromium")
-        .or_else(|| which("chromium-browser"))
-        .expect("chromium installed");
-    let session = driver
-        .post(
-            "/session",
-            json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"],
-            }}}}),
-        )
-        .await;
-    let id = session["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
-        .to_owned();
+    let id = chromium_session(&driver).await;
     let page = Session {
         d: &driver,
         id: id.clone(),
@@ -223,4 +208,24 @@ async fn a_person_approves_in_a_browser() {
         .send()
         .await;
     drop(driver.process);
+}
+
+/// A new headless Chromium session on `driver`; its WebDriver session id.
+pub(crate) async fn chromium_session(driver: &Driver) -> String {
+    let chromium = which("chromium")
+        .or_else(|| which("chromium-browser"))
+        .expect("chromium installed");
+    let session = driver
+        .post(
+            "/session",
+            json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"],
+            }}}}),
+        )
+        .await;
+    session["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
+        .to_owned()
 }

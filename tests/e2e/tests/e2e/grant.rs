@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::browser::{Driver, Session, WAIT, which};
+use crate::browser::{Driver, Session, WAIT, chromium_session};
 use crate::stack::*;
 
 const GRANT: &str = "airlock_approve_for";
@@ -21,22 +21,7 @@ async fn approve_for_an_hour_in_a_browser_lets_the_next_call_pass() {
         .await;
 
     let driver = Driver::start().await;
-    let chromium = which("chromium")
-        .or_else(|| which("chromium-browser"))
-        .expect("chromium installed");
-    let session = driver
-        .post(
-            "/session",
-            json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"],
-            }}}}),
-        )
-        .await;
-    let id = session["sessionId"]
-        .as_str()
-        .expect("a WebDriver session")
-        .to_owned();
+    let id = chromium_session(&driver).await;
     let page = Session {
         d: &driver,
         id: id.clone(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::browser::{Driver, Session, WAIT, which};
+use crate::browser::{Driver, Session, WAIT, chromium_session};
 use crate::stack::*;
 
 const BOB: &str = "U0BOB";
@@ -42,22 +42,7 @@ impl Session<'_> {
 
 /// A headless Chromium session on `url`.
 async fn open(driver: &Driver, url: String) -> String {
-    let chromium = which("chromium")
-        .or_else(|| which("chromium-browser"))
-        .expect("chromium installed");
-    let session = driver
-        .post(
-            "/session",
-            json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"],
-            }}}}),
-        )
-        .await;
-    let id = session["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
-        .to_owned();
+    let id = chromium_session(driver).await;
     driver
         .post(&format!("/session/{id}/url"), json!({"url": url}))
         .await;
