@@ -1,6 +1,6 @@
 //! Allow path: latency at a fixed 1,000 req/s and closed-loop throughput, through the gateway
 //! and against the same upstream called directly, in one run: calls in sessions (`initialize`
-//! 2025-06-18, as the other benches) beside
+//! 2025-11-25, as the other benches) beside
 //! 2026-07-28 (stateless: no session, the version and method in headers and `_meta`).
 //! `BENCH_SECS` shortens the measured runs (default 10 s open loop, 5 s closed loop) and
 //! `BENCH_RATE` changes the open-loop rate (default 1,000 req/s), e.g. for a debug build.
@@ -191,7 +191,7 @@ fn main() {
         println!("added by the gateway over direct, side by side:");
         println!(
             "{:<26} {:>22} {:>22}",
-            "", "session (2025-06-18)", "2026-07-28 (stateless)"
+            "", "session (2025-11-25)", "2026-07-28 (stateless)"
         );
         let added = |r: &[Summary], i: usize| {
             format!(
@@ -229,7 +229,7 @@ fn main() {
 
 /// The 2025-11-25 runs, with the targets of the gateway's own figures.
 async fn session_run(client: &reqwest::Client, targets: [&Target; 3], secs: u64) -> Vec<Summary> {
-    let results = era_run(client, "session (2025-06-18)", &targets, secs).await;
+    let results = era_run(client, "session (2025-11-25)", &targets, secs).await;
     for (i, name) in [(1, "read-only"), (2, "session lock")] {
         let added50 = results[i].p50.saturating_sub(results[0].p50);
         let added99 = results[i].p99.saturating_sub(results[0].p99);

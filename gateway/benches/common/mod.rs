@@ -134,7 +134,7 @@ pub async fn start_gateway(
 }
 
 pub fn init_body() -> String {
-    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}).to_string()
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}).to_string()
 }
 
 pub async fn initialize(client: &reqwest::Client, url: &str, token: Option<&str>) -> String {
