@@ -103,8 +103,14 @@ pub async fn response_to(resp: reqwest::Response, id: &Value) -> Result<Value, U
     ))
 }
 
+/// A JSON answer up to this size (by its `Content-Length`) is read whole before it is passed on,
+/// so that `keep` (the session lock) goes as soon as the upstream has answered, not once the
+/// client has read it all: a queued call's turn then costs no client write.
+const READ_WHOLE: u64 = 256 << 10;
+
 /// Relays the upstream's answer: as it came, or, for a client that takes only JSON, the one
-/// JSON-RPC response to `id` taken out of the upstream's SSE stream.
+/// JSON-RPC response to `id` taken out of the upstream's SSE stream. `keep` lives until the
+/// upstream has answered.
 pub async fn deliver<K: Send + Sync + 'static>(
     resp: reqwest::Response,
     headers: &HeaderMap,
@@ -120,6 +126,17 @@ pub async fn deliver<K: Send + Sync + 'static>(
         let answer = response_to(resp, id).await?;
         drop(keep);
         return Ok(Json(answer).into_response());
+    }
+    if resp.status().is_success()
+        && !is_event_stream(resp.headers())
+        && resp.content_length().is_some_and(|n| n <= READ_WHOLE)
+    {
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let headers = relay_headers(resp.headers(), None);
+        let body = resp.bytes().await.map_err(UpstreamError::Body)?;
+        drop(keep);
+        return Ok((status, headers, body).into_response());
     }
     Ok(relay(
         resp,

@@ -21,7 +21,8 @@ use crate::upstream::SESSION_HEADER;
 pub struct Relay<K> {
     /// For `initialize`: the session id the client gets.
     pub client_session: Option<SessionId>,
-    /// Lives as long as the body (e.g. the session lock).
+    /// Lives until the upstream has answered the request, or its stream ends (e.g. the session
+    /// lock): a queued call need not wait for this client to read the rest.
     pub keep: K,
     /// The id of the request being answered: if the upstream's stream ends without its answer
     /// and without an event id to resume from, the client gets `upstream error` for it.
@@ -91,7 +92,7 @@ fn sse_relay<K: Send + Sync + 'static>(
         ..
     } = r;
     async_stream::stream! {
-        let _keep = keep;
+        let mut keep = Some(keep);
         let mut upstream = resp.bytes_stream();
         let mut parser = sse::Parser::default();
         let mut answered = answers.is_none();
@@ -122,6 +123,7 @@ fn sse_relay<K: Send + Sync + 'static>(
                                 && ev.json().is_some_and(|m| is_response_to(&m, id))
                             {
                                 answered = true;
+                                drop(keep.take());
                             }
                         }
                         mid_event = !parser.at_boundary();
@@ -132,6 +134,7 @@ fn sse_relay<K: Send + Sync + 'static>(
                 }
             }
         };
+        drop(keep);
         if let Some(e) = &failed {
             tracing::warn!(error = %airlock_shared::telemetry::chain(e), "upstream stream broke");
         }
