@@ -36,6 +36,7 @@ pub mod run;
 pub mod session;
 pub mod sse;
 pub mod state;
+pub mod task;
 mod stateless;
 pub mod tool_call;
 pub mod tool_listing;

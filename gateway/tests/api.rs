@@ -17,5 +17,6 @@ mod api {
     mod races;
     mod reload;
     mod session_lock;
+    mod tasks;
     mod transparent;
 }
