@@ -18,5 +18,6 @@ mod api {
     mod reload;
     mod session_lock;
     mod tasks;
+    mod tasks_restart;
     mod transparent;
 }
