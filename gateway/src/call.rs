@@ -76,6 +76,24 @@ struct CallRecord {
     task: Option<String>,
 }
 
+impl CallRecord {
+    /// The audit outcome of a call that got an answer.
+    fn outcome(&self) -> &'static str {
+        match (
+            self.task.is_some(),
+            self.continued,
+            self.ticket,
+            self.grant_ticket,
+        ) {
+            (true, _, _, _) => "task",
+            (false, true, _, _) => "continued",
+            (false, false, Some(_), _) => "approved",
+            (false, false, None, Some(_)) => "granted",
+            (false, false, None, None) => "forwarded",
+        }
+    }
+}
+
 /// The audit row of one call, written exactly once: when the call ends, or when its future is
 /// dropped because the client went away mid-call (a held call's ticket is cancelled then too).
 struct AuditTrail<'a> {
@@ -223,20 +241,7 @@ impl Pipeline {
             .instrument(span.clone())
             .await;
         let (outcome, decided_by, response) = match result {
-            Ok(resp) => {
-                let outcome = match (
-                    trail.rec.continued,
-                    trail.rec.ticket,
-                    trail.rec.grant_ticket,
-                ) {
-                    _ if trail.rec.task.is_some() => "task",
-                    (true, _, _) => "continued",
-                    (false, Some(_), _) => "approved",
-                    (false, None, Some(_)) => "granted",
-                    (false, None, None) => "forwarded",
-                };
-                (outcome, None, resp)
-            }
+            Ok(resp) => (trail.rec.outcome(), None, resp),
             Err(e) => {
                 let _enter = span.enter();
                 if e.is_fault() {
@@ -324,7 +329,10 @@ impl Steps<'_> {
                 reason: verdict.reason.as_deref().map(str::to_owned),
             });
         }
-        if let Some(task) = self.clear(&verdict, continues, &request_hash, &body, rec).await? {
+        if let Some(task) = self
+            .clear(&verdict, continues, &request_hash, &body, rec)
+            .await?
+        {
             return Ok(task);
         }
         let mut resp = c.send(&p.link, body, &c.headers).await?;
@@ -375,10 +383,15 @@ impl Steps<'_> {
                     None => {
                         let new = self.new_ticket(verdict, request_hash.to_owned());
                         if let Some(era) = self.task {
-                            let call = TaskCall { era, caller: c, body };
+                            let call = TaskCall {
+                                era,
+                                caller: c,
+                                body,
+                            };
                             let made = p.tasks.create(new, call).await?;
                             (rec.ticket, rec.task) = (Some(made.ticket), Some(made.task_id));
-                            let answer = json!({"jsonrpc": "2.0", "id": self.id, "result": made.result});
+                            let answer =
+                                json!({"jsonrpc": "2.0", "id": self.id, "result": made.result});
                             return Ok(Some(Json(answer).into_response()));
                         }
                         self.hold(new, rec).await?

@@ -78,7 +78,9 @@ impl TaskConfig {
         let d = Self::default();
         let t = Self {
             poll_interval: env.duration("TASK_POLL_INTERVAL", d.poll_interval),
-            max_result_bytes: env.or("TASK_MAX_RESULT_BYTES", ByteSize(d.max_result_bytes)).0,
+            max_result_bytes: env
+                .or("TASK_MAX_RESULT_BYTES", ByteSize(d.max_result_bytes))
+                .0,
             retention: env.duration("TASK_RETENTION", d.retention),
             sweep_interval: env.duration("TASK_SWEEP_INTERVAL", d.sweep_interval),
         };

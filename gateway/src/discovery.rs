@@ -151,7 +151,9 @@ impl Discovery {
         if let Some(result) = response.get("result") {
             self.cache.put_init(version, result);
         }
-        if version == task::CLASSIC_VERSION && let Some(r) = response.get_mut("result") {
+        if version == task::CLASSIC_VERSION
+            && let Some(r) = response.get_mut("result")
+        {
             task::wire::advertise_initialize(r);
         }
         let sid = SessionId::new();

@@ -179,9 +179,13 @@ async fn post_inner(
             call.task = task::classic_ask(&caller.headers, &params);
             Ok(app.pipeline.clone().answer(caller, call).await)
         }
-        Incoming::Single(Message::Request { id, method, params }) if task::handles(&method, &params) => {
+        Incoming::Single(Message::Request { id, method, params })
+            if task::handles(&method, &params) =>
+        {
             let tasks = &app.pipeline.tasks;
-            Ok(tasks.answer(&caller, task::Era::Classic, &method, &id, &params).await)
+            Ok(tasks
+                .answer(&caller, task::Era::Classic, &method, &id, &params)
+                .await)
         }
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
             app.discovery.tools_list(&caller, bytes, &id, &params).await

@@ -53,7 +53,9 @@ pub async fn post(
                 DISCOVER => app.discovery.discover(&caller, bytes, &id).await,
                 m if task::handles(m, &params) => {
                     let tasks = &app.pipeline.tasks;
-                    Ok(tasks.answer(&caller, task::Era::Extension, m, &id, &params).await)
+                    Ok(tasks
+                        .answer(&caller, task::Era::Extension, m, &id, &params)
+                        .await)
                 }
                 // `subscriptions/listen` and the rest: relayed as they stream.
                 _ => forward(app, &caller, bytes, Some(id)).await,

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, Era};
 use super::Tasks;
+use super::wire::{self, Era};
 use crate::caller::Caller;
 use crate::error::CallError;
 use crate::upstream::{METHOD_HEADER, NAME_HEADER, PARAM_PREFIX, PROTOCOL_HEADER};
@@ -78,7 +78,11 @@ impl Tasks {
                 ticket_id: ticket.id,
                 principal: call.caller.principal.0.clone(),
                 era: call.era.as_str().to_owned(),
-                session_id: call.caller.session.as_ref().map(|_| call.caller.sid.0.clone()),
+                session_id: call
+                    .caller
+                    .session
+                    .as_ref()
+                    .map(|_| call.caller.sid.0.clone()),
                 request,
                 headers: upstream_headers(&call.caller.headers),
                 poll_interval_ms: self.poll_interval_ms(),
@@ -108,7 +112,12 @@ impl Tasks {
     /// Waits, as a held call would, for the decision on a task's ticket; approved, claims it
     /// and runs the call. Dropping this wait (shutdown) leaves the ticket pending: a poll or
     /// another replica's sweeper takes it over after the decision.
-    async fn run_when_approved(self: Arc<Self>, ticket: airlock_shared::ticket::Ticket, rule: String, fp: String) {
+    async fn run_when_approved(
+        self: Arc<Self>,
+        ticket: airlock_shared::ticket::Ticket,
+        rule: String,
+        fp: String,
+    ) {
         let never = CancellationToken::new();
         match self.holds.settle(&ticket, &rule, &fp, never, false).await {
             Ok(cleared) => self.execute(&cleared.ticket).await,

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_shared::TicketStatus;
 use airlock_shared::ticket::task::{self, TaskRow};
 use airlock_shared::ticket::{self as tickets, Ticket};
-use airlock_shared::TicketStatus;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -180,7 +180,9 @@ impl Tasks {
         let fut = async move {
             let body = loop {
                 match me.load(&c, &task_id).await {
-                    Ok((_, _, s)) if s.is_terminal() => break wire::final_answer(&id, &s, &task_id),
+                    Ok((_, _, s)) if s.is_terminal() => {
+                        break wire::final_answer(&id, &s, &task_id);
+                    }
                     Ok(_) => {}
                     Err(e) => break e.to_jsonrpc(&id),
                 }

@@ -168,7 +168,9 @@ impl Tasks {
                 self.count_ended(&ended, shown.status(Era::of_row(&row.era)));
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(task = %row.task_id, error = %e, "cannot store the task's answer"),
+            Err(e) => {
+                tracing::error!(task = %row.task_id, error = %e, "cannot store the task's answer")
+            }
         }
         self.audit_run(&row, ticket, audit, status, started);
     }
@@ -183,7 +185,9 @@ impl Tasks {
                 self.execute(&claimed).await;
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(ticket = %ticket.id, error = %e, "cannot claim an approved task"),
+            Err(e) => {
+                tracing::warn!(ticket = %ticket.id, error = %e, "cannot claim an approved task")
+            }
         }
     }
 
@@ -223,7 +227,10 @@ impl Tasks {
             outcome: outcome.to_owned(),
             ticket_id: Some(ticket.id.0),
             grant_ticket_id: None,
-            decided_by: ticket.decided_by_name.clone().or(ticket.decided_by_id.clone()),
+            decided_by: ticket
+                .decided_by_name
+                .clone()
+                .or(ticket.decided_by_id.clone()),
             upstream_status: upstream_status.map(i32::from),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             policy_revision: ticket.policy_revision.clone(),

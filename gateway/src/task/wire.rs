@@ -65,7 +65,10 @@ pub fn asks_classic(params: &Value) -> bool {
 /// Whether the 2026-07-28 request's per-request capabilities include the extension.
 pub fn declares_extension(params: &Value) -> bool {
     params
-        .pointer(&format!("/_meta/{}/extensions", CLIENT_CAPABILITIES.replace('/', "~1")))
+        .pointer(&format!(
+            "/_meta/{}/extensions",
+            CLIENT_CAPABILITIES.replace('/', "~1")
+        ))
         .and_then(|e| e.get(EXTENSION))
         .is_some()
 }
@@ -217,7 +220,9 @@ fn iso(t: DateTime<Utc>) -> String {
 
 /// The task's TTL in milliseconds: it lives until its ticket expires, plus the retention.
 fn ttl_ms(task: &TaskRow, ticket: &Ticket, shown: Shown) -> i64 {
-    let until_expiry = (ticket.expires_at - task.created_at).num_milliseconds().max(0);
+    let until_expiry = (ticket.expires_at - task.created_at)
+        .num_milliseconds()
+        .max(0);
     let retention = i64::try_from(shown.retention.as_millis()).unwrap_or(i64::MAX);
     until_expiry.saturating_add(retention)
 }
@@ -313,7 +318,10 @@ pub fn final_answer(id: &Value, state: &State, task_id: &str) -> Value {
 /// Adds the gateway's task support to an `initialize` result (2025-11-25): task-augmented
 /// `tools/call` and `tasks/cancel`, beside whatever the upstream declares.
 pub fn advertise_initialize(result: &mut Value) {
-    let Some(caps) = result.get_mut("capabilities").and_then(Value::as_object_mut) else {
+    let Some(caps) = result
+        .get_mut("capabilities")
+        .and_then(Value::as_object_mut)
+    else {
         return;
     };
     let tasks = caps.entry("tasks").or_insert_with(|| json!({}));
@@ -331,7 +339,10 @@ pub fn advertise_initialize(result: &mut Value) {
 
 /// Adds the extension to a `server/discover` result's capabilities (2026-07-28).
 pub fn advertise_discover(result: &mut Value) {
-    let Some(caps) = result.get_mut("capabilities").and_then(Value::as_object_mut) else {
+    let Some(caps) = result
+        .get_mut("capabilities")
+        .and_then(Value::as_object_mut)
+    else {
         return;
     };
     let ext = caps.entry("extensions").or_insert_with(|| json!({}));
@@ -357,5 +368,150 @@ pub fn mark_tools(policy: &Policy, result: &mut Value) {
                 e.insert("taskSupport".into(), json!("optional"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_shared::TicketId;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 4, h, m, 0).unwrap()
+    }
+
+    fn ticket(status: TicketStatus) -> Ticket {
+        serde_json::from_value(json!({
+            "id": TicketId::new(), "status": status, "principal": "bot", "session_id": "s",
+            "tool": "create_refund", "arguments": {}, "rule": "big refunds", "reason": null,
+            "approvers": ["alice", "bob"], "slack_channel": null, "request_hash": "h",
+            "created_at": at(14, 22), "expires_at": at(14, 32), "decided_at": null,
+            "decided_by_id": "U1", "decided_by_name": "carol", "message_channel": null,
+            "message_ts": null, "executed_at": null, "notify_error": null, "message_status": null,
+            "approvals_needed": 1, "approved_by_ids": [], "approved_by_names": [], "owner": null,
+            "fingerprint": null, "policy_revision": null, "approver_groups": [],
+            "grant_for_secs": null, "grant_scope": null, "grant_rule_hash": null,
+        }))
+        .unwrap()
+    }
+
+    fn row(t: &Ticket, outcome: Option<&str>, response: Option<Value>) -> TaskRow {
+        TaskRow {
+            task_id: new_id(),
+            ticket_id: t.id,
+            principal: "bot".into(),
+            era: "classic".into(),
+            session_id: None,
+            request: json!({}),
+            headers: json!({}),
+            poll_interval_ms: 2000,
+            created_at: at(14, 22),
+            updated_at: at(14, 22),
+            outcome: outcome.map(str::to_owned),
+            response,
+            ended_at: None,
+        }
+    }
+
+    #[test]
+    fn a_pending_task_names_who_may_decide_and_the_expiry() {
+        let t = ticket(TicketStatus::Pending);
+        let s = state(&row(&t, None, None), &t, at(14, 23));
+        assert_eq!(
+            s,
+            State::Working("waiting for approval by @alice or @bob (expires 14:32 UTC)".into())
+        );
+        let shown = Shown {
+            retention: Duration::from_secs(60),
+        };
+        let o = task_object(&row(&t, None, None), &t, &s, shown, Era::Classic);
+        assert_eq!(
+            o["ttl"], 660_000,
+            "ten minutes to expiry plus the retention"
+        );
+        assert_eq!(o["pollInterval"], 2000);
+        let e = task_object(&row(&t, None, None), &t, &s, shown, Era::Extension);
+        assert_eq!((e["ttlMs"].clone(), e.get("ttl")), (json!(660_000), None));
+    }
+
+    #[test]
+    fn ended_tickets_fail_with_the_errors_held_calls_get() {
+        let denied = ticket(TicketStatus::Denied);
+        match state(&row(&denied, None, None), &denied, at(14, 23)) {
+            State::Failed { error, .. } => {
+                assert_eq!(error["code"], -32001);
+                assert_eq!(error["message"], "approval denied");
+                assert_eq!(error["data"]["decided_by"], "carol");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cancelled = ticket(TicketStatus::Cancelled);
+        let s = state(&row(&cancelled, None, None), &cancelled, at(14, 23));
+        assert_eq!(s.status(Era::Classic), "cancelled");
+        // A stored cancel wins over what the ticket says (it stays cancelled).
+        let executed = ticket(TicketStatus::Executed);
+        let s = state(
+            &row(&executed, Some("cancelled"), None),
+            &executed,
+            at(14, 23),
+        );
+        assert_eq!(s.status(Era::Extension), "cancelled");
+    }
+
+    #[test]
+    fn a_tool_error_is_failed_in_2025_11_25_and_completed_in_the_extension() {
+        let t = ticket(TicketStatus::Executed);
+        let r = json!({"content": [], "isError": true});
+        let s = state(&row(&t, Some("result"), Some(r.clone())), &t, at(14, 23));
+        assert_eq!(
+            (s.status(Era::Classic), s.status(Era::Extension)),
+            ("failed", "completed")
+        );
+        let answer = final_answer(&json!(4), &s, "airlock-task-x");
+        assert_eq!(answer["result"]["isError"], true);
+        assert_eq!(
+            answer["result"]["_meta"][RELATED_TASK]["taskId"],
+            "airlock-task-x"
+        );
+    }
+
+    #[test]
+    fn who_asks_for_a_task() {
+        assert!(asks_classic(&json!({"task": {"ttl": 1000}})));
+        assert!(!asks_classic(&json!({"task": true})));
+        let caps = json!({"_meta": {CLIENT_CAPABILITIES: {"extensions": {EXTENSION: {}}}}});
+        assert!(declares_extension(&caps));
+        assert!(!declares_extension(
+            &json!({"_meta": {CLIENT_CAPABILITIES: {}}})
+        ));
+        assert_eq!(
+            own_task_id(&json!({"taskId": "up-1"})),
+            None,
+            "the upstream's own task"
+        );
+        let id = new_id();
+        assert_eq!(own_task_id(&json!({ "taskId": id })), Some(id.as_str()));
+    }
+
+    #[test]
+    fn held_tools_are_marked_optional_whatever_the_upstream_says() {
+        let p = Policy::parse(
+            "version: 1\ndefault: allow\nrules:\n  - { name: r, tools: [\"pay\"], action: approve }\n",
+        )
+        .unwrap();
+        let mut listed = json!({"tools": [
+            {"name": "pay", "execution": {"taskSupport": "forbidden"}},
+            {"name": "read"},
+        ]});
+        mark_tools(&p, &mut listed);
+        assert_eq!(listed["tools"][0]["execution"]["taskSupport"], "optional");
+        assert_eq!(listed["tools"][1].get("execution"), None);
+        let mut init = json!({"capabilities": {"tasks": {"list": {}}}});
+        advertise_initialize(&mut init);
+        assert_eq!(
+            init["capabilities"]["tasks"],
+            json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}})
+        );
     }
 }

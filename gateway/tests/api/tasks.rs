@@ -36,9 +36,18 @@ impl<'a> Client<'a> {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": CLASSIC, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
         let resp = c.raw(&init).await;
         assert_eq!(resp.status(), 200);
-        c.session = Some(resp.headers()["mcp-session-id"].to_str().unwrap().to_owned());
+        c.session = Some(
+            resp.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
         let caps = read_answer(resp).await.body["result"]["capabilities"].clone();
-        assert_eq!(caps["tasks"]["requests"]["tools"]["call"], json!({}), "{caps}");
+        assert_eq!(
+            caps["tasks"]["requests"]["tools"]["call"],
+            json!({}),
+            "{caps}"
+        );
         assert_eq!(caps["tasks"]["cancel"], json!({}), "{caps}");
         c
     }
@@ -60,14 +69,20 @@ impl<'a> Client<'a> {
             .header("content-type", "application/json")
             .header("accept", BOTH);
         match &self.session {
-            Some(s) => r = r.header("mcp-session-id", s).header("mcp-protocol-version", CLASSIC),
+            Some(s) => {
+                r = r
+                    .header("mcp-session-id", s)
+                    .header("mcp-protocol-version", CLASSIC)
+            }
             None if body["method"] == "initialize" => {}
             None => {
                 r = r.header("mcp-protocol-version", MODERN);
                 if let Some(m) = body["method"].as_str() {
                     r = r.header("mcp-method", m);
                 }
-                let name = body.pointer("/params/name").or(body.pointer("/params/taskId"));
+                let name = body
+                    .pointer("/params/name")
+                    .or(body.pointer("/params/taskId"));
                 if let Some(n) = name.and_then(Value::as_str) {
                     r = r.header("mcp-name", n);
                 }
@@ -95,7 +110,8 @@ impl<'a> Client<'a> {
 
     /// A held refund asked as a task; returns the task object of the answer.
     pub async fn create(&self, amount: u64, note: &str) -> Value {
-        let mut params = json!({"name": "create_refund", "arguments": {"amount": amount, "note": note}});
+        let mut params =
+            json!({"name": "create_refund", "arguments": {"amount": amount, "note": note}});
         if self.session.is_some() {
             params["task"] = json!({"ttl": 60_000});
         }
@@ -123,7 +139,10 @@ impl<'a> Client<'a> {
         .await;
         match seen {
             Some(r) => r,
-            None => panic!("task {task} never {status}: {:?}", self.get(task).await.body),
+            None => panic!(
+                "task {task} never {status}: {:?}",
+                self.get(task).await.body
+            ),
         }
     }
 }
@@ -139,7 +158,11 @@ async fn tool_list_marks_held_tools(app: &TestApp, c: &Client<'_>) {
         tools.iter().find(|t| t["name"] == n).unwrap()["execution"]["taskSupport"].clone()
     };
     assert_eq!(support("create_refund"), "optional", "{tools:?}");
-    assert_eq!(support("list_charges"), Value::Null, "never held: untouched");
+    assert_eq!(
+        support("list_charges"),
+        Value::Null,
+        "never held: untouched"
+    );
     assert_eq!(app.upstream.call_count(), 0);
 }
 
@@ -150,9 +173,15 @@ async fn approved(app: &TestApp, c: &Client<'_>) {
     let id = t["taskId"].as_str().unwrap().to_owned();
     assert_eq!(t["status"], "working", "{t}");
     let msg = t["statusMessage"].as_str().unwrap();
-    assert!(msg.starts_with("waiting for approval by @U0123ABCD (expires "), "{msg}");
+    assert!(
+        msg.starts_with("waiting for approval by @U0123ABCD (expires "),
+        "{msg}"
+    );
     assert!(t[ttl_field(c)].as_i64().unwrap() > 30_000, "{t}");
-    assert!(t.get("pollInterval").or(t.get("pollIntervalMs")).is_some(), "{t}");
+    assert!(
+        t.get("pollInterval").or(t.get("pollIntervalMs")).is_some(),
+        "{t}"
+    );
     assert_eq!(c.get(&id).await.body["result"]["status"], "working");
     assert_eq!(app.upstream.call_count(), 0, "nothing runs before approval");
     app.approve_next(0).await;
@@ -189,7 +218,10 @@ async fn fails_with(c: &Client<'_>, id: &str, status: &str, message: &str) {
 }
 
 async fn denied(app: &TestApp, c: &Client<'_>) {
-    let id = c.create(600, "denied").await["taskId"].as_str().unwrap().to_owned();
+    let id = c.create(600, "denied").await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let ticket = wait_for_request(&app.redis, 1).await;
     decide(&app.db, &app.redis, ticket, Decision::Deny, true).await;
     fails_with(c, &id, "failed", "approval denied").await;
@@ -197,12 +229,20 @@ async fn denied(app: &TestApp, c: &Client<'_>) {
 }
 
 async fn cancelled(app: &TestApp, c: &Client<'_>) {
-    let id = c.create(700, "cancelled").await["taskId"].as_str().unwrap().to_owned();
+    let id = c.create(700, "cancelled").await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let ticket = wait_for_request(&app.redis, 2).await;
     let a = c.rpc(5, "tasks/cancel", json!({"taskId": id})).await;
     match &c.session {
         Some(_) => assert_eq!(a.body["result"]["status"], "cancelled", "{:?}", a.body),
-        None => assert_eq!(a.body["result"], json!({"resultType": "complete"}), "{:?}", a.body),
+        None => assert_eq!(
+            a.body["result"],
+            json!({"resultType": "complete"}),
+            "{:?}",
+            a.body
+        ),
     }
     assert_eq!(app.ticket(ticket).await.status, TicketStatus::Cancelled);
     let closed = eventually(Duration::from_secs(5), || async {
@@ -225,7 +265,10 @@ async fn cancelled(app: &TestApp, c: &Client<'_>) {
 }
 
 async fn other_principal_sees_nothing(app: &TestApp, c: &Client<'_>) {
-    let id = c.create(800, "mine").await["taskId"].as_str().unwrap().to_owned();
+    let id = c.create(800, "mine").await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let other = match &c.session {
         Some(_) => Client::classic(app.url(), OTHER_TOKEN).await,
         None => Client::modern(app.url(), OTHER_TOKEN),
@@ -275,7 +318,11 @@ async fn classic_tasks_approved_denied_cancelled_and_bound_to_their_principal() 
     .await
     .expect("an audit row per task made, and one for the approved run");
     let outcomes: Vec<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
-    assert_eq!(outcomes.iter().filter(|o| **o == "task").count(), 4, "{rows:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "task").count(),
+        4,
+        "{rows:?}"
+    );
     assert!(outcomes.contains(&"approved"), "{rows:?}");
 }
 
@@ -288,7 +335,10 @@ async fn extension_tasks_approved_denied_cancelled_and_bound_to_their_principal(
     cancelled(&app, &c).await;
     other_principal_sees_nothing(&app, &c).await;
     // Without the extension in its capabilities a client may not poll (-32021).
-    let id = c.create(900, "undeclared").await["taskId"].as_str().unwrap().to_owned();
+    let id = c.create(900, "undeclared").await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let plain = Client {
         declares: false,
         ..Client::modern(app.url(), BILLING_TOKEN)
@@ -312,7 +362,10 @@ async fn tasks_expire_as_holds_do() {
         Client::classic(app.url(), BILLING_TOKEN).await,
         Client::modern(app.url(), BILLING_TOKEN),
     ] {
-        let id = c.create(500, "expires").await["taskId"].as_str().unwrap().to_owned();
+        let id = c.create(500, "expires").await["taskId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         fails_with(&c, &id, "failed", "approval timeout").await;
     }
     assert_eq!(app.upstream.call_count(), 0);
@@ -322,14 +375,27 @@ async fn tasks_expire_as_holds_do() {
 async fn an_oversized_result_fails_the_task_clearly() {
     let app = tasks_app(Duration::from_secs(30), 2048).await;
     let c = Client::classic(app.url(), BILLING_TOKEN).await;
-    let id = c.create(500, &"x".repeat(4096)).await["taskId"].as_str().unwrap().to_owned();
+    let id = c.create(500, &"x".repeat(4096)).await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.approve_next(0).await;
     let r = c.until(&id, "failed").await;
-    assert!(r["statusMessage"].as_str().unwrap().contains("over the limit of 2048"), "{r}");
+    assert!(
+        r["statusMessage"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 2048"),
+        "{r}"
+    );
     let e = c.rpc(3, "tasks/result", json!({"taskId": id})).await;
     assert_eq!(e.code(), Some(-32603), "{:?}", e.body);
     assert_eq!(e.message(), "result too large");
-    assert_eq!(app.upstream.call_count(), 1, "it ran once; the answer was too big to keep");
+    assert_eq!(
+        app.upstream.call_count(),
+        1,
+        "it ran once; the answer was too big to keep"
+    );
 }
 
 #[tokio::test]
@@ -357,7 +423,10 @@ async fn another_replica_answers_and_runs_an_approved_task_once() {
     let app = spawn_app().await;
     let (b_addr, b_stop, _b) = start_gateway(&app.second_config()).await;
     let c = Client::classic(app.url(), BILLING_TOKEN).await;
-    let id = c.create(500, "replica").await["taskId"].as_str().unwrap().to_owned();
+    let id = c.create(500, "replica").await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // The same session, polled through the other replica.
     let on_b = Client {
         url: format!("http://{b_addr}/mcp"),
@@ -371,7 +440,12 @@ async fn another_replica_answers_and_runs_an_approved_task_once() {
     let ticket: TicketId = app.approve_next(0).await;
     on_b.until(&id, "completed").await;
     let r = on_b.rpc(3, "tasks/result", json!({"taskId": id})).await;
-    assert_eq!(r.tool_text()["arguments"]["note"], "replica", "{:?}", r.body);
+    assert_eq!(
+        r.tool_text()["arguments"]["note"],
+        "replica",
+        "{:?}",
+        r.body
+    );
     assert_eq!(app.upstream.call_count(), 1);
     assert_eq!(app.ticket(ticket).await.status, TicketStatus::Executed);
     b_stop.cancel();

@@ -46,8 +46,14 @@ async fn kill_9_the_creator_and_another_replica_runs_each_approved_task_once() {
     .await;
     assert!(up.is_some(), "the gateway binary did not start");
     let on_a = Client::classic(format!("http://127.0.0.1:{port}/mcp"), BILLING_TOKEN).await;
-    let first = on_a.create(500, "polled").await["taskId"].as_str().unwrap().to_owned();
-    let second = on_a.create(501, "swept").await["taskId"].as_str().unwrap().to_owned();
+    let first = on_a.create(500, "polled").await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = on_a.create(501, "swept").await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let t1 = wait_for_request(&app.redis, 0).await;
     let t2 = wait_for_request(&app.redis, 1).await;
 
@@ -77,7 +83,11 @@ async fn kill_9_the_creator_and_another_replica_runs_each_approved_task_once() {
     assert_eq!(r.tool_text()["arguments"]["note"], "swept", "{:?}", r.body);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(app.upstream.call_count(), 2, "each approved call ran exactly once");
+    assert_eq!(
+        app.upstream.call_count(),
+        2,
+        "each approved call ran exactly once"
+    );
     for t in [t1, t2] {
         assert_eq!(app.ticket(t).await.status, TicketStatus::Executed);
     }
