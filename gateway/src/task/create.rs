@@ -18,6 +18,7 @@ use crate::error::CallError;
 use crate::upstream::{METHOD_HEADER, NAME_HEADER, PARAM_PREFIX, PROTOCOL_HEADER};
 
 /// A held call to serve as a task.
+#[derive(Clone, Copy)]
 pub struct TaskCall<'a> {
     pub era: Era,
     pub caller: &'a Caller,
@@ -71,24 +72,9 @@ impl Tasks {
         let task_id = wire::new_id();
         let request = upstream_request(call.body, &task_id)?;
         let (ticket, _) = self.holds.open(&new).await?;
-        let row = task::create(
-            &self.pool,
-            &NewTask {
-                task_id: task_id.clone(),
-                ticket_id: ticket.id,
-                principal: call.caller.principal.0.clone(),
-                era: call.era.as_str().to_owned(),
-                session_id: call
-                    .caller
-                    .session
-                    .as_ref()
-                    .map(|_| call.caller.sid.0.clone()),
-                request,
-                headers: upstream_headers(&call.caller.headers),
-                poll_interval_ms: self.poll_interval_ms(),
-            },
-        )
-        .await?;
+        let row = self
+            .row_for(&ticket, call, task_id.clone(), request)
+            .await?;
         if row.principal != call.caller.principal.0 {
             // Same session and call, other principal: cannot happen (sessions are owned).
             return Err(sqlx::Error::RowNotFound.into());
@@ -107,6 +93,40 @@ impl Tasks {
             task_id: row.task_id,
             result: wire::create_result(object, call.era),
         })
+    }
+
+    /// The task row of a ticket just opened; if it cannot be written, the ticket is cancelled
+    /// (nobody would ever learn its outcome) and the call fails.
+    async fn row_for(
+        &self,
+        ticket: &airlock_shared::ticket::Ticket,
+        call: TaskCall<'_>,
+        task_id: String,
+        request: Value,
+    ) -> Result<task::TaskRow, CallError> {
+        let new_task = NewTask {
+            task_id,
+            ticket_id: ticket.id,
+            principal: call.caller.principal.0.clone(),
+            era: call.era.as_str().to_owned(),
+            session_id: call
+                .caller
+                .session
+                .as_ref()
+                .map(|_| call.caller.sid.0.clone()),
+            request,
+            headers: upstream_headers(&call.caller.headers),
+            poll_interval_ms: self.poll_interval_ms(),
+        };
+        match task::create(&self.pool, &new_task).await {
+            Ok(row) => Ok(row),
+            Err(e) => {
+                if ticket.status.is_pending() {
+                    let _ = self.holds.cancel_pending(ticket.id).await;
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Waits, as a held call would, for the decision on a task's ticket; approved, claims it
