@@ -11,7 +11,7 @@ use airlock_shared::{TicketId, canonical};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Action, GrantRule, Verdict};
 use crate::request_state::RequestStates;
 use crate::rules::Rules;
+use crate::task::{Era, TaskCall, Tasks};
 use crate::tool_call::ToolCall;
 use crate::tool_listing;
 use crate::trace_context::TraceContext;
@@ -55,6 +56,8 @@ pub struct Pipeline {
     pub keepalive: Duration,
     /// Seals and opens the gateway's `requestState` (2026-07-28 continuations).
     pub request_states: Arc<RequestStates>,
+    /// Held calls served as MCP tasks, for clients that can take one.
+    pub tasks: Arc<Tasks>,
 }
 
 /// What the audit row of one call says.
@@ -69,6 +72,26 @@ struct CallRecord {
     upstream_status: Option<u16>,
     /// The call continues an approved one (its `requestState` named the ticket): not held again.
     continued: bool,
+    /// The task the held call was answered with (it runs after approval, audited then too).
+    task: Option<String>,
+}
+
+impl CallRecord {
+    /// The audit outcome of a call that got an answer.
+    fn outcome(&self) -> &'static str {
+        match (
+            self.task.is_some(),
+            self.continued,
+            self.ticket,
+            self.grant_ticket,
+        ) {
+            (true, _, _, _) => "task",
+            (false, true, _, _) => "continued",
+            (false, false, Some(_), _) => "approved",
+            (false, false, None, Some(_)) => "granted",
+            (false, false, None, None) => "forwarded",
+        }
+    }
 }
 
 /// The audit row of one call, written exactly once: when the call ends, or when its future is
@@ -113,6 +136,7 @@ impl AuditTrail<'_> {
             policy_revision: self.rec.policy_revision.take(),
             traceparent: self.trace.traceparent.take(),
             tracestate: self.trace.tracestate.take(),
+            task_id: self.rec.task.take(),
         });
     }
 }
@@ -129,7 +153,7 @@ impl Drop for AuditTrail<'_> {
 impl Pipeline {
     /// A `tools/call` on its own: a held one answers over SSE at once if the client takes it.
     pub async fn answer(self: Arc<Self>, caller: Caller, call: ToolCall) -> Response {
-        if !call.is_held() || !accepts_sse(&caller.headers) {
+        if !call.is_held() || call.task.is_some() || !accepts_sse(&caller.headers) {
             return self.run(&caller, call).await;
         }
         let waiting = waiting_for(&call.verdict.approvers);
@@ -179,6 +203,7 @@ impl Pipeline {
             invalid,
             continuation,
             trace,
+            task,
             ..
         } = call;
         let span = tracing::info_span!("tools_call", principal = %caller.principal, session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
@@ -209,25 +234,14 @@ impl Pipeline {
             args: &trail.args,
             unevaluable: &unevaluable,
             trace: &trail.trace,
+            task,
         };
         let result = steps
             .go(checked, body, &mut trail.rec)
             .instrument(span.clone())
             .await;
         let (outcome, decided_by, response) = match result {
-            Ok(resp) => {
-                let outcome = match (
-                    trail.rec.continued,
-                    trail.rec.ticket,
-                    trail.rec.grant_ticket,
-                ) {
-                    (true, _, _) => "continued",
-                    (false, Some(_), _) => "approved",
-                    (false, None, Some(_)) => "granted",
-                    (false, None, None) => "forwarded",
-                };
-                (outcome, None, resp)
-            }
+            Ok(resp) => (trail.rec.outcome(), None, resp),
             Err(e) => {
                 let _enter = span.enter();
                 if e.is_fault() {
@@ -258,6 +272,8 @@ struct Steps<'a> {
     args: &'a Value,
     unevaluable: &'a [Arc<str>],
     trace: &'a TraceContext,
+    /// The client can take a task, in this dialect: a hold is answered with one.
+    task: Option<Era>,
 }
 
 impl Steps<'_> {
@@ -313,7 +329,12 @@ impl Steps<'_> {
                 reason: verdict.reason.as_deref().map(str::to_owned),
             });
         }
-        self.clear(&verdict, continues, &request_hash, rec).await?;
+        if let Some(task) = self
+            .clear(&verdict, continues, &request_hash, &body, rec)
+            .await?
+        {
+            return Ok(task);
+        }
         let mut resp = c.send(&p.link, body, &c.headers).await?;
         rec.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
@@ -333,14 +354,15 @@ impl Steps<'_> {
     }
 
     /// An approve verdict's way past the hold: a continuation of an approved call, a standing
-    /// grant, or a person's approval now.
+    /// grant, or a person's approval now; or, for a client that takes tasks, the task's answer.
     async fn clear(
         &self,
         verdict: &Verdict,
         continues: Option<TicketId>,
         request_hash: &str,
+        body: &Bytes,
         rec: &mut CallRecord,
-    ) -> Result<(), CallError> {
+    ) -> Result<Option<Response>, CallError> {
         let (p, c) = (self.p, self.caller);
         match (verdict.action, continues) {
             (Action::Approve, Some(t)) => {
@@ -358,22 +380,32 @@ impl Steps<'_> {
                         tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
                         rec.grant_ticket = Some(g.ticket_id);
                     }
-                    None => self.hold(verdict, request_hash.to_owned(), rec).await?,
+                    None => {
+                        let new = self.new_ticket(verdict, request_hash.to_owned());
+                        if let Some(era) = self.task {
+                            let call = TaskCall {
+                                era,
+                                caller: c,
+                                body,
+                            };
+                            let made = p.tasks.create(new, call).await?;
+                            (rec.ticket, rec.task) = (Some(made.ticket), Some(made.task_id));
+                            let answer =
+                                json!({"jsonrpc": "2.0", "id": self.id, "result": made.result});
+                            return Ok(Some(Json(answer).into_response()));
+                        }
+                        self.hold(new, rec).await?
+                    }
                 }
             }
             (Action::Allow | Action::Deny, _) => {}
         }
-        Ok(())
+        Ok(None)
     }
 
-    async fn hold(
-        &self,
-        verdict: &Verdict,
-        request_hash: String,
-        rec: &mut CallRecord,
-    ) -> Result<(), CallError> {
+    fn new_ticket(&self, verdict: &Verdict, request_hash: String) -> NewTicket {
         let (p, c) = (self.p, self.caller);
-        let new = NewTicket {
+        NewTicket {
             id: TicketId::new(),
             principal: c.principal.0.clone(),
             session_id: c.sid.0.clone(),
@@ -393,7 +425,12 @@ impl Steps<'_> {
             grant: verdict.grant.as_ref().map(GrantRule::offer),
             traceparent: self.trace.traceparent.clone(),
             tracestate: self.trace.tracestate.clone(),
-        };
+        }
+    }
+
+    async fn hold(&self, new: NewTicket, rec: &mut CallRecord) -> Result<(), CallError> {
+        let p = self.p;
+        let c = self.caller;
         let cancel = CancellationToken::new();
         let _held = p.held.track(&c.sid, self.id, cancel.clone());
         let cleared = p.holds.hold(new, cancel, &mut rec.ticket).await?;

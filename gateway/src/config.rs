@@ -45,6 +45,50 @@ pub struct Config {
     pub request_state_key: Option<SecretString>,
     /// How long a `requestState` the gateway issued stays valid (`REQUEST_STATE_TTL`).
     pub request_state_ttl: Duration,
+    /// Held calls served as MCP tasks (`TASK_*`).
+    pub tasks: TaskConfig,
+}
+
+/// `TASK_POLL_INTERVAL`, `TASK_MAX_RESULT_BYTES`, `TASK_RETENTION`, `TASK_SWEEP_INTERVAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskConfig {
+    /// The `pollInterval` a task asks its client to keep.
+    pub poll_interval: Duration,
+    /// The largest upstream answer a task stores; a larger one fails the task.
+    pub max_result_bytes: usize,
+    /// How long an ended task and its result are kept before the sweeper deletes them.
+    pub retention: Duration,
+    /// How often each replica's task sweeper runs.
+    pub sweep_interval: Duration,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(2),
+            max_result_bytes: 1 << 20,
+            retention: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TaskConfig {
+    fn from_env(env: &mut Env) -> Self {
+        let d = Self::default();
+        let t = Self {
+            poll_interval: env.duration("TASK_POLL_INTERVAL", d.poll_interval),
+            max_result_bytes: env
+                .or("TASK_MAX_RESULT_BYTES", ByteSize(d.max_result_bytes))
+                .0,
+            retention: env.duration("TASK_RETENTION", d.retention),
+            sweep_interval: env.duration("TASK_SWEEP_INTERVAL", d.sweep_interval),
+        };
+        if t.poll_interval.is_zero() || t.sweep_interval.is_zero() {
+            env.problem("TASK_POLL_INTERVAL and TASK_SWEEP_INTERVAL: must be above zero");
+        }
+        t
+    }
 }
 
 /// `REQUEST_STATE_KEY` (at least 32 characters when set) and `REQUEST_STATE_TTL` (`10m`).
@@ -105,6 +149,7 @@ impl Config {
         let policy_reload_interval = env.duration("POLICY_RELOAD_INTERVAL", Duration::from_secs(5));
         let edge = edge(&mut env, max_body_bytes);
         let (request_state_key, request_state_ttl) = request_state(&mut env);
+        let tasks = TaskConfig::from_env(&mut env);
         env.finish()?;
         match (
             database_url,
@@ -143,6 +188,7 @@ impl Config {
                 edge,
                 request_state_key,
                 request_state_ttl,
+                tasks,
             }),
             _ => Err(ConfigError {
                 problems: vec!["required variables missing".into()],

@@ -18,6 +18,7 @@ use crate::input_schema::InputSchemas;
 use crate::policy::Policy;
 use crate::relay::{Relay, relay};
 use crate::rules::Rules;
+use crate::task;
 use crate::transport::SUPPORTED_PROTOCOL_VERSIONS;
 use crate::upstream::{Outgoing, SESSION_HEADER};
 use crate::upstream_session::UpstreamSessions;
@@ -144,11 +145,16 @@ impl Discovery {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let answer = Whole::read(resp, id).await?;
-        let Some(response) = answer.response.clone() else {
+        let Some(mut response) = answer.response.clone() else {
             return Err(UpstreamError::NoAnswer("initialize got no answer").into());
         };
         if let Some(result) = response.get("result") {
             self.cache.put_init(version, result);
+        }
+        if version == task::CLASSIC_VERSION
+            && let Some(r) = response.get_mut("result")
+        {
+            task::wire::advertise_initialize(r);
         }
         let sid = SessionId::new();
         self.link
@@ -179,6 +185,10 @@ impl Discovery {
             .sessions
             .create(&sid, principal, None, Some(version), Some(init))
             .await?;
+        let mut result = result;
+        if version == task::CLASSIC_VERSION {
+            task::wire::advertise_initialize(&mut result);
+        }
         let mut r = Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })).into_response();
         if let Ok(v) = HeaderValue::from_str(&sid.0) {
             r.headers_mut().insert(SESSION_HEADER, v);
@@ -212,6 +222,9 @@ impl Discovery {
                 Some(result) => {
                     tracing::warn!(why = %why, "upstream down; tools/list answered from cache");
                     let mut view = policy_view(&policy, &result);
+                    if task::speaks_classic(&caller.headers) && !modern {
+                        task::wire::mark_tools(&policy, &mut view);
+                    }
                     if modern {
                         view = cacheable(view, true, filtered);
                     }
@@ -238,7 +251,10 @@ impl Discovery {
         if let Some(result) = response.get("result") {
             self.cache.put_tools(cursor, result);
             self.schemas.put_page(cursor, result);
-            let view = policy_view(&policy, result);
+            let mut view = policy_view(&policy, result);
+            if task::speaks_classic(&caller.headers) && !modern {
+                task::wire::mark_tools(&policy, &mut view);
+            }
             response["result"] = match modern {
                 true => cacheable(view, false, filtered),
                 false => view,
@@ -287,6 +303,9 @@ impl Discovery {
                 v.as_str()
                     .is_some_and(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(&v))
             });
+        }
+        if let Some(r) = response.get_mut("result") {
+            task::wire::advertise_discover(r);
         }
         if let Some(result) = response.get("result") {
             self.cache.put_discover(result);

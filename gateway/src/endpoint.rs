@@ -21,6 +21,7 @@ use crate::relay::{Relay, relay};
 use crate::session::SessionInfo;
 use crate::state::AppState;
 use crate::stateless::{self, forward};
+use crate::task;
 use crate::tool_call::ToolCall;
 use crate::transport::{allows_batches, protocol_version};
 use crate::upstream::{Outgoing, SESSION_HEADER};
@@ -174,8 +175,17 @@ async fn post_inner(
     };
     match incoming {
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
-            let call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
+            let mut call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
+            call.task = task::classic_ask(&caller.headers, &params);
             Ok(app.pipeline.clone().answer(caller, call).await)
+        }
+        Incoming::Single(Message::Request { id, method, params })
+            if task::handles(&method, &params) =>
+        {
+            let tasks = &app.pipeline.tasks;
+            Ok(tasks
+                .answer(&caller, task::Era::Classic, &method, &id, &params)
+                .await)
         }
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
             app.discovery.tools_list(&caller, bytes, &id, &params).await

@@ -37,6 +37,7 @@ pub mod session;
 pub mod sse;
 pub mod state;
 mod stateless;
+pub mod task;
 pub mod tool_call;
 pub mod tool_listing;
 pub mod trace_context;

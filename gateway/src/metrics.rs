@@ -29,6 +29,43 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     /// 1 for the revision of the policy in force.
     policy_info: IntGaugeVec,
+    /// Held calls served as MCP tasks.
+    pub tasks: TaskMetrics,
+}
+
+/// The metrics of held calls served as MCP tasks.
+#[derive(Clone)]
+pub struct TaskMetrics {
+    /// Tasks created.
+    pub created: IntCounter,
+    /// Ended tasks by status: completed, failed, cancelled (counted once across replicas).
+    pub ended: IntCounterVec,
+    /// From task creation to the ticket's decision.
+    pub to_decision: Histogram,
+}
+
+impl TaskMetrics {
+    fn new(registry: &MetricsRegistry) -> Result<Self, prometheus::Error> {
+        let created = IntCounter::new("airlock_tasks_created_total", "Held calls served as tasks")?;
+        let ended = IntCounterVec::new(
+            Opts::new("airlock_tasks_ended_total", "Tasks ended, by status"),
+            &["status"],
+        )?;
+        let to_decision = Histogram::with_opts(
+            HistogramOpts::new(
+                "airlock_task_decision_seconds",
+                "Time from task creation to the ticket's decision",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
+        )?;
+        Ok(Self {
+            created: registry.register(created),
+            ended: registry.register(ended),
+            to_decision: registry.register(to_decision),
+        })
+    }
 }
 
 impl Metrics {
@@ -94,6 +131,7 @@ impl Metrics {
         let policy_unevaluable = registry.register(policy_unevaluable);
         let policy_reloads = registry.register(policy_reloads);
         let policy_info = registry.register(policy_info);
+        let tasks = TaskMetrics::new(&registry)?;
         Ok(Self {
             registry,
             tool_calls,
@@ -106,6 +144,7 @@ impl Metrics {
             policy_unevaluable,
             policy_reloads,
             policy_info,
+            tasks,
         })
     }
 

@@ -30,6 +30,8 @@ use crate::request_state::RequestStates;
 use crate::rules::{Rules, RulesError};
 use crate::session::Sessions;
 use crate::state::{AppState, Inner};
+use crate::task::sweep::sweep_loop as task_sweep_loop;
+use crate::task::{TaskSettings, Tasks};
 use crate::upstream::Upstream;
 use crate::upstream_session::UpstreamSessions;
 use crate::{endpoint, health};
@@ -73,6 +75,39 @@ fn start_holds(
         interrupt: CancellationToken::new(),
     };
     (holds, wakeups)
+}
+
+/// Held calls served as tasks, and the task sweeper, started.
+fn start_tasks(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    holds: &Holds,
+    link: &UpstreamSessions,
+    audit: &AuditSink,
+    metrics: &Metrics,
+    background: &CancellationToken,
+) -> Arc<Tasks> {
+    let t = config.tasks;
+    let tasks = Arc::new(Tasks {
+        pool: pool.clone(),
+        holds: holds.clone(),
+        link: link.clone(),
+        audit: audit.clone(),
+        metrics: metrics.clone(),
+        settings: TaskSettings {
+            poll_interval: t.poll_interval,
+            max_result_bytes: t.max_result_bytes,
+            retention: t.retention,
+            sweep_interval: t.sweep_interval,
+            // The creator's hub sees a decision within a poll interval or two; after that,
+            // an approved task nobody claimed has lost its creator.
+            takeover_after: (config.decision_poll_interval * 3).max(Duration::from_secs(2)),
+            lost_after: config.upstream_timeout + Duration::from_secs(60),
+        },
+        keepalive: config.keepalive_interval,
+    });
+    tokio::spawn(task_sweep_loop(tasks.clone(), background.clone()));
+    tasks
 }
 
 /// Why the gateway could not start.
@@ -205,6 +240,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let schemas = Arc::new(InputSchemas::default());
     let request_states =
         RequestStates::new(config.request_state_key.as_ref(), config.request_state_ttl)?;
+    let tasks = start_tasks(config, &pool, &holds, &link, &audit, &metrics, &background);
     let pipeline = Arc::new(Pipeline {
         rules: rules.clone(),
         schemas: schemas.clone(),
@@ -217,6 +253,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         approval_timeout: config.approval_timeout,
         keepalive: config.keepalive_interval,
         request_states: Arc::new(request_states),
+        tasks,
     });
     let state = AppState(Arc::new(Inner {
         rules: rules.clone(),

@@ -16,6 +16,7 @@ use crate::era;
 use crate::error::{RequestError, upstream_error};
 use crate::mcp::{Incoming, Message, TOOLS_CALL, TOOLS_LIST};
 use crate::state::AppState;
+use crate::task;
 use crate::tool_call::ToolCall;
 
 /// The method that advertises a 2026-07-28 server's versions and capabilities.
@@ -44,11 +45,18 @@ pub async fn post(
                     let mut call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
                     let states = &app.pipeline.request_states;
                     continuation::take(states, &mut call, &params, &caller.principal.0);
+                    call.task = task::extension_ask(&params);
                     app.pipeline.check_param_headers(&caller, &call).await?;
                     Ok(app.pipeline.clone().answer(caller, call).await)
                 }
                 TOOLS_LIST => app.discovery.tools_list(&caller, bytes, &id, &params).await,
                 DISCOVER => app.discovery.discover(&caller, bytes, &id).await,
+                m if task::handles(m, &params) => {
+                    let tasks = &app.pipeline.tasks;
+                    Ok(tasks
+                        .answer(&caller, task::Era::Extension, m, &id, &params)
+                        .await)
+                }
                 // `subscriptions/listen` and the rest: relayed as they stream.
                 _ => forward(app, &caller, bytes, Some(id)).await,
             }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::policy::{Action, Policy, Verdict};
 use crate::request_state::{Continued, RequestStateError};
+use crate::task::Era;
 use crate::trace_context::TraceContext;
 
 /// One `tools/call` request, parsed once and evaluated by policy once.
@@ -33,6 +34,8 @@ pub struct ToolCall {
     pub continuation: Option<Result<Continued, RequestStateError>>,
     /// The W3C trace context of `_meta` worth recording (the body goes upstream unchanged).
     pub trace: TraceContext,
+    /// The client can take a task for this call, in this dialect (if policy holds it).
+    pub task: Option<Era>,
 }
 
 impl ToolCall {
@@ -67,6 +70,7 @@ impl ToolCall {
             unevaluable,
             invalid,
             continuation: None,
+            task: None,
         }
     }
 

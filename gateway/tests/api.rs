@@ -17,5 +17,7 @@ mod api {
     mod races;
     mod reload;
     mod session_lock;
+    mod tasks;
+    mod tasks_restart;
     mod transparent;
 }

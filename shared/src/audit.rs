@@ -28,6 +28,8 @@ pub struct AuditRecord {
     pub traceparent: Option<String>,
     /// The call's W3C `tracestate`, kept only beside a valid `traceparent`.
     pub tracestate: Option<String>,
+    /// The task the call was served as (a held call answered at once with a task handle).
+    pub task_id: Option<String>,
 }
 
 /// Writes a batch of records in one statement.
@@ -38,7 +40,7 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_log (at, principal, session_id, tool, arguments, rule, decision, outcome, \
          ticket_id, grant_ticket_id, decided_by, upstream_status, latency_ms, policy_revision, \
-         traceparent, tracestate) ",
+         traceparent, tracestate, task_id) ",
     );
     qb.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
@@ -56,7 +58,8 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
             .push_bind(r.latency_ms)
             .push_bind(&r.policy_revision)
             .push_bind(&r.traceparent)
-            .push_bind(&r.tracestate);
+            .push_bind(&r.tracestate)
+            .push_bind(&r.task_id);
     });
     qb.build().execute(pool).await.map(|r| r.rows_affected())
 }
@@ -108,4 +111,18 @@ pub async fn revisions_for_session(
         .bind(session_id)
         .fetch_all(pool)
         .await
+}
+
+/// The outcome and task of each audit row of one principal that names a task, oldest first.
+pub async fn tasks_for_principal(
+    pool: &sqlx::PgPool,
+    principal: &str,
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT outcome, task_id FROM audit_log WHERE principal = $1 AND task_id IS NOT NULL \
+         ORDER BY id",
+    )
+    .bind(principal)
+    .fetch_all(pool)
+    .await
 }

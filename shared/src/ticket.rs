@@ -18,6 +18,7 @@ mod claim;
 pub(crate) mod decision;
 mod message;
 mod offer;
+pub mod task;
 
 pub use decision::{
     ClickDecision, Clicker, Vote, decide, decide_as, decide_many, may_decide, votes,

@@ -3,7 +3,8 @@
 # @modelcontextprotocol/server-everything, directly and through the gateway, plus held calls
 # with the TypeScript client, and the Python client against the demo upstream (directly and
 # through a gateway with the demo policy), and the Python Client in each era against an MCPServer
-# upstream (modern.py; its held calls are approved by signed clicks on the real webhook).
+# upstream (modern.py; its held calls are approved by signed clicks on the real webhook), and
+# held calls served as MCP tasks with the TypeScript client's experimental tasks API (tasks.mjs).
 # Installs what is missing. Prints "N passed, M failed" last and
 # exits non-zero on any failure.
 # Env: DATABASE_URL (a database to create a fresh one from), REDIS_URL, CARGO_TARGET_DIR,
@@ -70,6 +71,12 @@ cat >"$LOGS/policy.yaml" <<'YAML'
 version: 1
 default: allow
 rules:
+  - name: expiring held echoes
+    tools: ["echo"]
+    when: [{ arg: /message, matches: "^hold-expire-" }]
+    action: approve
+    approvers: [U1]
+    timeout: 3s
   - name: held echoes
     tools: ["echo"]
     when: [{ arg: /message, matches: "^hold-" }]
@@ -154,6 +161,8 @@ echo "== Python SDK Client in 2026-07-28, auto and legacy mode against MCPServer
 python3 modern.py "$MODERN" "$GW_MODERN" "$TOKEN" "$DB_URL" "$WEBHOOK" "$SIGNING_SECRET" 2>&1 | tee "$LOGS/py-modern.out"
 echo "== held calls, short timeouts (client 6 s, hold 9 s, keepalive 2 s)"
 node hold.mjs short "$GW_FAST" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/hold-short.out"
+echo "== held calls as MCP tasks: TypeScript SDK experimental tasks API (2025-11-25), signed clicks"
+node tasks.mjs "$GW_FAST" "$TOKEN" "$DB_URL" "$WEBHOOK" "$SIGNING_SECRET" 2>&1 | tee "$LOGS/tasks.out"
 if [ -n "${LITERAL:-}" ]; then
   echo "== held call, literal (SDK default 60 s timeout, hold 90 s, keepalive 15 s)"
   wait "$LITERAL"

@@ -139,9 +139,17 @@ impl Holds {
         cancel: CancellationToken,
         ticket_seen: &mut Option<TicketId>,
     ) -> Result<Cleared, CallError> {
+        let (ticket, _) = self.open(&new).await?;
+        *ticket_seen = Some(ticket.id);
+        self.settle(&ticket, &new.rule, &new.fingerprint, cancel, true)
+            .await
+    }
+
+    /// Opens a ticket and asks for approval, or reattaches to the live one for the same call;
+    /// `true` when the ticket is new.
+    pub async fn open(&self, new: &NewTicket) -> Result<(Ticket, bool), CallError> {
         let rule = new.rule.clone();
-        let fingerprint = new.fingerprint.clone();
-        let ticket = match ticket::open(&self.pool, &new).await? {
+        match ticket::open(&self.pool, new).await? {
             Opened::Created(t) => {
                 let mut conn = self.redis.clone();
                 let job = NotifyJob::ApprovalRequest { ticket_id: t.id };
@@ -151,21 +159,45 @@ impl Holds {
                     return Err(CallError::NotifyFailed { rule, source });
                 }
                 tracing::info!(ticket = %t.id, "approval requested");
-                t
+                Ok((t, true))
             }
             Opened::Reattached(t) => {
                 tracing::info!(ticket = %t.id, status = %t.status, "retry reattached to its ticket");
-                t
+                Ok((t, false))
             }
-        };
-        let id = ticket.id;
-        *ticket_seen = Some(id);
+        }
+    }
+
+    /// Cancels a pending ticket (its Slack message then says so); `false` if it had left
+    /// pending already.
+    pub async fn cancel_pending(&self, id: TicketId) -> Result<bool, sqlx::Error> {
+        match ticket::close_pending(&self.pool, id, TicketStatus::Cancelled).await? {
+            Some(_) => {
+                announce_closed(self, id, TicketStatus::Cancelled).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Waits on an open ticket until it is approved and claimed for the call whose fingerprint
+    /// is `fingerprint`, or fails. With `cancel_if_dropped`, dropping the wait (the client went
+    /// away) cancels the ticket; a task's wait is nobody's connection and leaves it be.
+    pub async fn settle(
+        &self,
+        ticket: &Ticket,
+        rule: &str,
+        fingerprint: &str,
+        cancel: CancellationToken,
+        cancel_if_dropped: bool,
+    ) -> Result<Cleared, CallError> {
+        let (id, rule) = (ticket.id, rule.to_owned());
         if ticket.status == TicketStatus::Approved {
-            return self.claim(id, &rule, &fingerprint).await;
+            return self.claim(id, &rule, fingerprint).await;
         }
         let waited = {
             let _held = HeldGauge::new(&self.metrics);
-            self.wait(&ticket, cancel).await
+            self.wait(ticket, cancel, cancel_if_dropped).await
         };
         let status = match waited {
             Waited::Settled(s) => s,
@@ -193,7 +225,7 @@ impl Holds {
             }
         };
         match status.status {
-            TicketStatus::Approved => self.claim(id, &rule, &fingerprint).await,
+            TicketStatus::Approved => self.claim(id, &rule, fingerprint).await,
             TicketStatus::Denied => Err(CallError::ApprovalDenied {
                 rule,
                 ticket: id,
@@ -239,11 +271,11 @@ impl Holds {
         Err(CallError::ApprovalAlreadyUsed { rule, ticket: id })
     }
 
-    async fn wait(&self, ticket: &Ticket, cancel: CancellationToken) -> Waited {
+    async fn wait(&self, ticket: &Ticket, cancel: CancellationToken, armed: bool) -> Waited {
         let mut guard = CancelOnDrop {
             holds: self.clone(),
             registration: Some(self.hub.register(ticket.id)),
-            armed: true,
+            armed,
             grace: match SessionId(ticket.session_id.clone()).is_principal_scope() {
                 true => REISSUE_GRACE,
                 false => Duration::ZERO,

@@ -74,6 +74,8 @@ pub struct Opts {
     /// `REQUEST_STATE_KEY` (`None`: a random key per gateway).
     pub request_state_key: Option<String>,
     pub request_state_ttl: Duration,
+    /// `TASK_*`.
+    pub tasks: airlock_gateway::config::TaskConfig,
 }
 
 impl Default for Opts {
@@ -94,6 +96,11 @@ impl Default for Opts {
             billing_owner: None,
             request_state_key: None,
             request_state_ttl: Duration::from_secs(600),
+            tasks: airlock_gateway::config::TaskConfig {
+                poll_interval: Duration::from_millis(100),
+                sweep_interval: Duration::from_millis(500),
+                ..Default::default()
+            },
         }
     }
 }
@@ -174,6 +181,7 @@ pub fn config_for(
         },
         request_state_key: opts.request_state_key.clone().map(Into::into),
         request_state_ttl: opts.request_state_ttl,
+        tasks: opts.tasks,
     }
 }
 
