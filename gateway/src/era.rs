@@ -99,6 +99,8 @@ fn name_field(method: &str) -> Option<&'static str> {
     match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
+        // The tasks extension routes a task's requests by its id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
         _ => None,
     }
 }
@@ -261,6 +263,19 @@ mod tests {
         }
         let list = headers(&[("mcp-method", "tools/list")]);
         assert!(check_request_headers(&list, "tools/list", &json!({})).is_ok());
+        // A task's requests name the task in Mcp-Name, as the tasks extension routes them.
+        let t = json!({"taskId": "airlock-task-1"});
+        let get = headers(&[("mcp-method", "tasks/get"), ("mcp-name", "airlock-task-1")]);
+        assert!(check_request_headers(&get, "tasks/get", &t).is_ok());
+        for bad in [
+            headers(&[
+                ("mcp-method", "tasks/cancel"),
+                ("mcp-name", "airlock-task-2"),
+            ]),
+            headers(&[("mcp-method", "tasks/cancel")]),
+        ] {
+            assert!(check_request_headers(&bad, "tasks/cancel", &t).is_err());
+        }
     }
 
     #[test]

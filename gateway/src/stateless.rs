@@ -57,7 +57,8 @@ pub async fn post(
                         .answer(&caller, task::Era::Extension, m, &id, &params)
                         .await)
                 }
-                // `subscriptions/listen` and the rest: relayed as they stream.
+                task::listen::LISTEN => listen(app, &caller, id, &params, bytes).await,
+                // The rest: relayed as they stream.
                 _ => forward(app, &caller, bytes, Some(id)).await,
             }
         }
@@ -67,6 +68,26 @@ pub async fn post(
         ),
         Message::Notification { .. } | Message::Response { .. } => {
             forward(app, &caller, bytes, None).await
+        }
+    }
+}
+
+/// `subscriptions/listen`: the gateway's own tasks' status from the gateway, the rest relayed.
+async fn listen(
+    app: &AppState,
+    caller: &Caller,
+    id: Value,
+    params: &Value,
+    bytes: Bytes,
+) -> Result<Response, RequestError> {
+    use task::listen::{self, Listen};
+    match listen::split(params) {
+        None => forward(app, caller, bytes, Some(id)).await,
+        Some(_) if !task::wire::declares_extension(params) => Ok(listen::missing_capability(&id)),
+        Some(Listen::Own(ids)) => Ok(app.pipeline.tasks.listen(caller, id, ids)),
+        Some(Listen::Upstream(rest)) => {
+            let body = listen::upstream_body(&id, rest);
+            forward(app, caller, body, Some(id)).await
         }
     }
 }

@@ -17,7 +17,8 @@ mod api {
     mod races;
     mod reload;
     mod session_lock;
-    mod tasks;
+    mod task_listen;
+    pub mod tasks;
     mod tasks_restart;
     mod transparent;
 }

@@ -52,7 +52,7 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    fn to_jsonrpc(&self, id: &Value) -> Value {
+    pub(super) fn to_jsonrpc(&self, id: &Value) -> Value {
         let (code, data) = match self {
             Self::NotFound | Self::Terminal(_) => (-32602, Value::Null),
             Self::MissingCapability => (
@@ -113,7 +113,7 @@ impl Tasks {
 
     /// The task and its ticket, if the task is the caller's; an approved one nobody claimed
     /// is taken over here (its creator is gone, or slower than this poll).
-    async fn load(
+    pub(super) async fn load(
         self: &Arc<Self>,
         caller: &Caller,
         task_id: &str,

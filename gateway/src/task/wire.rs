@@ -326,6 +326,10 @@ pub fn advertise_initialize(result: &mut Value) {
     };
     let tasks = caps.entry("tasks").or_insert_with(|| json!({}));
     if let Some(t) = tasks.as_object_mut() {
+        // `tasks/list` would have to list the gateway's tasks with the upstream's, which it
+        // cannot yet; a list without them would break the spec's promise that every task
+        // `tasks/get` finds is listed, so the capability is not offered.
+        t.remove("list");
         t.entry("cancel").or_insert_with(|| json!({}));
         let requests = t.entry("requests").or_insert_with(|| json!({}));
         if let Some(r) = requests.as_object_mut() {
@@ -511,7 +515,7 @@ mod tests {
         advertise_initialize(&mut init);
         assert_eq!(
             init["capabilities"]["tasks"],
-            json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}})
+            json!({"cancel": {}, "requests": {"tools": {"call": {}}}})
         );
     }
 }

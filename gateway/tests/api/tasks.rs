@@ -62,7 +62,7 @@ impl<'a> Client<'a> {
         }
     }
 
-    async fn raw(&self, body: &Value) -> reqwest::Response {
+    pub async fn raw(&self, body: &Value) -> reqwest::Response {
         let mut r = reqwest::Client::new()
             .post(&self.url)
             .bearer_auth(self.token)
