@@ -12,6 +12,7 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 mod batch;
+pub mod bridge;
 pub mod call;
 pub mod caller;
 pub mod cli;

@@ -19,6 +19,7 @@ use crate::approval::hold::sweep_loop;
 use crate::approval::{HeldCalls, Holds, Hub};
 use crate::audit::AuditSink;
 use crate::auth;
+use crate::bridge::Bridge;
 use crate::call::Pipeline;
 use crate::config::Config;
 use crate::discovery::{Cache, Discovery};
@@ -193,7 +194,19 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         config.upstream_concurrency,
         config.upstream_idle_timeout,
     )?;
-    let link = UpstreamSessions::new(upstream, Sessions::new(pool.clone()), pool.clone());
+    let schemas = Arc::new(InputSchemas::default());
+    let bridge = Bridge::new(
+        config.upstream_era,
+        upstream.clone(),
+        schemas.clone(),
+        pool.clone(),
+    );
+    let link = UpstreamSessions::new(
+        upstream,
+        Sessions::new(pool.clone()),
+        pool.clone(),
+        Arc::new(bridge),
+    );
     let locks = Locks::new(
         redis.clone(),
         keys,
@@ -202,7 +215,6 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         wakeups,
         metrics.clone(),
     );
-    let schemas = Arc::new(InputSchemas::default());
     let request_states =
         RequestStates::new(config.request_state_key.as_ref(), config.request_state_ttl)?;
     let pipeline = Arc::new(Pipeline {

@@ -14,12 +14,9 @@ use crate::call::Caller;
 use crate::continuation;
 use crate::era;
 use crate::error::{RequestError, upstream_error};
-use crate::mcp::{Incoming, Message, TOOLS_CALL, TOOLS_LIST};
+use crate::mcp::{DISCOVER, Incoming, Message, TOOLS_CALL, TOOLS_LIST};
 use crate::state::AppState;
 use crate::tool_call::ToolCall;
-
-/// The method that advertises a 2026-07-28 server's versions and capabilities.
-pub const DISCOVER: &str = "server/discover";
 
 /// One 2026-07-28 POST (its era already decided).
 pub async fn post(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_gateway::auth::token_sha256;
-use airlock_gateway::config::Config;
+use airlock_gateway::config::{Config, UpstreamEra};
 use airlock_gateway::sse::{Event, Parser};
 use airlock_shared::config::LogFormat;
 use airlock_shared::job::NotifyJob;
@@ -74,6 +74,8 @@ pub struct Opts {
     /// `REQUEST_STATE_KEY` (`None`: a random key per gateway).
     pub request_state_key: Option<String>,
     pub request_state_ttl: Duration,
+    /// `UPSTREAM_ERA`.
+    pub upstream_era: UpstreamEra,
 }
 
 impl Default for Opts {
@@ -94,6 +96,7 @@ impl Default for Opts {
             billing_owner: None,
             request_state_key: None,
             request_state_ttl: Duration::from_secs(600),
+            upstream_era: UpstreamEra::Auto,
         }
     }
 }
@@ -174,6 +177,7 @@ pub fn config_for(
         },
         request_state_key: opts.request_state_key.clone().map(Into::into),
         request_state_ttl: opts.request_state_ttl,
+        upstream_era: opts.upstream_era,
     }
 }
 
