@@ -188,25 +188,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     );
     holds.interrupt = interrupt.clone();
     let (audit, audit_writer) = AuditSink::start(pool.clone(), 10_000, metrics.clone());
-    let upstream = Upstream::new(
-        config.upstream_mcp_url.clone(),
-        config.upstream_timeout,
-        config.upstream_concurrency,
-        config.upstream_idle_timeout,
-    )?;
     let schemas = Arc::new(InputSchemas::default());
-    let bridge = Bridge::new(
-        config.upstream_era,
-        upstream.clone(),
-        schemas.clone(),
-        pool.clone(),
-    );
-    let link = UpstreamSessions::new(
-        upstream,
-        Sessions::new(pool.clone()),
-        pool.clone(),
-        Arc::new(bridge),
-    );
+    let link = upstream_link(config, &pool, &schemas)?;
     let locks = Locks::new(
         redis.clone(),
         keys,
@@ -252,6 +235,32 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         shutdown_grace: config.shutdown_grace,
         edge: config.edge.clone(),
     })
+}
+
+/// The upstream client, and the sessions and bridges in front of it.
+fn upstream_link(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    schemas: &Arc<InputSchemas>,
+) -> Result<UpstreamSessions, StartError> {
+    let upstream = Upstream::new(
+        config.upstream_mcp_url.clone(),
+        config.upstream_timeout,
+        config.upstream_concurrency,
+        config.upstream_idle_timeout,
+    )?;
+    let bridge = Bridge::new(
+        config.upstream_era,
+        upstream.clone(),
+        schemas.clone(),
+        pool.clone(),
+    );
+    Ok(UpstreamSessions::new(
+        upstream,
+        Sessions::new(pool.clone()),
+        pool.clone(),
+        Arc::new(bridge),
+    ))
 }
 
 /// Postgres (migrated when asked) and the Redis client with its multiplexed connection.

@@ -127,6 +127,15 @@ impl ModernUpstream {
             .as_deref()
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or(Value::Null);
+        if msg.is_array() {
+            // 2026-07-28 has no batches; a batch's calls reach here one by one, the rest not.
+            return Ok(rewrite::error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                -32600,
+                "JSON-RPC batches cannot cross the gateway's bridge to MCP 2026-07-28",
+            ));
+        }
         let Some(req_method) = msg.get("method").and_then(Value::as_str) else {
             // A response from the client: 2026-07-28 servers ask nothing that needs one.
             return Ok(rewrite::accepted());
