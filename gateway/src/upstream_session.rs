@@ -47,7 +47,7 @@ impl UpstreamSessions {
         info: &SessionInfo,
         headers: &HeaderMap,
     ) -> Result<reqwest::Response, UpstreamError> {
-        if info.upstream_session_id.is_none() && self.bridge.holds_alone() {
+        if info.upstream_session_id.is_none() && self.bridge.holds_alone().await {
             return Ok(crate::bridge::rewrite::made(
                 reqwest::StatusCode::OK,
                 "application/json",

@@ -102,7 +102,9 @@ const MODERN_ERRORS: &[i64] = &[-32020, -32021, -32022];
 /// What the answer to a `server/discover` probe says: None when it says nothing (the upstream
 /// is down or broken), so the probe is made again next time.
 pub fn classify(status: u16, response: Option<&Value>) -> Option<Speaks> {
-    if status >= 500 {
+    // An outage, or a refusal of who asks rather than of what (auth, rate limits), says nothing
+    // about the revisions.
+    if status >= 500 || matches!(status, 401 | 403 | 407 | 408 | 429) {
         return None;
     }
     if let Some(result) = response.and_then(|r| r.get("result")) {
@@ -194,6 +196,8 @@ mod tests {
         assert_eq!(classify(400, None), Some(Speaks::LEGACY_ONLY));
         assert_eq!(classify(503, None), None);
         assert_eq!(classify(500, Some(&not_found)), None);
+        assert_eq!(classify(401, None), None);
+        assert_eq!(classify(429, None), None);
     }
 
     #[test]

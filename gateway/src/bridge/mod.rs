@@ -216,8 +216,8 @@ impl Bridge {
 
     /// Whether a session without an upstream session lives only here (bridged): ending it
     /// asks nothing of the upstream.
-    pub fn holds_alone(&self) -> bool {
-        self.known() == Some(Speaks::MODERN_ONLY)
+    pub async fn holds_alone(&self) -> bool {
+        self.speaks().await == Some(Speaks::MODERN_ONLY)
     }
 }
 
