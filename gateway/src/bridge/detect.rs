@@ -132,15 +132,18 @@ pub fn classify(status: u16, response: Option<&Value>) -> Option<Speaks> {
     }
 }
 
-/// The last probe's answer, trusted for `max_age` (the spec: cache per origin, re-probe when the
-/// assumption fails).
-pub struct EraCache {
-    known: Mutex<Option<(Speaks, Instant)>>,
+/// A fact learnt from the upstream, trusted for `max_age` (the spec: cache the era per origin,
+/// re-probe when the assumption fails).
+pub struct Fresh<T> {
+    known: Mutex<Option<(T, Instant)>>,
     max_age: Duration,
 }
 
-impl EraCache {
-    /// An empty cache whose answers are trusted for `max_age`.
+/// What the last `server/discover` probe said.
+pub type EraCache = Fresh<Speaks>;
+
+impl<T: Copy> Fresh<T> {
+    /// Nothing known yet; what is learnt is trusted for `max_age`.
     pub fn new(max_age: Duration) -> Self {
         Self {
             known: Mutex::new(None),
@@ -148,22 +151,22 @@ impl EraCache {
         }
     }
 
-    /// What the upstream speaks as of `now`, if a recent enough probe said so.
-    pub fn get(&self, now: Instant) -> Option<Speaks> {
+    /// The fact as of `now`, if it was learnt recently enough.
+    pub fn get(&self, now: Instant) -> Option<T> {
         let known = self.known.lock().ok()?;
         known
             .filter(|(_, at)| now.saturating_duration_since(*at) < self.max_age)
-            .map(|(s, _)| s)
+            .map(|(v, _)| v)
     }
 
-    /// Keeps a probe's answer, made at `now`.
-    pub fn put(&self, speaks: Speaks, now: Instant) {
+    /// Keeps a fact learnt at `now`.
+    pub fn put(&self, value: T, now: Instant) {
         if let Ok(mut k) = self.known.lock() {
-            *k = Some((speaks, now));
+            *k = Some((value, now));
         }
     }
 
-    /// Drops the answer: the upstream did not behave as it said.
+    /// Drops the fact: the upstream did not behave as it said.
     pub fn forget(&self) {
         if let Ok(mut k) = self.known.lock() {
             *k = None;

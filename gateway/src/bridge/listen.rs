@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::rewrite::{self, Mapper};
-use super::to_legacy::{self, LegacySessions, Opened};
+use super::to_legacy::{self, Closer, LegacySessions, Opened};
 use super::to_modern::{ClientFacts, ModernUpstream};
 use crate::error::UpstreamError;
 use crate::sse;
@@ -55,27 +55,6 @@ pub fn honoured(filter: &Value, caps: &Value) -> Value {
         }
     }
     Value::Object(out)
-}
-
-/// Ends a session the bridge opened for one stream, when the stream ends.
-struct Closer(Upstream, Arc<Opened>);
-
-impl Drop for Closer {
-    fn drop(&mut self) {
-        let (upstream, session) = (self.0.clone(), self.1.clone());
-        tokio::spawn(async move {
-            let headers = to_legacy::headers_for(&session);
-            let out = Outgoing {
-                method: reqwest::Method::DELETE,
-                body: None,
-                headers: &headers,
-                upstream_session: session.id.as_deref(),
-            };
-            if let Err(e) = upstream.send(out).await {
-                tracing::debug!(error = %airlock_shared::telemetry::chain(&e), "bridge: closing a stream's upstream session failed");
-            }
-        });
-    }
 }
 
 /// `subscriptions/listen` served from an older upstream: a session of the stream's own (one GET

@@ -27,7 +27,7 @@ use crate::mcp::{DISCOVER, LISTEN};
 use crate::sse;
 use crate::transport::is_event_stream;
 use crate::upstream::{Outgoing, Upstream};
-use detect::EraCache;
+use detect::{EraCache, Fresh};
 use to_legacy::LegacySessions;
 use to_modern::ModernUpstream;
 
@@ -43,6 +43,9 @@ const PROBE_LIMIT: usize = 1 << 20;
 pub struct Bridge {
     setting: UpstreamEra,
     cache: EraCache,
+    /// Whether the upstream refused an `initialize` lately. `server/discover` cannot tell: a
+    /// dual-era server may list only 2026-07-28 there and still open sessions.
+    refuses_initialize: Fresh<bool>,
     probing: tokio::sync::Mutex<()>,
     probe_failed: Mutex<Option<Instant>>,
     upstream: Upstream,
@@ -62,6 +65,7 @@ impl Bridge {
         Self {
             setting,
             cache: EraCache::new(ERA_MAX_AGE),
+            refuses_initialize: Fresh::new(ERA_MAX_AGE),
             probing: tokio::sync::Mutex::new(()),
             probe_failed: Mutex::new(None),
             legacy: LegacySessions::new(upstream.clone()),
@@ -146,7 +150,7 @@ impl Bridge {
         body: Bytes,
         headers: &HeaderMap,
     ) -> Result<reqwest::Response, UpstreamError> {
-        if self.speaks().await != Some(Speaks::LEGACY_ONLY) {
+        if !self.to_legacy().await {
             return self
                 .upstream
                 .send(Outgoing {
@@ -170,14 +174,49 @@ impl Bridge {
         }
     }
 
-    /// An `initialize`: relayed as it is, or, when the upstream speaks only 2026-07-28, answered
-    /// from its `server/discover`. An upstream that refuses the `initialize` is probed again.
+    /// Whether 2026-07-28 requests go across the bridge: the upstream does not speak it.
+    async fn to_legacy(&self) -> bool {
+        self.speaks().await.is_some_and(|s| !s.modern)
+    }
+
+    /// Whether sessions go across the bridge: the upstream speaks 2026-07-28 and refuses
+    /// `initialize` (asked with the bridge's own when it has not refused a client's lately).
+    async fn to_modern(&self) -> bool {
+        match self.setting {
+            UpstreamEra::Modern => return true,
+            UpstreamEra::Legacy | UpstreamEra::Both => return false,
+            UpstreamEra::Auto => {}
+        }
+        if !self.speaks().await.is_some_and(|s| s.modern) {
+            return false;
+        }
+        if let Some(refuses) = self.refuses_initialize.get(Instant::now()) {
+            return refuses;
+        }
+        let _one = self.probing.lock().await;
+        if let Some(refuses) = self.refuses_initialize.get(Instant::now()) {
+            return refuses;
+        }
+        match self.legacy.accepts_initialize().await {
+            Some(accepts) => {
+                self.refuses_initialize.put(!accepts, Instant::now());
+                !accepts
+            }
+            None => false,
+        }
+    }
+
+    /// An `initialize`: relayed as it is; answered from `server/discover` when the upstream
+    /// refuses it (4xx) and speaks 2026-07-28 (then, for a while, without asking it first).
     pub async fn open(
         &self,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<reqwest::Response, UpstreamError> {
-        if self.known() == Some(Speaks::MODERN_ONLY) {
+        let known_refusal = self.refuses_initialize.get(Instant::now()) == Some(true);
+        if self.setting == UpstreamEra::Modern
+            || (self.setting == UpstreamEra::Auto && known_refusal)
+        {
             return self.modern.initialize(&body).await;
         }
         let sent = self
@@ -189,26 +228,35 @@ impl Bridge {
                 upstream_session: None,
             })
             .await;
-        let refused = matches!(&sent, Ok(r) if r.status().is_client_error());
-        if refused && self.setting == UpstreamEra::Auto {
-            self.cache.forget();
-            if self.speaks().await == Some(Speaks::MODERN_ONLY) {
-                tracing::info!("initialize refused by a 2026-07-28 upstream; bridging the session");
-                return self.modern.initialize(&body).await;
+        if self.setting != UpstreamEra::Auto {
+            return sent;
+        }
+        match &sent {
+            Ok(r) if r.status().is_success() => self.refuses_initialize.put(false, Instant::now()),
+            Ok(r) if r.status().is_client_error() => {
+                self.cache.forget();
+                if self.speaks().await.is_some_and(|s| s.modern) {
+                    tracing::info!(
+                        "initialize refused by a 2026-07-28 upstream; bridging the session"
+                    );
+                    self.refuses_initialize.put(true, Instant::now());
+                    return self.modern.initialize(&body).await;
+                }
             }
+            Ok(_) | Err(_) => {}
         }
         sent
     }
 
     /// A request in a session that has no upstream session: across the bridge when the upstream
-    /// speaks only 2026-07-28 (Some), else None and it goes as before.
+    /// takes no sessions (Some), else None and it goes as before.
     pub async fn in_session(
         &self,
         sid: &SessionId,
         method: reqwest::Method,
         body: Option<Bytes>,
     ) -> Option<Result<reqwest::Response, UpstreamError>> {
-        if self.speaks().await != Some(Speaks::MODERN_ONLY) {
+        if !self.to_modern().await {
             return None;
         }
         Some(self.modern.send(sid, method, body).await)
@@ -217,7 +265,7 @@ impl Bridge {
     /// Whether a session without an upstream session lives only here (bridged): ending it
     /// asks nothing of the upstream.
     pub async fn holds_alone(&self) -> bool {
-        self.speaks().await == Some(Speaks::MODERN_ONLY)
+        self.to_modern().await
     }
 }
 

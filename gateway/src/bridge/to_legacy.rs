@@ -154,6 +154,20 @@ impl LegacySessions {
         })
     }
 
+    /// Whether the upstream takes an `initialize` (None: it could not be told): the bridge's
+    /// own, whose session is ended at once.
+    pub async fn accepts_initialize(&self) -> Option<bool> {
+        match open(&self.upstream).await {
+            Ok(opened) => {
+                drop(Closer(self.upstream.clone(), Arc::new(opened)));
+                Some(true)
+            }
+            Err(UpstreamError::Status(s)) if (400..500).contains(&s) => Some(false),
+            Err(UpstreamError::NoAnswer(_)) => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// A session of its own (a listen stream's), not shared with the principal's requests.
     pub async fn open_own(&self) -> Result<Arc<Opened>, UpstreamError> {
         Ok(Arc::new(open(&self.upstream).await?))
@@ -162,6 +176,27 @@ impl LegacySessions {
     /// The upstream, for the listen stream's GET.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+}
+
+/// Ends a session the bridge opened for itself (a stream's, a check's) when dropped.
+pub struct Closer(pub Upstream, pub Arc<Opened>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let (upstream, session) = (self.0.clone(), self.1.clone());
+        tokio::spawn(async move {
+            let headers = headers_for(&session);
+            let out = Outgoing {
+                method: reqwest::Method::DELETE,
+                body: None,
+                headers: &headers,
+                upstream_session: session.id.as_deref(),
+            };
+            if let Err(e) = upstream.send(out).await {
+                tracing::debug!(error = %airlock_shared::telemetry::chain(&e), "bridge: closing its own upstream session failed");
+            }
+        });
     }
 }
 

@@ -33,6 +33,7 @@ rules:
 /// A gateway in front of a single-era fake.
 struct Bridged {
     url: String,
+    cfg: airlock_gateway::config::Config,
     db: TestDb,
     redis: TestRedis,
     up: SingleEra,
@@ -46,11 +47,15 @@ impl Drop for Bridged {
 }
 
 async fn bridged(era: Era, setting: UpstreamEra) -> Bridged {
+    bridged_with(era, setting, BRIDGE_POLICY).await
+}
+
+async fn bridged_with(era: Era, setting: UpstreamEra, policy: &str) -> Bridged {
     let db = fresh_db().await;
     let redis = fresh_redis().await;
     let up = SingleEra::spawn(era).await;
     let opts = Opts {
-        policy: BRIDGE_POLICY.to_owned(),
+        policy: policy.to_owned(),
         upstream_era: setting,
         ..Opts::default()
     };
@@ -62,6 +67,7 @@ async fn bridged(era: Era, setting: UpstreamEra) -> Bridged {
     let (addr, shutdown, _server) = start_gateway(&cfg).await;
     Bridged {
         url: format!("http://{addr}/mcp"),
+        cfg,
         db,
         redis,
         up,
@@ -367,7 +373,83 @@ async fn with_upstream_era_both_nothing_is_bridged() {
     assert_eq!(b.up.initializes(), 0);
 }
 
+#[tokio::test]
+async fn a_filtered_list_across_the_bridge_is_private_and_a_fixed_era_is_not_probed() {
+    let policy = BRIDGE_POLICY.replace(
+        "default: deny\n",
+        "default: deny\nhide_denied_tools: true\n",
+    );
+    let b = bridged_with(Era::Legacy, UpstreamEra::Legacy, &policy).await;
+    let l = modern(
+        &b.url,
+        BILLING_TOKEN,
+        &modern_body(1, "tools/list", json!({})),
+    )
+    .await;
+    assert_eq!(l.status, 200, "{}", l.text);
+    assert_eq!(l.body["result"]["cacheScope"], "private", "{}", l.text);
+    assert_eq!(l.body["result"]["resultType"], "complete");
+    let names: Vec<&str> = l.body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"delete_customer"), "{names:?}");
+    assert!(names.contains(&"list_charges"), "{names:?}");
+    // UPSTREAM_ERA=legacy: no probe went upstream.
+    let methods: Vec<String> = b.up.requests().into_iter().map(|(m, _, _)| m).collect();
+    assert!(
+        !methods.iter().any(|m| m == "server/discover"),
+        "{methods:?}"
+    );
+}
+
 // ---- an older client in front of a 2026-07-28-only upstream ----
+
+#[tokio::test]
+async fn a_bridged_session_works_on_another_instance_that_never_saw_its_initialize() {
+    let b = bridged(Era::Modern, UpstreamEra::Auto).await;
+    let sid = open_session(&b, json!({"experimental": {"y": {}}})).await;
+    let (addr, other, _server) = start_gateway(&b.cfg).await;
+    let url = format!("http://{addr}/mcp");
+    let c = legacy(&url, &sid, &legacy_call(1, "list_charges", json!({}))).await;
+    other.cancel();
+    assert_eq!(c.status, 200, "{}", c.text);
+    assert_eq!(c.tool_text()["tool"], "list_charges", "{}", c.text);
+    // It asked the upstream whether it takes sessions (its own initialize, refused), and sent
+    // the call with the client's capabilities from the session's row.
+    let methods: Vec<String> = b.up.requests().into_iter().map(|(m, _, _)| m).collect();
+    assert_eq!(
+        methods.iter().filter(|m| *m == "initialize").count(),
+        2,
+        "{methods:?}"
+    );
+    let (_, _, sent) =
+        b.up.requests()
+            .into_iter()
+            .rfind(|(m, _, _)| m == "tools/call")
+            .unwrap();
+    assert_eq!(
+        sent["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+        json!({"experimental": {"y": {}}})
+    );
+}
+
+#[tokio::test]
+async fn with_upstream_era_modern_initialize_never_goes_upstream() {
+    let b = bridged(Era::Modern, UpstreamEra::Modern).await;
+    let sid = open_session(&b, json!({})).await;
+    let c = legacy(&b.url, &sid, &legacy_call(1, "list_charges", json!({}))).await;
+    assert_eq!(c.tool_text()["tool"], "list_charges", "{}", c.text);
+    let methods: Vec<String> = b.up.requests().into_iter().map(|(m, _, _)| m).collect();
+    // The tools are listed once, for their x-mcp-header annotations.
+    assert_eq!(
+        methods,
+        ["server/discover", "tools/list", "tools/call"],
+        "no initialize, no probe"
+    );
+}
 
 async fn open_session(b: &Bridged, caps: Value) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": caps, "clientInfo": {"name": "old-client", "version": "1"}}});
