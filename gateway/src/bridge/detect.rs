@@ -42,7 +42,10 @@ impl FromStr for UpstreamEra {
 /// The revisions the upstream speaks: 2026-07-28 (modern), the older ones (legacy), or both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Speaks {
+    /// 2026-07-28.
     pub modern: bool,
+    /// The older revisions, as far as told: `server/discover` may leave them out, so only an
+    /// `initialize` refused settles that they are gone (see `Bridge::open`).
     pub legacy: bool,
 }
 
