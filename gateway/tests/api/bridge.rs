@@ -144,10 +144,16 @@ fn legacy_call(id: i64, tool: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
 }
 
-/// Approves the first approval request once it is enqueued.
-async fn approve_first(b: &Bridged) {
+/// Approves the first approval request once it is enqueued; returns what its ticket is
+/// scoped by (session id, or `principal:<name>`).
+async fn approve_first(b: &Bridged) -> String {
     let id = wait_for_request(&b.redis, 0).await;
     decide(&b.db, &b.redis, id, Decision::Approve, true).await;
+    let t = airlock_shared::ticket::get(&b.db.pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    t.session_id
 }
 
 // ---- a 2026-07-28 client in front of an upstream of the older revisions ----
@@ -264,7 +270,11 @@ async fn a_held_2026_call_to_an_older_upstream_runs_once_approved() {
         )
         .await
     });
-    approve_first(&b).await;
+    let scope = approve_first(&b).await;
+    assert_eq!(
+        scope, "principal:billing-bot",
+        "keyed by principal, as any 2026-07-28 call"
+    );
     let a = call.await.unwrap();
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body["result"]["resultType"], "complete", "{}", a.text);
@@ -618,7 +628,8 @@ async fn a_held_call_of_an_older_client_to_a_2026_upstream_runs_once_approved() 
         )
         .await
     });
-    approve_first(&b).await;
+    let scope = approve_first(&b).await;
+    assert_eq!(scope, sid, "keyed by the client's session");
     let a = call.await.unwrap();
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.tool_text()["arguments"]["amount"], 500, "{}", a.text);
