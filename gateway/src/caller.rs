@@ -11,7 +11,6 @@ use crate::error::UpstreamError;
 use crate::lock::{Budget, Window};
 use crate::policy::Policy;
 use crate::session::SessionInfo;
-use crate::upstream::Outgoing;
 use crate::upstream_session::UpstreamSessions;
 
 /// Who makes a call, and in which session.
@@ -51,15 +50,7 @@ impl Caller {
                 link.send(&self.sid, info, method, Some(body), headers)
                     .await
             }
-            None => {
-                let out = Outgoing {
-                    method,
-                    body: Some(body),
-                    headers,
-                    upstream_session: None,
-                };
-                link.upstream.send(out).await
-            }
+            None => link.bridge.stateless(&self.principal, body, headers).await,
         }
     }
 

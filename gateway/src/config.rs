@@ -7,6 +7,8 @@ use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
 use airlock_shared::edge::Edge;
 use secrecy::{ExposeSecret, SecretString};
 
+pub use crate::bridge::UpstreamEra;
+
 /// Everything the gateway needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -45,6 +47,8 @@ pub struct Config {
     pub request_state_key: Option<SecretString>,
     /// How long a `requestState` the gateway issued stays valid (`REQUEST_STATE_TTL`).
     pub request_state_ttl: Duration,
+    /// Which MCP revisions the upstream speaks (`UPSTREAM_ERA`): probed (`auto`), or fixed.
+    pub upstream_era: UpstreamEra,
     /// Held calls served as MCP tasks (`TASK_*`).
     pub tasks: TaskConfig,
 }
@@ -150,6 +154,7 @@ impl Config {
         let edge = edge(&mut env, max_body_bytes);
         let (request_state_key, request_state_ttl) = request_state(&mut env);
         let tasks = TaskConfig::from_env(&mut env);
+        let upstream_era = env.or("UPSTREAM_ERA", UpstreamEra::Auto);
         env.finish()?;
         match (
             database_url,
@@ -189,6 +194,7 @@ impl Config {
                 request_state_key,
                 request_state_ttl,
                 tasks,
+                upstream_era,
             }),
             _ => Err(ConfigError {
                 problems: vec!["required variables missing".into()],
@@ -265,6 +271,22 @@ mod tests {
         assert_eq!(c.edge.max_connections, 16_384);
         assert_eq!(c.edge.max_body_bytes, 4 << 20);
         assert_eq!(c.upstream_idle_timeout, Duration::from_secs(4));
+        assert_eq!(c.upstream_era, UpstreamEra::Auto);
+    }
+
+    #[test]
+    fn the_upstream_era_is_one_of_four() {
+        let base = [
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            ("UPSTREAM_MCP_URL", "http://up/mcp"),
+            ("POLICY_FILE", "p.yaml"),
+            ("AGENT_KEYS_FILE", "k.yaml"),
+        ];
+        let set = Config::from_env(env(&[&base[..], &[("UPSTREAM_ERA", "legacy")]].concat()));
+        assert_eq!(set.unwrap().upstream_era, UpstreamEra::Legacy);
+        let bad = Config::from_env(env(&[&base[..], &[("UPSTREAM_ERA", "old")]].concat()));
+        assert!(bad.unwrap_err().to_string().contains("UPSTREAM_ERA"));
     }
 
     #[test]

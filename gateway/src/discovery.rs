@@ -20,7 +20,7 @@ use crate::relay::{Relay, relay};
 use crate::rules::Rules;
 use crate::task;
 use crate::transport::SUPPORTED_PROTOCOL_VERSIONS;
-use crate::upstream::{Outgoing, SESSION_HEADER};
+use crate::upstream::SESSION_HEADER;
 use crate::upstream_session::UpstreamSessions;
 
 /// Appended to the description of a tool whose calls may wait for a person.
@@ -108,16 +108,7 @@ impl Discovery {
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let sent = self
-            .link
-            .upstream
-            .send(Outgoing {
-                method: reqwest::Method::POST,
-                body: Some(body.clone()),
-                headers,
-                upstream_session: None,
-            })
-            .await;
+        let sent = self.link.bridge.open(headers, body.clone()).await;
         let init: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if is_outage(&sent)
             && let Some(result) = self.cache.init_for(version)

@@ -24,7 +24,7 @@ use crate::stateless::{self, forward};
 use crate::task;
 use crate::tool_call::ToolCall;
 use crate::transport::{allows_batches, protocol_version};
-use crate::upstream::{Outgoing, SESSION_HEADER};
+use crate::upstream::SESSION_HEADER;
 
 /// Rejects requests without a known agent's bearer token, before any other work.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -297,16 +297,7 @@ pub async fn delete(
     let res = async {
         no_stream_in_modern(&headers, "DELETE")?;
         let (sid, info) = owned_session(&app, &headers, &principal).await?;
-        let resp = app
-            .link()
-            .upstream
-            .send(Outgoing {
-                method: reqwest::Method::DELETE,
-                body: None,
-                headers: &headers,
-                upstream_session: info.upstream_session_id.as_deref(),
-            })
-            .await;
+        let resp = app.link().end(&info, &headers).await;
         app.link().sessions.delete(&sid).await?;
         tracing::info!(session = %sid, "session deleted");
         Ok::<_, RequestError>(match resp {

@@ -5,13 +5,15 @@
 //! [`endpoint`] (the `/mcp` routes and dispatch) → [`batch`] (JSON-RPC batches) →
 //! [`discovery`] (`initialize`, `tools/list`) → [`call`] (one call's pipeline: verdict, budget
 //! and lock, [`approval`] hold, upstream, [`audit`]) → [`upstream_session`] (send, re-initialise)
-//! → [`answer`] (reading an upstream answer) → [`relay`] → [`transport`] (client-side facts).
+//! → [`bridge`] (a request of one era to an upstream of the other) → [`answer`] (reading an
+//! upstream answer) → [`relay`] → [`transport`] (client-side facts).
 
 pub mod answer;
 pub mod approval;
 pub mod audit;
 pub mod auth;
 mod batch;
+pub mod bridge;
 pub mod call;
 pub mod caller;
 pub mod cli;

@@ -12,6 +12,10 @@ pub const TOOLS_LIST: &str = "tools/list";
 pub const INITIALIZE: &str = "initialize";
 /// A notification that a request is abandoned.
 pub const CANCELLED: &str = "notifications/cancelled";
+/// The method that advertises a 2026-07-28 server's versions and capabilities.
+pub const DISCOVER: &str = "server/discover";
+/// The 2026-07-28 method that opens the server-to-client notification stream.
+pub const LISTEN: &str = "subscriptions/listen";
 
 /// One JSON-RPC message.
 #[derive(Clone, Debug, PartialEq)]

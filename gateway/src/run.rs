@@ -19,6 +19,7 @@ use crate::approval::hold::sweep_loop;
 use crate::approval::{HeldCalls, Holds, Hub};
 use crate::audit::AuditSink;
 use crate::auth;
+use crate::bridge::Bridge;
 use crate::call::Pipeline;
 use crate::config::Config;
 use crate::discovery::{Cache, Discovery};
@@ -222,13 +223,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     );
     holds.interrupt = interrupt.clone();
     let (audit, audit_writer) = AuditSink::start(pool.clone(), 10_000, metrics.clone());
-    let upstream = Upstream::new(
-        config.upstream_mcp_url.clone(),
-        config.upstream_timeout,
-        config.upstream_concurrency,
-        config.upstream_idle_timeout,
-    )?;
-    let link = UpstreamSessions::new(upstream, Sessions::new(pool.clone()), pool.clone());
+    let schemas = Arc::new(InputSchemas::default());
+    let link = upstream_link(config, &pool, &schemas)?;
     let locks = Locks::new(
         redis.clone(),
         keys,
@@ -237,7 +233,6 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         wakeups,
         metrics.clone(),
     );
-    let schemas = Arc::new(InputSchemas::default());
     let request_states =
         RequestStates::new(config.request_state_key.as_ref(), config.request_state_ttl)?;
     let tasks = start_tasks(config, &pool, &holds, &link, &audit, &metrics, &background);
@@ -277,6 +272,32 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         shutdown_grace: config.shutdown_grace,
         edge: config.edge.clone(),
     })
+}
+
+/// The upstream client, and the sessions and bridges in front of it.
+fn upstream_link(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    schemas: &Arc<InputSchemas>,
+) -> Result<UpstreamSessions, StartError> {
+    let upstream = Upstream::new(
+        config.upstream_mcp_url.clone(),
+        config.upstream_timeout,
+        config.upstream_concurrency,
+        config.upstream_idle_timeout,
+    )?;
+    let bridge = Bridge::new(
+        config.upstream_era,
+        upstream.clone(),
+        schemas.clone(),
+        pool.clone(),
+    );
+    Ok(UpstreamSessions::new(
+        upstream,
+        Sessions::new(pool.clone()),
+        pool.clone(),
+        Arc::new(bridge),
+    ))
 }
 
 /// Postgres (migrated when asked) and the Redis client with its multiplexed connection.

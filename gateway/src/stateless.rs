@@ -14,13 +14,10 @@ use crate::call::Caller;
 use crate::continuation;
 use crate::era;
 use crate::error::{RequestError, upstream_error};
-use crate::mcp::{Incoming, Message, TOOLS_CALL, TOOLS_LIST};
+use crate::mcp::{DISCOVER, Incoming, LISTEN, Message, TOOLS_CALL, TOOLS_LIST};
 use crate::state::AppState;
 use crate::task;
 use crate::tool_call::ToolCall;
-
-/// The method that advertises a 2026-07-28 server's versions and capabilities.
-pub const DISCOVER: &str = "server/discover";
 
 /// One 2026-07-28 POST (its era already decided).
 pub async fn post(
@@ -57,7 +54,7 @@ pub async fn post(
                         .answer(&caller, task::Era::Extension, m, &id, &params)
                         .await)
                 }
-                task::listen::LISTEN => listen(app, &caller, id, &params, bytes).await,
+                LISTEN => listen(app, &caller, id, &params, bytes).await,
                 // The rest: relayed as they stream.
                 _ => forward(app, &caller, bytes, Some(id)).await,
             }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::bridge::Bridge;
 use crate::error::UpstreamError;
 use crate::session::{SessionInfo, Sessions};
 use crate::upstream::{Outgoing, SESSION_HEADER, Upstream};
@@ -23,17 +24,44 @@ pub struct UpstreamSessions {
     pool: PgPool,
     /// Re-initialising upstream sessions one at a time keeps two requests from racing to it.
     reinit_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Requests of one era to an upstream that speaks only the other.
+    pub bridge: Arc<Bridge>,
 }
 
 impl UpstreamSessions {
-    /// Sessions on `upstream`, recorded in `sessions` (whose rows live in `pool`).
-    pub fn new(upstream: Upstream, sessions: Sessions, pool: PgPool) -> Self {
+    /// Sessions on `upstream`, recorded in `sessions` (whose rows live in `pool`), bridged by
+    /// `bridge` where the upstream does not speak the client's era.
+    pub fn new(upstream: Upstream, sessions: Sessions, pool: PgPool, bridge: Arc<Bridge>) -> Self {
         Self {
             upstream,
             sessions,
             pool,
             reinit_lock: Arc::default(),
+            bridge,
         }
+    }
+
+    /// Ends a session upstream (`DELETE`); a bridged session has nothing there to end.
+    pub async fn end(
+        &self,
+        info: &SessionInfo,
+        headers: &HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if info.upstream_session_id.is_none() && self.bridge.holds_alone().await {
+            return Ok(crate::bridge::rewrite::made(
+                reqwest::StatusCode::OK,
+                "application/json",
+                reqwest::Body::from(Bytes::new()),
+            ));
+        }
+        self.upstream
+            .send(Outgoing {
+                method: reqwest::Method::DELETE,
+                body: None,
+                headers,
+                upstream_session: info.upstream_session_id.as_deref(),
+            })
+            .await
     }
 
     /// Sends a request in a session; if the upstream forgot the session (404), or never had one
@@ -46,6 +74,14 @@ impl UpstreamSessions {
         body: Option<Bytes>,
         headers: &HeaderMap,
     ) -> Result<reqwest::Response, UpstreamError> {
+        if info.upstream_session_id.is_none()
+            && let Some(bridged) = self
+                .bridge
+                .in_session(sid, method.clone(), body.clone())
+                .await
+        {
+            return bridged;
+        }
         let first = self
             .upstream
             .send(Outgoing {

@@ -6,6 +6,7 @@ mod api {
 
     mod arguments;
     mod batch;
+    mod bridge;
     mod connections;
     mod continuation;
     mod edges;

@@ -5,7 +5,13 @@ held call approved while it waits by a signed Slack click on the real webhook (a
 first stream was cut: it reattaches, one ticket). A click with a wrong signature is refused
 first and decides nothing. Prints PASS/FAIL lines.
 
+With two more gateway URLs (UPSTREAM_ERA=modern, and =legacy, in front of the same dual-era
+MCPServer), the same checks run across each bridge: the legacy Client through the first (its
+session kept by the gateway, its requests sent upstream as 2026-07-28), the 2026-07-28 Client
+through the second (the gateway holding an upstream session for it).
+
 Usage: python3 modern.py DIRECT_URL GATEWAY_URL TOKEN DB_URL WEBHOOK_URL SIGNING_SECRET
+       [TO_MODERN_GATEWAY_URL TO_LEGACY_GATEWAY_URL]
 """
 
 import asyncio
@@ -101,9 +107,11 @@ async def basics(url: str, token: str | None, mode: str) -> dict:
     return out
 
 
-async def held(gw: str, token: str, mode: str, db: str, webhook: str, secret: str, cut: bool) -> None:
+async def held(gw: str, token: str, mode: str, db: str, webhook: str, secret: str, cut: bool,
+               label: str = "") -> None:
+    label = label or mode
     marker = f"hold-{mode}-{'cut' if cut else 'plain'}-{time.time_ns()}"
-    name = f"{mode}: held call {'re-issued after its stream was cut' if cut else 'approved while it waits'}"
+    name = f"{label}: held call {'re-issued after its stream was cut' if cut else 'approved while it waits'}"
     async with client(gw, token, mode) as c:
         first = asyncio.create_task(c.call_tool("echo", {"message": marker}))
         ticket = await pending_ticket(db, marker)
@@ -122,7 +130,7 @@ async def held(gw: str, token: str, mode: str, db: str, webhook: str, secret: st
             await asyncio.sleep(0.5)
         forged = click(webhook, secret, db, ticket, sign_with="not-the-signing-secret")
         still = sql(db, f"SELECT status FROM tickets WHERE id='{ticket}'")
-        check(f"{mode}: a click with a wrong signature is refused and decides nothing",
+        check(f"{label}: a click with a wrong signature is refused and decides nothing",
               forged == 400 and still == "pending", f"HTTP {forged}, ticket {still}")
         status = click(webhook, secret, db, ticket)
         if status != 200:
@@ -138,27 +146,35 @@ async def held(gw: str, token: str, mode: str, db: str, webhook: str, secret: st
           f"answer {got!r}, tickets {tickets}, status {status}, decided by {by!r}")
 
 
+async def compare(direct: str, gw: str, token: str, mode: str, label: str, db: str, webhook: str, secret: str) -> None:
+    try:
+        d = await basics(direct, None, mode)
+        g = await basics(gw, token, mode)
+    except Exception as e:
+        check(f"{label}: connects directly and through the gateway", False, repr(e))
+        return
+    expected = "2026-07-28" if mode != "legacy" else d["version"]
+    check(f"{label}: negotiated version equal direct and through the gateway ({d['version']})",
+          d["version"] == g["version"] == expected, f"direct {d['version']}, gateway {g['version']}")
+    check(f"{label}: tools listed the same", d["tools"] == g["tools"], f"{d['tools']} vs {g['tools']}")
+    check(f"{label}: allowed call", d["echo"] == g["echo"] == "hello", f"{d['echo']!r} / {g['echo']!r}")
+    check(f"{label}: denied call refused by the gateway only",
+          d["denied"].startswith("ran") and g["denied"].startswith("refused") and "denied" in g["denied"],
+          f"direct {d['denied']!r}, gateway {g['denied']!r}")
+    await held(gw, token, mode, db, webhook, secret, cut=False, label=label)
+    if g["version"] == "2026-07-28":
+        # Without resumption a broken stream is re-issued; older revisions cancel instead.
+        await held(gw, token, mode, db, webhook, secret, cut=True, label=label)
+
+
 async def main() -> int:
     direct, gw, token, db, webhook, secret = sys.argv[1:7]
     for mode in ["2026-07-28", "auto", "legacy"]:
-        try:
-            d = await basics(direct, None, mode)
-            g = await basics(gw, token, mode)
-        except Exception as e:
-            check(f"{mode}: connects directly and through the gateway", False, repr(e))
-            continue
-        expected = "2026-07-28" if mode != "legacy" else d["version"]
-        check(f"{mode}: negotiated version equal direct and through the gateway ({d['version']})",
-              d["version"] == g["version"] == expected, f"direct {d['version']}, gateway {g['version']}")
-        check(f"{mode}: tools listed the same", d["tools"] == g["tools"], f"{d['tools']} vs {g['tools']}")
-        check(f"{mode}: allowed call", d["echo"] == g["echo"] == "hello", f"{d['echo']!r} / {g['echo']!r}")
-        check(f"{mode}: denied call refused by the gateway only",
-              d["denied"].startswith("ran") and g["denied"].startswith("refused") and "denied" in g["denied"],
-              f"direct {d['denied']!r}, gateway {g['denied']!r}")
-        await held(gw, token, mode, db, webhook, secret, cut=False)
-        if g["version"] == "2026-07-28":
-            # Without resumption a broken stream is re-issued; older revisions cancel instead.
-            await held(gw, token, mode, db, webhook, secret, cut=True)
+        await compare(direct, gw, token, mode, mode, db, webhook, secret)
+    if len(sys.argv) >= 9:
+        to_modern, to_legacy = sys.argv[7:9]
+        await compare(direct, to_modern, token, "legacy", "legacy across the bridge", db, webhook, secret)
+        await compare(direct, to_legacy, token, "2026-07-28", "2026-07-28 across the bridge", db, webhook, secret)
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
     return 0 if all(results) else 1
 

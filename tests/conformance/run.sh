@@ -3,7 +3,8 @@
 # @modelcontextprotocol/server-everything, directly and through the gateway, plus held calls
 # with the TypeScript client, and the Python client against the demo upstream (directly and
 # through a gateway with the demo policy), and the Python Client in each era against an MCPServer
-# upstream (modern.py; its held calls are approved by signed clicks on the real webhook), and
+# upstream (modern.py; its held calls are approved by signed clicks on the real webhook), also
+# across each bridge (gateways with UPSTREAM_ERA=modern and =legacy in front of it), and
 # held calls served as MCP tasks with the TypeScript client's experimental tasks API (tasks.mjs).
 # Installs what is missing. Prints "N passed, M failed" last and
 # exits non-zero on any failure.
@@ -98,13 +99,13 @@ PORT=$UP_PORT node node_modules/@modelcontextprotocol/server-everything/dist/ind
 PIDS+=($!)
 wait_http "http://127.0.0.1:$UP_PORT/mcp" || fail_setup "server-everything did not start ($LOGS/everything.log)"
 
-start_gateway() { # name keepalive [upstream policy]
+start_gateway() { # name keepalive [upstream policy upstream-era]
   local port
   port=$(free_port)
   LISTEN_ADDR=127.0.0.1:$port DATABASE_URL=$DB_URL REDIS_URL=$REDIS REDIS_KEY_PREFIX=$PREFIX \
     UPSTREAM_MCP_URL=${3:-http://127.0.0.1:$UP_PORT/mcp} POLICY_FILE=${4:-$LOGS/policy.yaml} \
     AGENT_KEYS_FILE=$LOGS/agents.yaml KEEPALIVE_INTERVAL=$2 APPROVAL_TIMEOUT=5m LOG_FORMAT=json \
-    "$BIN" >"$LOGS/gateway-$1.log" 2>&1 &
+    UPSTREAM_ERA=${5:-auto} "$BIN" >"$LOGS/gateway-$1.log" 2>&1 &
   echo $! >>"$LOGS/gateway.pids"
   wait_http "http://127.0.0.1:$port/healthz" || fail_setup "gateway $1 did not start ($LOGS/gateway-$1.log)"
   echo "http://127.0.0.1:$port/mcp"
@@ -136,6 +137,9 @@ rules:
 YAML
 MODERN="http://127.0.0.1:$MODERN_PORT/mcp"
 GW_MODERN=$(start_gateway modern 2s "$MODERN" "$LOGS/modern-policy.yaml") || exit 1
+# MCPServer speaks both eras, so each bridge can be forced in front of it.
+GW_TO_MODERN=$(start_gateway to-modern 2s "$MODERN" "$LOGS/modern-policy.yaml" modern) || exit 1
+GW_TO_LEGACY=$(start_gateway to-legacy 2s "$MODERN" "$LOGS/modern-policy.yaml" legacy) || exit 1
 # The real webhook: modern.py approves its held calls with signed Slack clicks.
 SIGNING_SECRET="conformance-signing-$RANDOM$RANDOM"
 WEBHOOK_PORT=$(free_port)
@@ -157,8 +161,9 @@ echo "== Python SDK client"
 python3 client.py "$DIRECT" "$GW_FAST" "$TOKEN" 2>&1 | tee "$LOGS/py.out"
 echo "== Python SDK client against the demo upstream (session end, refund limit)"
 python3 demo_session.py "$DEMO" "$GW_DEMO" "$TOKEN" 2>&1 | tee "$LOGS/py-demo.out"
-echo "== Python SDK Client in 2026-07-28, auto and legacy mode against MCPServer (direct and through the gateway)"
-python3 modern.py "$MODERN" "$GW_MODERN" "$TOKEN" "$DB_URL" "$WEBHOOK" "$SIGNING_SECRET" 2>&1 | tee "$LOGS/py-modern.out"
+echo "== Python SDK Client in 2026-07-28, auto and legacy mode against MCPServer (direct, through the gateway, and across each bridge)"
+python3 modern.py "$MODERN" "$GW_MODERN" "$TOKEN" "$DB_URL" "$WEBHOOK" "$SIGNING_SECRET" \
+  "$GW_TO_MODERN" "$GW_TO_LEGACY" 2>&1 | tee "$LOGS/py-modern.out"
 echo "== held calls, short timeouts (client 6 s, hold 9 s, keepalive 2 s)"
 node hold.mjs short "$GW_FAST" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/hold-short.out"
 echo "== held calls as MCP tasks: TypeScript SDK experimental tasks API (2025-11-25), signed clicks"

@@ -21,11 +21,10 @@ use super::Tasks;
 use super::methods::TaskError;
 use super::wire::{self, Era};
 use crate::call::Caller;
+use crate::mcp::LISTEN;
 use crate::sse;
 use crate::transport::sse_response;
 
-/// The method that opens a notification stream (2026-07-28).
-pub const LISTEN: &str = "subscriptions/listen";
 /// Where every message of a subscription names the `subscriptions/listen` request it belongs to.
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 /// How often a listened task is looked at, at most (its poll interval, if shorter).

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_gateway::auth::token_sha256;
-use airlock_gateway::config::Config;
+use airlock_gateway::config::{Config, UpstreamEra};
 use airlock_gateway::sse::{Event, Parser};
 use airlock_shared::config::LogFormat;
 use airlock_shared::job::NotifyJob;
@@ -76,6 +76,8 @@ pub struct Opts {
     pub request_state_ttl: Duration,
     /// `TASK_*`.
     pub tasks: airlock_gateway::config::TaskConfig,
+    /// `UPSTREAM_ERA`.
+    pub upstream_era: UpstreamEra,
 }
 
 impl Default for Opts {
@@ -101,6 +103,7 @@ impl Default for Opts {
                 sweep_interval: Duration::from_millis(500),
                 ..Default::default()
             },
+            upstream_era: UpstreamEra::Auto,
         }
     }
 }
@@ -182,6 +185,7 @@ pub fn config_for(
         request_state_key: opts.request_state_key.clone().map(Into::into),
         request_state_ttl: opts.request_state_ttl,
         tasks: opts.tasks,
+        upstream_era: opts.upstream_era,
     }
 }
 

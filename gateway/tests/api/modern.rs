@@ -187,13 +187,18 @@ async fn discover_is_relayed_and_served_from_the_last_good_answer() {
 }
 
 #[tokio::test]
-async fn a_legacy_only_upstream_refuses_discover_so_the_client_falls_back() {
+async fn a_legacy_only_upstream_is_bridged_so_the_client_stays_on_2026() {
     let app = modern_app().await;
     app.upstream.set_legacy_only(true);
     let a = send(&app, &body(1, "server/discover", json!({})), &[]).await;
-    assert_eq!(a.status, 400, "relayed as the upstream gave it: {}", a.text);
-    assert_ne!(a.code(), Some(-32022), "no modern evidence: {}", a.text);
-    // The fallback, initialize, works as before.
+    assert_eq!(a.status, 200, "answered across the bridge: {}", a.text);
+    assert_eq!(
+        a.body.pointer("/result/supportedVersions"),
+        Some(&json!(["2025-11-25", MODERN])),
+        "{}",
+        a.text
+    );
+    // The older revisions still open sessions of their own.
     let sid = app.session("2025-11-25").await;
     assert!(!sid.is_empty());
 }
