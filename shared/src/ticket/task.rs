@@ -119,6 +119,7 @@ pub async fn end<'e>(
         "UPDATE ticket_tasks t SET outcome = $2, response = $3, updated_at = now(), \
              ended_at = coalesce(t.ended_at, now()) \
          FROM tickets k WHERE t.task_id = $1 AND k.id = t.ticket_id AND t.outcome IS NULL \
+         AND t.ended_at IS NULL \
          RETURNING t.task_id, t.outcome, k.status AS ticket_status, t.created_at, k.decided_at",
     )
     .bind(task_id)
