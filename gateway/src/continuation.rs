@@ -139,40 +139,17 @@ fn sealed_events(
     id: Value,
     sealer: Sealer,
 ) -> impl futures::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static {
-    async_stream::stream! {
-        let mut body = resp.bytes_stream();
-        let mut parser = sse::Parser::default();
-        let reframe = |events: Vec<sse::Event>| {
-            let mut out = Vec::new();
-            for mut ev in events {
-                if ev.data.contains(INPUT_REQUIRED)
-                    && let Some(mut m) = ev.json()
-                    && sealer.seal_in(&mut m, &id)
-                {
-                    ev.data = m.to_string();
-                }
-                out.extend_from_slice(&ev.to_bytes());
+    sse::reframed(resp.bytes_stream(), move |events: Vec<sse::Event>| {
+        let mut out = Vec::new();
+        for mut ev in events {
+            if ev.data.contains(INPUT_REQUIRED)
+                && let Some(mut m) = ev.json()
+                && sealer.seal_in(&mut m, &id)
+            {
+                ev.data = m.to_string();
             }
-            Bytes::from(out)
-        };
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => {
-                    let out = reframe(parser.feed(&c));
-                    if !out.is_empty() {
-                        yield Ok(out);
-                    }
-                }
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            }
+            out.extend_from_slice(&ev.to_bytes());
         }
-        // A stream that ends without the blank line still ends its last event.
-        let out = reframe(parser.feed(b"\n\n"));
-        if !out.is_empty() {
-            yield Ok(out);
-        }
-    }
+        Bytes::from(out)
+    })
 }

@@ -120,6 +120,42 @@ impl Parser {
     }
 }
 
+/// A body of SSE chunks with its events rewritten by `reframe` as each completes (never
+/// buffered beyond one event); a stream that ends without the blank line still ends its last.
+pub fn reframed<S, E, F>(
+    body: S,
+    mut reframe: F,
+) -> impl futures::Stream<Item = Result<Bytes, E>> + Send
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Send + 'static,
+    F: FnMut(Vec<Event>) -> Bytes + Send + 'static,
+{
+    use futures::StreamExt;
+    async_stream::stream! {
+        let mut body = Box::pin(body);
+        let mut parser = Parser::default();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => {
+                    let out = reframe(parser.feed(&c));
+                    if !out.is_empty() {
+                        yield Ok(out);
+                    }
+                }
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            }
+        }
+        let out = reframe(parser.feed(b"\n\n"));
+        if !out.is_empty() {
+            yield Ok(out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,38 +43,16 @@ pub fn events(
     body: Chunks,
     mut map: Mapper,
 ) -> impl futures::Stream<Item = Result<Bytes, reqwest::Error>> + Send {
-    async_stream::stream! {
-        let mut body = body;
-        let mut parser = sse::Parser::default();
-        let mut reframe = move |evs: Vec<sse::Event>| {
-            let mut out = Vec::new();
-            for ev in evs {
-                // Events without JSON (priming events, empty data) carry nothing to pass on.
-                if let Some(m) = ev.json().and_then(&mut map) {
-                    out.extend_from_slice(&sse::message(&m));
-                }
-            }
-            Bytes::from(out)
-        };
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => {
-                    let out = reframe(parser.feed(&c));
-                    if !out.is_empty() {
-                        yield Ok(out);
-                    }
-                }
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
+    sse::reframed(body, move |evs: Vec<sse::Event>| {
+        let mut out = Vec::new();
+        for ev in evs {
+            // Events without JSON (priming events, empty data) carry nothing to pass on.
+            if let Some(m) = ev.json().and_then(&mut map) {
+                out.extend_from_slice(&sse::message(&m));
             }
         }
-        let out = reframe(parser.feed(b"\n\n"));
-        if !out.is_empty() {
-            yield Ok(out);
-        }
-    }
+        Bytes::from(out)
+    })
 }
 
 fn json(
