@@ -187,6 +187,11 @@ async fn post_inner(
                 .answer(&caller, task::Era::Classic, &method, &id, &params)
                 .await)
         }
+        Incoming::Single(Message::Request { id, method, params })
+            if method == task::list::LIST && task::speaks_classic(&caller.headers) =>
+        {
+            Ok(app.pipeline.tasks.list(&caller, &id, &params).await)
+        }
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
             app.discovery.tools_list(&caller, bytes, &id, &params).await
         }

@@ -9,6 +9,7 @@
 //! whoever wins runs the call once; the others see "claimed" and leave it.
 
 pub mod create;
+pub mod list;
 pub mod listen;
 pub mod methods;
 pub mod run;

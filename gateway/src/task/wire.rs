@@ -316,7 +316,7 @@ pub fn final_answer(id: &Value, state: &State, task_id: &str) -> Value {
 }
 
 /// Adds the gateway's task support to an `initialize` result (2025-11-25): task-augmented
-/// `tools/call` and `tasks/cancel`, beside whatever the upstream declares.
+/// `tools/call`, `tasks/list` and `tasks/cancel`, beside whatever the upstream declares.
 pub fn advertise_initialize(result: &mut Value) {
     let Some(caps) = result
         .get_mut("capabilities")
@@ -326,10 +326,8 @@ pub fn advertise_initialize(result: &mut Value) {
     };
     let tasks = caps.entry("tasks").or_insert_with(|| json!({}));
     if let Some(t) = tasks.as_object_mut() {
-        // `tasks/list` would have to list the gateway's tasks with the upstream's, which it
-        // cannot yet; a list without them would break the spec's promise that every task
-        // `tasks/get` finds is listed, so the capability is not offered.
-        t.remove("list");
+        // `tasks/list` lists the gateway's tasks, then the upstream's (`task::list`).
+        t.entry("list").or_insert_with(|| json!({}));
         t.entry("cancel").or_insert_with(|| json!({}));
         let requests = t.entry("requests").or_insert_with(|| json!({}));
         if let Some(r) = requests.as_object_mut() {
@@ -511,11 +509,11 @@ mod tests {
         mark_tools(&p, &mut listed);
         assert_eq!(listed["tools"][0]["execution"]["taskSupport"], "optional");
         assert_eq!(listed["tools"][1].get("execution"), None);
-        let mut init = json!({"capabilities": {"tasks": {"list": {}}}});
+        let mut init = json!({"capabilities": {"tools": {}}});
         advertise_initialize(&mut init);
         assert_eq!(
             init["capabilities"]["tasks"],
-            json!({"cancel": {}, "requests": {"tools": {"call": {}}}})
+            json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}})
         );
     }
 }

@@ -49,6 +49,7 @@ impl<'a> Client<'a> {
             "{caps}"
         );
         assert_eq!(caps["tasks"]["cancel"], json!({}), "{caps}");
+        assert_eq!(caps["tasks"]["list"], json!({}), "{caps}");
         c
     }
 
@@ -117,6 +118,7 @@ impl<'a> Client<'a> {
         }
         let a = self.rpc(1, "tools/call", params).await;
         let r = a.body["result"].clone();
+        assert!(r.is_object(), "no task: {:?}", a.body);
         match self.session {
             Some(_) => r["task"].clone(),
             None => {
@@ -449,4 +451,75 @@ async fn another_replica_answers_and_runs_an_approved_task_once() {
     assert_eq!(app.upstream.call_count(), 1);
     assert_eq!(app.ticket(ticket).await.status, TicketStatus::Executed);
     b_stop.cancel();
+}
+
+/// Every page of `tasks/list`, following `nextCursor`; the task ids page by page.
+async fn list_pages(c: &Client<'_>) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut params = json!({});
+    loop {
+        let a = c.rpc(11, "tasks/list", params.clone()).await;
+        let r = &a.body["result"];
+        let ids = r["tasks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tasks: {:?}", a.body))
+            .iter()
+            .map(|t| t["taskId"].as_str().unwrap().to_owned())
+            .collect();
+        pages.push(ids);
+        match r["nextCursor"].as_str() {
+            Some(next) => params = json!({"cursor": next}),
+            None => return pages,
+        }
+        assert!(pages.len() < 10, "tasks/list never ends: {pages:?}");
+    }
+}
+
+#[tokio::test]
+async fn tasks_list_pages_the_callers_tasks_then_the_upstreams() {
+    // More tasks than one page of the list, and than the usual session budget.
+    let app = spawn_with(Opts {
+        policy: POLICY.replace(
+            "max_tool_calls_per_session: 50",
+            "max_tool_calls_per_session: 500",
+        ),
+        approval_timeout: Duration::from_secs(30),
+        ..Opts::default()
+    })
+    .await;
+    let c = Client::classic(app.url(), BILLING_TOKEN).await;
+    let mut mine = Vec::new();
+    for n in 0..52 {
+        let t = c.create(200 + n, &format!("list-{n}")).await;
+        let id = t["taskId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("task {n}: {t}"));
+        mine.push(id.to_owned());
+    }
+    mine.sort();
+    let pages = list_pages(&c).await;
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert_eq!(pages[0].len(), 50, "a page holds 50 of the gateway's tasks");
+    let listed: Vec<String> = pages.concat();
+    let mut expected = mine.clone();
+    expected.extend(["upstream-task-1".to_owned(), "upstream-task-2".to_owned()]);
+    assert_eq!(
+        listed, expected,
+        "the gateway's tasks, then the upstream's two pages"
+    );
+    let first = c.rpc(12, "tasks/list", json!({})).await.body["result"]["tasks"][0].clone();
+    assert_eq!(first["status"], "working", "{first}");
+    assert!(first["pollInterval"].is_number(), "{first}");
+
+    // Another agent lists none of these (only what its own upstream session has).
+    let other = Client::classic(app.url(), OTHER_TOKEN).await;
+    assert_eq!(
+        list_pages(&other).await.concat(),
+        vec!["upstream-task-1".to_owned(), "upstream-task-2".to_owned()]
+    );
+    // A cursor the gateway never gave is refused, and so is the upstream's own refusal.
+    for cursor in ["page-2", "airlock.up.nonsense"] {
+        let a = c.rpc(13, "tasks/list", json!({"cursor": cursor})).await;
+        assert_eq!(a.code(), Some(-32602), "{cursor}: {:?}", a.body);
+    }
 }

@@ -196,3 +196,21 @@ pub async fn purge<'e>(db: impl PgExecutor<'e>, retention: Duration) -> Result<u
     .await
     .map(|r| r.rows_affected())
 }
+
+/// A page of `principal`'s tasks in task id order, after `after` (exclusive) when given.
+pub async fn list_for<'e>(
+    db: impl PgExecutor<'e>,
+    principal: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM ticket_tasks WHERE principal = $1 AND ($2::text IS NULL OR task_id > $2) \
+         ORDER BY task_id LIMIT $3",
+    )
+    .bind(principal)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

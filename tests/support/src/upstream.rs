@@ -459,6 +459,22 @@ fn tools() -> Value {
     ]})
 }
 
+/// The upstream's own tasks (2025-11-25 `tasks/list`), two pages of one task each.
+fn upstream_tasks(id: &Value, cursor: Option<&str>) -> Value {
+    let task = |n: u32| {
+        json!({ "taskId": format!("upstream-task-{n}"), "status": "completed",
+            "createdAt": "2026-12-01T00:00:00.000Z", "lastUpdatedAt": "2026-12-01T00:00:01.000Z",
+            "ttl": 60_000 })
+    };
+    match cursor {
+        None => rpc_result(id, json!({ "tasks": [task(1)], "nextCursor": "page-2" })),
+        Some("page-2") => rpc_result(id, json!({ "tasks": [task(2)] })),
+        Some(_) => {
+            json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32602, "message": "Invalid cursor" } })
+        }
+    }
+}
+
 fn now_ns() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -622,6 +638,15 @@ async fn handle_post(
             vec![rpc_result(&id, tools())],
             Duration::ZERO,
         ),
+        "tasks/list" => {
+            let cursor = msg.pointer("/params/cursor").and_then(Value::as_str);
+            answer(
+                mode,
+                accept_sse,
+                vec![upstream_tasks(&id, cursor)],
+                Duration::ZERO,
+            )
+        }
         "tools/call" => {
             let tool = msg
                 .pointer("/params/name")
