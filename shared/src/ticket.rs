@@ -171,6 +171,10 @@ pub struct Ticket {
     pub grant_scope: Option<String>,
     /// The rule's hash when the call was held, with `grant_for_secs`.
     pub grant_rule_hash: Option<String>,
+    /// When a caller last started waiting on it: its creation, or the newest retry that
+    /// reattached, on any gateway instance.
+    #[serde(default)]
+    pub attached_at: DateTime<Utc>,
 }
 
 impl Ticket {
@@ -308,9 +312,11 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         if let Some(t) = inserted {
             return Ok(Opened::Created(t));
         }
+        // Reattaching says "someone waits again", so the waiter that went away leaves it be.
         let live: Option<Ticket> = sqlx::query_as(
-            "SELECT * FROM tickets \
-             WHERE session_id = $1 AND request_hash = $2 AND status IN ('pending', 'approved')",
+            "UPDATE tickets SET attached_at = greatest(attached_at, clock_timestamp()) \
+             WHERE session_id = $1 AND request_hash = $2 AND status IN ('pending', 'approved') \
+             RETURNING *",
         )
         .bind(&new.session_id)
         .bind(&new.request_hash)
@@ -349,6 +355,23 @@ pub async fn close_pending<'e>(
     )
     .bind(id.0)
     .bind(to.as_str())
+    .fetch_optional(db)
+    .await
+}
+
+/// Cancels a pending ticket whose waiter went away, unless a caller attached to it after
+/// `attached` (a retry on any instance now waits on it).
+pub async fn cancel_abandoned<'e>(
+    db: impl PgExecutor<'e>,
+    id: TicketId,
+    attached: DateTime<Utc>,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tickets SET status = 'cancelled', decided_at = now() \
+         WHERE id = $1 AND status = 'pending' AND attached_at <= $2 RETURNING *",
+    )
+    .bind(id.0)
+    .bind(attached)
     .fetch_optional(db)
     .await
 }

@@ -44,6 +44,8 @@ struct CancelOnDrop {
     armed: bool,
     /// How long a re-issue has to reattach before the ticket is cancelled.
     grace: Duration,
+    /// When this waiter attached: a caller that attached later, anywhere, keeps the ticket.
+    attached: chrono::DateTime<chrono::Utc>,
 }
 
 /// A 2026-07-28 client whose stream broke re-issues the call with a new id (there is no
@@ -63,7 +65,7 @@ impl Drop for CancelOnDrop {
             return;
         }
         let a = self.holds.clone();
-        let grace = self.grace;
+        let (grace, attached) = (self.grace, self.attached);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 if !grace.is_zero() {
@@ -72,7 +74,7 @@ impl Drop for CancelOnDrop {
                         return;
                     }
                 }
-                match ticket::close_pending(&a.pool, ticket, TicketStatus::Cancelled).await {
+                match ticket::cancel_abandoned(&a.pool, ticket, attached).await {
                     Ok(Some(_)) => {
                         tracing::info!(ticket = %ticket, "caller went away; ticket cancelled");
                         announce_closed(&a, ticket, TicketStatus::Cancelled).await;
@@ -280,6 +282,7 @@ impl Holds {
                 true => REISSUE_GRACE,
                 false => Duration::ZERO,
             },
+            attached: ticket.attached_at,
         };
         let Some(rx) = guard.registration.as_mut().and_then(|r| r.rx.take()) else {
             return Waited::Interrupted;

@@ -590,3 +590,61 @@ async fn a_reissue_after_the_stream_broke_reattaches_and_runs_once() {
         .count();
     assert_eq!(requests, 1, "one Slack message");
 }
+
+#[tokio::test]
+async fn a_reissue_on_another_instance_keeps_the_ticket_past_the_first_ones_grace() {
+    let app = modern_app().await;
+    let (addr, shutdown, _h) = start_gateway(&app.second_config()).await;
+    let refund = json!({"amount": 310, "currency": "usd"});
+    let held = call_body(1, "create_refund", refund.clone());
+    let first = app.url();
+    let cut = tokio::spawn(async move { send_to(&first, BILLING_TOKEN, &held, &[]).await });
+    let ticket = app.wait_for_request().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cut.abort(); // the stream to the first instance breaks
+    let _ = cut.await;
+    // The client re-issues through the balancer, which sends it to the other instance.
+    let reissue = call_body(8, "create_refund", refund);
+    let again =
+        tokio::spawn(async move { send_to(&url(addr), BILLING_TOKEN, &reissue, &[]).await });
+    // Past the first instance's grace: it must not cancel a ticket someone waits on elsewhere.
+    tokio::time::sleep(airlock_gateway::approval::hold::REISSUE_GRACE + Duration::from_secs(2))
+        .await;
+    assert_eq!(
+        app.ticket(ticket).await.status,
+        airlock_shared::TicketStatus::Pending,
+        "the re-issue on the other instance still waits"
+    );
+    decide(&app.db, &app.redis, ticket, Decision::Approve, true).await;
+    let a = again.await.unwrap();
+    assert_eq!(a.body["id"], 8, "answered under the new id: {}", a.text);
+    assert!(a.code().is_none(), "{}", a.text);
+    assert_eq!(app.upstream.call_count(), 1, "ran once");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_broken_stream_nobody_reissues_is_cancelled_after_the_grace() {
+    let app = modern_app().await;
+    let held = call_body(
+        1,
+        "create_refund",
+        json!({"amount": 320, "currency": "usd"}),
+    );
+    let first = app.url();
+    let cut = tokio::spawn(async move { send_to(&first, BILLING_TOKEN, &held, &[]).await });
+    let ticket = app.wait_for_request().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cut.abort();
+    let _ = cut.await;
+    let cancelled = eventually(
+        airlock_gateway::approval::hold::REISSUE_GRACE + Duration::from_secs(5),
+        || async {
+            (app.ticket(ticket).await.status == airlock_shared::TicketStatus::Cancelled)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(cancelled.is_some(), "an abandoned ticket is cancelled");
+    assert_eq!(app.upstream.call_count(), 0);
+}
