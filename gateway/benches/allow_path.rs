@@ -144,6 +144,13 @@ fn main() {
             sessions: Arc::new(gw_sessions.clone()),
             tool: "list_charges",
         };
+        let one_session = Target {
+            name: "gateway, session lock",
+            url: gw.url(),
+            token: Some(TOKEN),
+            sessions: Arc::new(vec![gw_sessions[0].clone()]),
+            tool: "create_refund",
+        };
         let locked = Target {
             name: "gateway, session lock",
             url: gw.url(),
@@ -166,6 +173,13 @@ fn main() {
             token: Some(TOKEN),
             sessions: Arc::new(Vec::new()),
             tool: "list_charges",
+        };
+        let principal_lock = Target {
+            name: "gateway, principal lock",
+            url: gw.url(),
+            token: Some(TOKEN),
+            sessions: Arc::new(Vec::new()),
+            tool: "create_refund",
         };
         let secs: u64 = std::env::var("BENCH_SECS")
             .ok()
@@ -212,6 +226,23 @@ fn main() {
             added(&session, 2),
             "-"
         );
+        // One caller's mutating calls back to back: each takes and releases its lock (the
+        // session's, or the principal's without a session), so the two eras compare directly.
+        let n = secs * 200;
+        println!("one caller's mutating calls, back to back, {n} calls each:");
+        for (era, t) in [
+            ("session   ", &one_session),
+            ("2026-07-28", &principal_lock),
+        ] {
+            let s = sequential(&client, t, n).await;
+            println!(
+                "  {era} {:<26} p50 {} p99 {} max {}",
+                t.name,
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.max)
+            );
+        }
         println!("closed-loop throughput, 32 workers, {} s:", secs.min(5));
         for (era, t) in [
             ("session   ", &direct),
@@ -225,6 +256,15 @@ fn main() {
         }
         drop(stack);
     });
+}
+
+/// `n` calls one after another (distinct arguments, so none is another's retry).
+async fn sequential(client: &reqwest::Client, t: &Target, n: u64) -> Summary {
+    let mut lat = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        lat.push(one(client, t, 1_000_000 + i).await);
+    }
+    summarize(lat)
 }
 
 /// The 2025-11-25 runs, with the targets of the gateway's own figures.

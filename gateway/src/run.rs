@@ -89,6 +89,7 @@ fn start_tasks(
     background: &CancellationToken,
 ) -> Arc<Tasks> {
     let t = config.tasks;
+    let (watch, pending) = crate::task::watch::channel();
     let tasks = Arc::new(Tasks {
         pool: pool.clone(),
         holds: holds.clone(),
@@ -106,7 +107,13 @@ fn start_tasks(
             lost_after: config.upstream_timeout + Duration::from_secs(60),
         },
         keepalive: config.keepalive_interval,
+        watch,
     });
+    tokio::spawn(crate::task::watch::watch_loop(
+        tasks.clone(),
+        pending,
+        background.clone(),
+    ));
     tokio::spawn(task_sweep_loop(tasks.clone(), background.clone()));
     tasks
 }

@@ -125,7 +125,7 @@ impl Drop for HeldGauge<'_> {
 }
 
 /// How the wait itself ended.
-enum Waited {
+pub enum Waited {
     Settled(Settled),
     Deadline,
     Interrupted,
@@ -193,14 +193,27 @@ impl Holds {
         cancel: CancellationToken,
         cancel_if_dropped: bool,
     ) -> Result<Cleared, CallError> {
-        let (id, rule) = (ticket.id, rule.to_owned());
         if ticket.status == TicketStatus::Approved {
-            return self.claim(id, &rule, fingerprint).await;
+            return Box::pin(self.claim(ticket.id, rule, fingerprint)).await;
         }
         let waited = {
             let _held = HeldGauge::new(&self.metrics);
             self.wait(ticket, cancel, cancel_if_dropped).await
         };
+        // Boxed: what follows the wait is a far larger future than the wait itself, and a
+        // held call (or pending task) should cost only its wait while it waits.
+        Box::pin(self.conclude(ticket.id, rule, fingerprint, waited)).await
+    }
+
+    /// Acts on how the wait ended: claim an approved ticket, or say why the call fails.
+    pub async fn conclude(
+        &self,
+        id: TicketId,
+        rule: &str,
+        fingerprint: &str,
+        waited: Waited,
+    ) -> Result<Cleared, CallError> {
+        let rule = rule.to_owned();
         let status = match waited {
             Waited::Settled(s) => s,
             Waited::Interrupted => {

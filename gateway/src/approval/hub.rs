@@ -31,7 +31,15 @@ enum Kick {
 
 struct Waiter {
     id: u64,
-    tx: oneshot::Sender<Settled>,
+    tx: Tx,
+}
+
+/// Where a waiter learns of the decision.
+enum Tx {
+    /// A held call's own channel.
+    Once(oneshot::Sender<Settled>),
+    /// A loop that waits on many tickets at once (pending tasks), with no future per ticket.
+    Shared(mpsc::UnboundedSender<Settled>),
 }
 
 struct Inner {
@@ -62,7 +70,10 @@ impl Inner {
             .ok()
             .and_then(|mut w| w.remove(&settled.id));
         for w in taken.into_iter().flatten() {
-            let _ = w.tx.send(settled.clone());
+            let _ = match w.tx {
+                Tx::Once(tx) => tx.send(settled.clone()).ok(),
+                Tx::Shared(tx) => tx.send(settled.clone()).ok(),
+            };
         }
     }
 }
@@ -148,17 +159,28 @@ impl Hub {
     /// Registers a waiter for `ticket` and schedules its first check.
     pub fn register(&self, ticket: TicketId) -> Registration {
         let (tx, rx) = oneshot::channel();
-        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.entry(ticket).or_default().push(Waiter { id, tx });
-        }
-        let _ = self.inner.kick.send(Kick::One(ticket));
+        let id = self.add(ticket, Tx::Once(tx));
         Registration {
             inner: self.inner.clone(),
             ticket,
             id,
             rx: Some(rx),
         }
+    }
+
+    /// Tells `to` once `ticket` leaves `pending`; the watch lasts until then.
+    pub fn watch(&self, ticket: TicketId, to: &mpsc::UnboundedSender<Settled>) {
+        self.add(ticket, Tx::Shared(to.clone()));
+    }
+
+    /// Adds a waiter and schedules its first check (a decision made before it is found).
+    fn add(&self, ticket: TicketId, tx: Tx) -> u64 {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = self.inner.waiters.lock() {
+            w.entry(ticket).or_default().push(Waiter { id, tx });
+        }
+        let _ = self.inner.kick.send(Kick::One(ticket));
+        id
     }
 
     /// Waits until `ticket` leaves `pending`, for at most `timeout` (tools and tests).

@@ -9,9 +9,9 @@ use airlock_shared::ticket::task::{self, NewTask};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::Tasks;
+use super::watch::Pending;
 use super::wire::{self, Era};
 use crate::caller::Caller;
 use crate::error::CallError;
@@ -82,9 +82,12 @@ impl Tasks {
         if row.task_id == task_id {
             self.metrics.tasks.created.inc();
             tracing::info!(ticket = %ticket.id, task = %task_id, "held call served as a task");
-            let (me, t) = (self.clone(), ticket.clone());
-            let (rule, fp) = (new.rule.clone(), new.fingerprint.clone());
-            tokio::spawn(async move { me.run_when_approved(t, rule, fp).await });
+            let _ = self.watch.send(Pending {
+                ticket: ticket.id,
+                rule: new.rule.clone(),
+                fingerprint: new.fingerprint.clone(),
+                expires_at: ticket.expires_at,
+            });
         }
         let state = wire::state(&row, &ticket, chrono::Utc::now());
         let object = wire::task_object(&row, &ticket, &state, self.shown(), call.era);
@@ -125,25 +128,6 @@ impl Tasks {
                     let _ = self.holds.cancel_pending(ticket.id).await;
                 }
                 Err(e.into())
-            }
-        }
-    }
-
-    /// Waits, as a held call would, for the decision on a task's ticket; approved, claims it
-    /// and runs the call. Dropping this wait (shutdown) leaves the ticket pending: a poll or
-    /// another replica's sweeper takes it over after the decision.
-    async fn run_when_approved(
-        self: Arc<Self>,
-        ticket: airlock_shared::ticket::Ticket,
-        rule: String,
-        fp: String,
-    ) {
-        let never = CancellationToken::new();
-        match self.holds.settle(&ticket, &rule, &fp, never, false).await {
-            Ok(cleared) => self.execute(&cleared.ticket).await,
-            Err(e) => {
-                tracing::info!(ticket = %ticket.id, outcome = e.outcome(), "task ended without running");
-                self.note_settled(Some(ticket.id)).await;
             }
         }
     }

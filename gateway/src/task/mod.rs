@@ -14,6 +14,7 @@ pub mod listen;
 pub mod methods;
 pub mod run;
 pub mod sweep;
+pub mod watch;
 pub mod wire;
 
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub struct Tasks {
     pub settings: TaskSettings,
     /// How often a blocked `tasks/result` stream gets a keepalive.
     pub keepalive: Duration,
+    /// Hands the tasks this instance makes to its watch loop.
+    pub watch: watch::Watcher,
 }
 
 impl Tasks {
