@@ -37,6 +37,9 @@ pub enum TokenError {
     Issuer,
     #[error("the token lacks a required claim (exp, iss, aud, or the principal claim)")]
     MissingClaim,
+    /// Sessions, tasks and owners are keyed by principal: a token must not pass for an agent.
+    #[error("the token's principal is the name of a static agent")]
+    ReservedPrincipal,
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {

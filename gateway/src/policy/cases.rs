@@ -170,6 +170,39 @@ cases:
     }
 
     #[test]
+    fn cases_match_principal_claims_and_scopes() {
+        let policy = Policy::parse(
+            r#"
+version: 1
+default: deny
+rules:
+  - { name: ci, tools: [deploy], principals: ["ci-*"], action: allow }
+  - { name: payments, tools: [refund], when: [{ claim: team, equals: payments }], action: approve }
+  - { name: writers, tools: [refund], scopes: ["refunds:write"], action: allow }
+"#,
+        )
+        .unwrap();
+        let cases = r#"
+cases:
+  - { name: ci deploys, principal: ci-1, tool: deploy, expect: { action: allow, rule: ci } }
+  - { name: a laptop does not, principal: dev, tool: deploy, expect: { action: deny } }
+  - { name: payments held, principal: p, claims: { team: payments }, tool: refund, expect: { action: approve } }
+  - { name: writer, principal: w, scopes: ["refunds:write"], tool: refund, expect: { action: allow, rule: writers } }
+  - { name: a static agent matches no claim or scope, principal: s, tool: refund, expect: { action: deny } }
+  - { name: wrong on purpose, principal: w, claims: { team: payments }, tool: refund, expect: { action: allow } }
+"#;
+        let r = run(&policy, cases).unwrap();
+        assert_eq!((r.passed, r.failed), (5, 1), "{}", r.text);
+        assert!(
+            r.text.contains(
+                "FAIL wrong on purpose: w calling refund with claims {\"team\":\"payments\"}"
+            ),
+            "{}",
+            r.text
+        );
+    }
+
+    #[test]
     fn a_malformed_cases_file_is_an_error() {
         let policy = Policy::parse(POLICY).unwrap();
         assert!(run(&policy, "cases: []").is_err());

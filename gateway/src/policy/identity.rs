@@ -82,3 +82,112 @@ impl Shown {
         Some(Value::Object(out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Action, Policy};
+    use crate::identity::{Identity, scopes_of};
+    use airlock_shared::Principal;
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+
+    const POLICY: &str = r#"
+version: 1
+default: deny
+rules:
+  - { name: ci deletes, tools: ["delete_*"], principals: ["ci-*"], action: allow }
+  - name: payments held
+    tools: ["refund"]
+    when: [{ claim: team, equals: payments }, { claim: /org/level, gt: 2 }]
+    action: approve
+  - { name: writers, tools: ["refund"], scopes: ["refunds:write", "mcp"], action: allow }
+  - { name: not payments, tools: ["refund"], when: [{ claim: team, not_equals: payments }], action: deny }
+"#;
+
+    fn token(sub: &str, claims: Value) -> Identity {
+        let claims = claims.as_object().cloned().unwrap_or_default();
+        Identity {
+            principal: Principal(sub.into()),
+            issuer: Some("https://as".into()),
+            scopes: scopes_of(&claims).into(),
+            claims: Arc::new(claims),
+        }
+    }
+
+    fn rule(p: &Policy, tool: &str, id: &Identity) -> String {
+        p.assess(tool, &json!({}), id).verdict.rule.to_string()
+    }
+
+    #[test]
+    fn rules_match_principal_globs_claims_and_scopes() {
+        let p = Policy::parse(POLICY).unwrap();
+        let agent = |n: &str| Identity::agent(Principal(n.into()));
+        assert_eq!(rule(&p, "delete_x", &agent("ci-nightly")), "ci deletes");
+        assert_eq!(
+            rule(&p, "delete_x", &token("ci-job", json!({}))),
+            "ci deletes"
+        );
+        assert_eq!(rule(&p, "delete_x", &agent("dev")), "default");
+        let payments = token("p", json!({"team": "payments", "org": {"level": 3}}));
+        assert_eq!(rule(&p, "refund", &payments), "payments held");
+        // A claim that cannot be compared fails closed: the approve rule holds the call.
+        let odd = token("p", json!({"team": "payments", "org": {"level": "high"}}));
+        assert_eq!(
+            p.assess("refund", &json!({}), &odd).verdict.action,
+            Action::Approve
+        );
+        let other = token("p", json!({"team": "ops"}));
+        assert_eq!(rule(&p, "refund", &other), "not payments");
+        let writer = token("p", json!({"scope": "mcp refunds:write"}));
+        assert_eq!(rule(&p, "refund", &writer), "writers");
+        // Not every scope: not a writer; and a missing claim is "not equal" to anything.
+        let half = token("p", json!({"scope": "refunds:write"}));
+        assert_eq!(rule(&p, "refund", &half), "not payments");
+        // A static agent has no claims and no scopes: no claim or scope rule applies, not even
+        // a not_equals one.
+        assert_eq!(rule(&p, "refund", &agent("billing")), "default");
+    }
+
+    #[test]
+    fn the_approver_sees_only_what_the_rule_names() {
+        let p = Policy::parse(POLICY).unwrap();
+        let id = token(
+            "p",
+            json!({"team": "payments", "org": {"level": 3}, "email": "a@b"}),
+        );
+        let v = p.assess("refund", &json!({}), &id).verdict;
+        assert_eq!(
+            v.shown.of(&id),
+            Some(json!({"team": "payments", "/org/level": 3}))
+        );
+        let w = token("p", json!({"scope": "mcp refunds:write", "email": "a@b"}));
+        let v = p.assess("refund", &json!({}), &w).verdict;
+        assert_eq!(v.shown.of(&w), Some(json!({"scope": "mcp refunds:write"})));
+        assert_eq!(v.shown.of(&Identity::agent(Principal("a".into()))), None);
+    }
+
+    #[test]
+    fn identity_fields_are_checked_when_the_file_loads() {
+        let bad = |rule: &str| {
+            Policy::parse(&format!("version: 1\ndefault: deny\nrules:\n  - {rule}\n")).is_err()
+        };
+        assert!(bad(
+            "{ name: x, tools: [a], principals: ['ci-[' ], action: allow }"
+        ));
+        assert!(bad(
+            "{ name: x, tools: [a], scopes: ['two words'], action: allow }"
+        ));
+        assert!(bad(
+            "{ name: x, tools: [a], when: [{ claim: team, arg: /x, equals: 1 }], action: allow }"
+        ));
+        assert!(bad(
+            "{ name: x, tools: [a], when: [{ equals: 1 }], action: allow }"
+        ));
+        assert!(bad(
+            "{ name: x, tools: [a], when: [{ claim: '', equals: 1 }], action: allow }"
+        ));
+        assert!(!bad(
+            "{ name: x, tools: [a], principals: ['ci-*'], scopes: [mcp], when: [{ claim: team, equals: a }], action: allow }"
+        ));
+    }
+}

@@ -194,6 +194,11 @@ async fn bad_tokens_are_refused_with_a_challenge_that_says_why() {
             "{name}: {challenge}"
         );
     }
+    // A valid token may not pass for a static agent (sessions and tasks are keyed by name).
+    let (status, challenge) =
+        knock(&app, Some(&sign("rsa-1", &issuer.claims("billing-bot")))).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("name of a static agent"), "{challenge}");
     // No token at all: where to get one, and no error (RFC 6750 §3.1).
     let (status, challenge) = knock(&app, None).await;
     assert_eq!(status, 401);
