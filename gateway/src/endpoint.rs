@@ -18,7 +18,7 @@ use crate::era;
 use crate::error::RequestError;
 use crate::identity::Identity;
 use crate::mcp::{self, CANCELLED, INITIALIZE, Incoming, Message, TOOLS_CALL, TOOLS_LIST};
-use crate::oauth::{Challenge, Refusal, TokenError};
+use crate::oauth::{Challenge, Refusal};
 use crate::relay::{Relay, relay};
 use crate::session::SessionInfo;
 use crate::state::AppState;
@@ -61,13 +61,8 @@ async fn identify(app: &AppState, token: Option<&str>) -> Result<Identity, Reque
     let Some(oauth) = oauth else {
         return Err(RequestError::Unauthorized(Challenge::default()));
     };
-    let checked = match oauth.authenticate(token).await {
-        Ok(id) if app.rules.agents().knows(&id.principal.0) => {
-            Err(Refusal::Invalid(TokenError::ReservedPrincipal))
-        }
-        other => other,
-    };
-    match checked {
+    let agents = app.rules.agents();
+    match oauth.authenticate(token, |p| agents.knows(p)).await {
         Ok(identity) => Ok(identity),
         Err(r @ Refusal::InsufficientScope) => {
             Err(RequestError::InsufficientScope(oauth.challenge(Some(r))))

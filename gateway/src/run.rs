@@ -255,6 +255,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         request_states: Arc::new(request_states),
         tasks,
     });
+    let oauth = start_oauth(config, &metrics, &background)?;
     let state = AppState(Arc::new(Inner {
         rules: rules.clone(),
         pipeline,
@@ -268,7 +269,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         pool,
         redis,
         max_body_bytes: config.max_body_bytes,
-        oauth: start_oauth(config, &background)?,
+        oauth,
     }));
     Ok(Gateway {
         state,
@@ -283,12 +284,14 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
 /// The OAuth resource server when configured, its issuers' keys loading in the background.
 fn start_oauth(
     config: &Config,
+    metrics: &Metrics,
     background: &CancellationToken,
 ) -> Result<Option<Arc<OAuth>>, StartError> {
     let Some(c) = &config.oauth else {
         return Ok(None);
     };
-    let oauth = Arc::new(OAuth::new(c).map_err(StartError::OAuthClient)?);
+    let oauth = OAuth::new(c, &metrics.oauth).map_err(StartError::OAuthClient)?;
+    let oauth = Arc::new(oauth);
     oauth.start(background.clone());
     tracing::info!(issuers = ?c.issuers, audience = %c.audience, "OAuth access tokens accepted");
     Ok(Some(oauth))

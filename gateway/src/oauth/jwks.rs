@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use prometheus::IntCounterVec;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -174,6 +175,8 @@ pub struct Issuer {
     fetching: Mutex<Option<Instant>>,
     min_interval: Duration,
     http: reqwest::Client,
+    /// `airlock_oauth_jwks_fetches_total`.
+    fetches: IntCounterVec,
 }
 
 /// The metadata documents an issuer may publish, in the order tried (RFC 8414 puts the
@@ -196,13 +199,19 @@ fn metadata_urls(issuer: &str) -> Vec<String> {
 
 impl Issuer {
     /// An issuer whose keys are not fetched yet.
-    pub fn new(id: &str, min_interval: Duration, http: reqwest::Client) -> Self {
+    pub fn new(
+        id: &str,
+        min_interval: Duration,
+        http: reqwest::Client,
+        fetches: IntCounterVec,
+    ) -> Self {
         Self {
             id: Arc::from(id),
             keys: ArcSwap::from_pointee(KeySet::default()),
             fetching: Mutex::new(None),
             min_interval,
             http,
+            fetches,
         }
     }
 
@@ -234,6 +243,13 @@ impl Issuer {
     }
 
     async fn fetch_locked(&self) -> Result<usize, JwksError> {
+        let fetched = self.fetch_keys().await;
+        let outcome = if fetched.is_ok() { "ok" } else { "failed" };
+        self.fetches.with_label_values(&[&*self.id, outcome]).inc();
+        fetched
+    }
+
+    async fn fetch_keys(&self) -> Result<usize, JwksError> {
         let jwks_uri = self.jwks_uri().await?;
         let doc = self.get_json(&jwks_uri).await?;
         let set = KeySet::parse(&doc).ok_or_else(|| JwksError::BadJwks(self.id.to_string()))?;

@@ -11,6 +11,7 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::Identity;
+use crate::metrics::OAuthMetrics;
 
 pub mod config;
 pub mod jwks;
@@ -35,6 +36,7 @@ pub enum Refusal {
 /// The resource server: the verifier, the metadata, and the scopes every token needs.
 pub struct OAuth {
     pub verifier: Verifier,
+    metrics: OAuthMetrics,
     pub metadata: ResourceMetadata,
     required_scopes: Vec<String>,
     refresh: Duration,
@@ -43,7 +45,7 @@ pub struct OAuth {
 impl OAuth {
     /// The resource server for `config`; keys are fetched when [`OAuth::start`] runs or a
     /// token first needs them.
-    pub fn new(config: &OAuthConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &OAuthConfig, metrics: &OAuthMetrics) -> Result<Self, reqwest::Error> {
         // Bounded, and no redirects: an issuer's keys come from where its metadata says.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -51,20 +53,41 @@ impl OAuth {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
-            verifier: Verifier::new(config, &http),
+            verifier: Verifier::new(config, &http, &metrics.jwks_fetches),
+            metrics: metrics.clone(),
             metadata: ResourceMetadata::new(config),
             required_scopes: config.required_scopes.clone(),
             refresh: config.jwks_refresh,
         })
     }
 
-    /// The identity of a valid token that carries every required scope.
-    pub async fn authenticate(&self, token: &str) -> Result<Identity, Refusal> {
-        let identity = self.verifier.verify(token).await?;
-        if !identity.has_scopes(&self.required_scopes) {
-            return Err(Refusal::InsufficientScope);
-        }
-        Ok(identity)
+    /// The identity of a valid token that carries every required scope, and whose principal
+    /// is not `reserved` (the static agents' names).
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        reserved: impl Fn(&str) -> bool,
+    ) -> Result<Identity, Refusal> {
+        let checked = match self.verifier.verify(token).await {
+            Ok(id) if reserved(&id.principal.0) => {
+                Err(Refusal::Invalid(TokenError::ReservedPrincipal))
+            }
+            Ok(id) if !id.has_scopes(&self.required_scopes) => Err(Refusal::InsufficientScope),
+            Ok(id) => Ok(id),
+            Err(e) => Err(Refusal::Invalid(e)),
+        };
+        self.count(checked.as_ref().err().copied());
+        checked
+    }
+
+    /// Counts one checked token: accepted, or the refusal.
+    fn count(&self, refusal: Option<Refusal>) {
+        let outcome = match refusal {
+            None => "accepted",
+            Some(Refusal::Invalid(e)) => e.label(),
+            Some(Refusal::InsufficientScope) => "insufficient_scope",
+        };
+        self.metrics.tokens.with_label_values(&[outcome]).inc();
     }
 
     /// The challenge of a 401 or 403: for `None`, no token (or none we could read) was sent.

@@ -7,6 +7,7 @@ use airlock_shared::Principal;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
+use prometheus::IntCounterVec;
 use serde_json::{Map, Value};
 
 use super::config::OAuthConfig;
@@ -40,6 +41,25 @@ pub enum TokenError {
     /// Sessions, tasks and owners are keyed by principal: a token must not pass for an agent.
     #[error("the token's principal is the name of a static agent")]
     ReservedPrincipal,
+}
+
+impl TokenError {
+    /// The metrics label of this refusal.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Algorithm => "algorithm",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::UnknownKey => "unknown_key",
+            Self::Signature => "signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Audience => "audience",
+            Self::Issuer => "issuer",
+            Self::MissingClaim => "missing_claim",
+            Self::ReservedPrincipal => "reserved_principal",
+        }
+    }
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -85,12 +105,20 @@ fn claimed_issuer(token: &str) -> Option<String> {
 
 impl Verifier {
     /// A verifier for `config`'s issuers, whose keys are fetched with `http`.
-    pub fn new(config: &OAuthConfig, http: &reqwest::Client) -> Self {
+    pub fn new(config: &OAuthConfig, http: &reqwest::Client, fetches: &IntCounterVec) -> Self {
         Self {
             issuers: config
                 .issuers
                 .iter()
-                .map(|i| Arc::new(Issuer::new(i, config.jwks_min_interval, http.clone())))
+                .map(|i| {
+                    let fetches = fetches.clone();
+                    Arc::new(Issuer::new(
+                        i,
+                        config.jwks_min_interval,
+                        http.clone(),
+                        fetches,
+                    ))
+                })
                 .collect(),
             audience: config.audience.clone(),
             principal_claim: config.principal_claim.clone(),

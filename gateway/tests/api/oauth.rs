@@ -199,6 +199,29 @@ async fn bad_tokens_are_refused_with_a_challenge_that_says_why() {
         knock(&app, Some(&sign("rsa-1", &issuer.claims("billing-bot")))).await;
     assert_eq!(status, 401);
     assert!(challenge.contains("name of a static agent"), "{challenge}");
+    let metrics = app.metrics().await;
+    for outcome in [
+        "expired",
+        "not_yet_valid",
+        "unknown_issuer",
+        "audience",
+        "unknown_key",
+        "signature",
+        "malformed",
+        "algorithm",
+        "reserved_principal",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "airlock_oauth_tokens_total{{outcome=\"{outcome}\"}}"
+            )),
+            "{outcome} not counted: {metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("airlock_oauth_tokens_total{outcome=\"accepted\"} 1"),
+        "{metrics}"
+    );
     // No token at all: where to get one, and no error (RFC 6750 §3.1).
     let (status, challenge) = knock(&app, None).await;
     assert_eq!(status, 401);
