@@ -111,6 +111,30 @@ rules:
     }
 
     #[test]
+    fn identity_is_listed_and_a_rule_for_some_callers_shadows_nothing() {
+        let text = r#"
+version: 1
+default: deny
+rules:
+  - { name: ci, tools: ["deploy"], principals: ["ci-*"], scopes: [deploy], action: allow }
+  - { name: payments, tools: ["deploy"], when: [{ claim: team, equals: payments }], action: approve }
+  - { name: others, tools: ["deploy"], action: deny }
+"#;
+        let out = describe(text).unwrap();
+        assert!(
+            out.contains(
+                "1. \"ci\": allow for tools deploy for principals ci-* for scopes deploy\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"when {"claim":"team","equals":"payments"}"#),
+            "{out}"
+        );
+        assert!(!out.contains("never applies"), "{out}");
+    }
+
+    #[test]
     fn an_invalid_policy_is_an_error_not_a_listing() {
         assert!(describe("version: 1\ndefault: maybe\n").is_err());
     }
