@@ -55,13 +55,13 @@ async fn identify(app: &AppState, token: Option<&str>) -> Result<Identity, Reque
             oauth.map(|o| o.challenge(None)).unwrap_or_default(),
         ));
     };
-    if let Some(p) = app.rules.agents().authenticate(token) {
+    let agents = app.rules.agents();
+    if let Some(p) = agents.authenticate(token) {
         return Ok(Identity::agent(p.clone()));
     }
     let Some(oauth) = oauth else {
         return Err(RequestError::Unauthorized(Challenge::default()));
     };
-    let agents = app.rules.agents();
     match oauth.authenticate(token, |p| agents.knows(p)).await {
         Ok(identity) => Ok(identity),
         Err(r @ Refusal::InsufficientScope) => {
