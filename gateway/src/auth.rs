@@ -102,6 +102,11 @@ impl AgentKeys {
         self.owners.iter().map(|(a, o)| (a.as_str(), o.as_str()))
     }
 
+    /// Whether a static agent is named `name` (an access token may not claim that name).
+    pub fn knows(&self, name: &str) -> bool {
+        self.agents.iter().any(|(p, _)| p.0 == name)
+    }
+
     /// How many agents are known.
     pub fn len(&self) -> usize {
         self.agents.len()

@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::answer::messages;
 use crate::call::{Caller, Pipeline};
 use crate::error::{RequestError, upstream_error};
+use crate::identity::Identity;
 use crate::mcp::{Message, TOOLS_CALL, is_response_to};
 use crate::policy::Policy;
 use crate::sse;
@@ -60,7 +61,7 @@ pub async fn handle(
     body: &[u8],
     msgs: Vec<Message>,
 ) -> Result<Response, RequestError> {
-    let plan = split(body, msgs, &pipeline.rules.policy())?;
+    let plan = split(body, msgs, &pipeline.rules.policy(), &caller.identity)?;
     tracing::debug!(session = %caller.sid, calls = plan.calls.len(), rest = plan.rest.is_some(), "batch split");
     let ctx = Ctx { pipeline, caller };
     if plan.order.is_empty() {
@@ -78,7 +79,12 @@ pub async fn handle(
 
 /// Takes the batch apart; the raw messages are re-read because the parsed ones keep only what
 /// routing needs, and the upstream must get every message exactly as the client sent it.
-fn split(body: &[u8], msgs: Vec<Message>, policy: &Policy) -> Result<Plan, RequestError> {
+fn split(
+    body: &[u8],
+    msgs: Vec<Message>,
+    policy: &Policy,
+    identity: &Identity,
+) -> Result<Plan, RequestError> {
     let raw: Vec<Value> =
         serde_json::from_slice(body).map_err(|e| RequestError::Parse(e.to_string()))?;
     if raw.len() != msgs.len() {
@@ -103,7 +109,7 @@ fn split(body: &[u8], msgs: Vec<Message>, policy: &Policy) -> Result<Plan, Reque
                 order.push(id.clone());
                 if method == TOOLS_CALL {
                     let body = Bytes::from(raw.to_string());
-                    calls.push(ToolCall::new(id, &params, body, policy));
+                    calls.push(ToolCall::new(id, &params, body, policy, identity));
                 } else {
                     rest_ids.push(id);
                     rest.push(raw);
@@ -313,7 +319,12 @@ mod tests {
             panic!("not a batch: {body}");
         };
         let policy = Policy::parse("version: 1\ndefault: deny\n").unwrap();
-        split(body.as_bytes(), msgs, &policy)
+        split(
+            body.as_bytes(),
+            msgs,
+            &policy,
+            &Identity::agent(airlock_shared::Principal("a".into())),
+        )
     }
 
     #[test]

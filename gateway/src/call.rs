@@ -118,6 +118,7 @@ impl AuditTrail<'_> {
         self.p.audit.record(AuditRecord {
             at: chrono::Utc::now(),
             principal: self.caller.principal.0.clone(),
+            principal_issuer: self.caller.identity.issuer.as_deref().map(str::to_owned),
             session_id: self
                 .caller
                 .session
@@ -408,6 +409,8 @@ impl Steps<'_> {
         NewTicket {
             id: TicketId::new(),
             principal: c.principal.0.clone(),
+            principal_issuer: c.identity.issuer.as_deref().map(str::to_owned),
+            principal_claims: verdict.shown.of(&c.identity),
             session_id: c.sid.0.clone(),
             tool: self.tool.to_owned(),
             arguments: self.args.clone(),

@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 
 use crate::error::UpstreamError;
+use crate::identity::Identity;
 use crate::lock::{Budget, Window};
 use crate::policy::Policy;
 use crate::session::SessionInfo;
@@ -17,6 +18,8 @@ use crate::upstream_session::UpstreamSessions;
 #[derive(Clone)]
 pub struct Caller {
     pub principal: Principal,
+    /// Who the principal is, as policy sees it (claims and scopes of an access token).
+    pub identity: Identity,
     /// What the lock, held calls and ticket reattachment are keyed by: the session, or
     /// without one (2026-07-28) [`SessionId::of_principal`].
     pub sid: SessionId,
@@ -28,10 +31,11 @@ pub struct Caller {
 
 impl Caller {
     /// A caller without a session (2026-07-28): scoped by its principal.
-    pub fn stateless(principal: Principal, headers: HeaderMap) -> Self {
+    pub fn stateless(identity: Identity, headers: HeaderMap) -> Self {
         Self {
-            sid: SessionId::of_principal(&principal),
-            principal,
+            sid: SessionId::of_principal(&identity.principal),
+            principal: identity.principal.clone(),
+            identity,
             session: None,
             headers,
         }

@@ -8,6 +8,7 @@ use airlock_shared::edge::Edge;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::bridge::UpstreamEra;
+pub use crate::oauth::OAuthConfig;
 
 /// Everything the gateway needs to start.
 #[derive(Clone, Debug)]
@@ -51,6 +52,8 @@ pub struct Config {
     pub upstream_era: UpstreamEra,
     /// Held calls served as MCP tasks (`TASK_*`).
     pub tasks: TaskConfig,
+    /// Agents with OAuth access tokens (`OAUTH_*`); `None` unless `OAUTH_ISSUERS` is set.
+    pub oauth: Option<OAuthConfig>,
 }
 
 /// `TASK_POLL_INTERVAL`, `TASK_MAX_RESULT_BYTES`, `TASK_RETENTION`, `TASK_SWEEP_INTERVAL`.
@@ -155,6 +158,7 @@ impl Config {
         let (request_state_key, request_state_ttl) = request_state(&mut env);
         let tasks = TaskConfig::from_env(&mut env);
         let upstream_era = env.or("UPSTREAM_ERA", UpstreamEra::Auto);
+        let oauth = OAuthConfig::from_env(&mut env);
         env.finish()?;
         match (
             database_url,
@@ -195,6 +199,7 @@ impl Config {
                 request_state_ttl,
                 tasks,
                 upstream_era,
+                oauth,
             }),
             _ => Err(ConfigError {
                 problems: vec!["required variables missing".into()],

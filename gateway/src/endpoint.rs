@@ -16,7 +16,9 @@ use crate::batch;
 use crate::call::Caller;
 use crate::era;
 use crate::error::RequestError;
+use crate::identity::Identity;
 use crate::mcp::{self, CANCELLED, INITIALIZE, Incoming, Message, TOOLS_CALL, TOOLS_LIST};
+use crate::oauth::{Challenge, Refusal};
 use crate::relay::{Relay, relay};
 use crate::session::SessionInfo;
 use crate::state::AppState;
@@ -26,20 +28,49 @@ use crate::tool_call::ToolCall;
 use crate::transport::{allows_batches, protocol_version};
 use crate::upstream::SESSION_HEADER;
 
-/// Rejects requests without a known agent's bearer token, before any other work.
+/// Rejects requests without a known agent's token or a valid access token, before any other
+/// work; the caller's [`Identity`] (and its principal) go into the request's extensions.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let principal = req
+    let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer)
-        .and_then(|t| app.rules.agents().authenticate(t).cloned());
-    match principal {
-        Some(p) => {
-            req.extensions_mut().insert(p);
+        .and_then(crate::auth::bearer);
+    match identify(&app, token).await {
+        Ok(identity) => {
+            req.extensions_mut().insert(identity.principal.clone());
+            req.extensions_mut().insert(identity);
             next.run(req).await
         }
-        None => refuse(RequestError::Unauthorized),
+        Err(e) => refuse(e),
+    }
+}
+
+/// The identity behind a bearer token: a static agent key first (a constant-time hash
+/// comparison), else an access token when OAuth is on.
+async fn identify(app: &AppState, token: Option<&str>) -> Result<Identity, RequestError> {
+    let oauth = app.oauth.as_deref();
+    let Some(token) = token else {
+        return Err(RequestError::Unauthorized(
+            oauth.map(|o| o.challenge(None)).unwrap_or_default(),
+        ));
+    };
+    let agents = app.rules.agents();
+    if let Some(p) = agents.authenticate(token) {
+        return Ok(Identity::agent(p.clone()));
+    }
+    let Some(oauth) = oauth else {
+        return Err(RequestError::Unauthorized(Challenge::default()));
+    };
+    match oauth.authenticate(token, |p| agents.knows(p)).await {
+        Ok(identity) => Ok(identity),
+        Err(r @ Refusal::InsufficientScope) => {
+            Err(RequestError::InsufficientScope(oauth.challenge(Some(r))))
+        }
+        Err(r @ Refusal::Invalid(e)) => {
+            tracing::debug!(why = %e, "access token refused");
+            Err(RequestError::Unauthorized(oauth.challenge(Some(r))))
+        }
     }
 }
 
@@ -52,7 +83,8 @@ fn refuse(err: RequestError) -> Response {
         RequestError::Upstream(e) => {
             tracing::warn!(error = %airlock_shared::telemetry::chain(e), "upstream failed")
         }
-        RequestError::Unauthorized
+        RequestError::Unauthorized(_)
+        | RequestError::InsufficientScope(_)
         | RequestError::TooLarge { .. }
         | RequestError::BodyRead
         | RequestError::Parse(_)
@@ -121,22 +153,18 @@ async fn owned_session(
 /// `POST /mcp`.
 pub async fn post(
     State(app): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match post_inner(app, principal, headers, body).await {
+    match post_inner(app, identity, headers, body).await {
         Ok(r) => r,
         Err(e) => refuse(e),
     }
 }
 
-async fn post_inner(
-    app: AppState,
-    principal: Principal,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, RequestError> {
+/// Refuses a POST whose body is not declared JSON.
+fn require_json(headers: &HeaderMap) -> Result<(), RequestError> {
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -145,37 +173,48 @@ async fn post_inner(
                 .to_ascii_lowercase()
                 .starts_with("application/json")
         });
-    if !json_body {
-        return Err(RequestError::UnsupportedMediaType);
-    }
+    json_body
+        .then_some(())
+        .ok_or(RequestError::UnsupportedMediaType)
+}
+
+async fn post_inner(
+    app: AppState,
+    identity: Identity,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RequestError> {
+    require_json(&headers)?;
     // Checked before anything is forwarded, `initialize` included.
     let version = protocol_version(&headers)?;
     let bytes = read_body(body, app.max_body_bytes).await?;
     let incoming = mcp::parse(&bytes)?;
     if era::is_modern(&headers, version, &incoming)? {
-        return stateless::post(&app, principal, headers, bytes, incoming).await;
+        return stateless::post(&app, identity, headers, bytes, incoming).await;
     }
     if let Incoming::Single(Message::Request { id, method, params }) = &incoming
         && method == INITIALIZE
     {
         return app
             .discovery
-            .initialize(&principal, &headers, bytes.clone(), id, params)
+            .initialize(&identity.principal, &headers, bytes.clone(), id, params)
             .await;
     }
     if let Some(why) = misplaced_initialize(&incoming) {
         return Err(RequestError::InvalidRequest(why.into()));
     }
-    let (sid, info) = owned_session(&app, &headers, &principal).await?;
+    let (sid, info) = owned_session(&app, &headers, &identity.principal).await?;
     let caller = Caller {
-        principal,
+        principal: identity.principal.clone(),
+        identity,
         sid,
         session: Some(info),
         headers,
     };
     match incoming {
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_CALL => {
-            let mut call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
+            let policy = app.pipeline.rules.policy();
+            let mut call = ToolCall::new(id, &params, bytes, &policy, &caller.identity);
             call.task = task::classic_ask(&caller.headers, &params);
             Ok(app.pipeline.clone().answer(caller, call).await)
         }

@@ -1,12 +1,13 @@
 //! The gateway's error boundaries and their one mapping each to the wire.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use airlock_shared::TicketId;
 
 use crate::input_schema::ArgumentsError;
+use crate::oauth::Challenge;
 use crate::request_state::RequestStateError;
 
 /// Why a `tools/call` (or another forwarded request) did not get the upstream's answer.
@@ -273,8 +274,12 @@ fn jsonrpc_error(id: &Value, code: i64, message: &str, data: Value) -> Value {
 /// Why a request to `/mcp` was refused before it reached policy or the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// 401: no token, or one that is not valid; the challenge says which and where to get one.
     #[error("missing or invalid bearer token")]
-    Unauthorized,
+    Unauthorized(Challenge),
+    /// 403: a valid access token without a scope every call needs.
+    #[error("insufficient scope")]
+    InsufficientScope(Challenge),
     #[error("body larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("body could not be read")]
@@ -316,7 +321,8 @@ impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         let none = Value::Null;
         let (status, code, data) = match &self {
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, None, none),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None, none),
+            Self::InsufficientScope(_) => (StatusCode::FORBIDDEN, None, none),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, Some(-32600), none),
             Self::BodyRead | Self::Parse(_) => (StatusCode::BAD_REQUEST, Some(-32700), none),
             Self::InvalidRequest(_)
@@ -354,9 +360,9 @@ impl IntoResponse for RequestError {
                 .into_response(),
             None => (status, self.to_string()).into_response(),
         };
-        if matches!(self, Self::Unauthorized) {
+        if let Self::Unauthorized(c) | Self::InsufficientScope(c) = &self {
             resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                .insert(header::WWW_AUTHENTICATE, c.header());
         }
         resp
     }

@@ -31,6 +31,40 @@ pub struct Metrics {
     policy_info: IntGaugeVec,
     /// Held calls served as MCP tasks.
     pub tasks: TaskMetrics,
+    /// Access tokens and their issuers' keys.
+    pub oauth: OAuthMetrics,
+}
+
+/// The metrics of OAuth access tokens.
+#[derive(Clone)]
+pub struct OAuthMetrics {
+    /// Access tokens checked, by outcome: `accepted`, or why it was refused.
+    pub tokens: IntCounterVec,
+    /// JWKS fetches by issuer and outcome (`ok`, `failed`).
+    pub jwks_fetches: IntCounterVec,
+}
+
+impl OAuthMetrics {
+    fn new(registry: &MetricsRegistry) -> Result<Self, prometheus::Error> {
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "airlock_oauth_tokens_total",
+                "Access tokens checked, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "airlock_oauth_jwks_fetches_total",
+                "Fetches of an issuer's keys, by issuer and outcome",
+            ),
+            &["issuer", "outcome"],
+        )?;
+        Ok(Self {
+            tokens: registry.register(tokens),
+            jwks_fetches: registry.register(jwks_fetches),
+        })
+    }
 }
 
 /// The metrics of held calls served as MCP tasks.
@@ -132,6 +166,7 @@ impl Metrics {
         let policy_reloads = registry.register(policy_reloads);
         let policy_info = registry.register(policy_info);
         let tasks = TaskMetrics::new(&registry)?;
+        let oauth = OAuthMetrics::new(&registry)?;
         Ok(Self {
             registry,
             tool_calls,
@@ -145,6 +180,7 @@ impl Metrics {
             policy_reloads,
             policy_info,
             tasks,
+            oauth,
         })
     }
 

@@ -26,6 +26,7 @@ use crate::discovery::{Cache, Discovery};
 use crate::input_schema::InputSchemas;
 use crate::lock::{LockWakeups, Locks};
 use crate::metrics::Metrics;
+use crate::oauth::OAuth;
 use crate::policy;
 use crate::request_state::RequestStates;
 use crate::rules::{Rules, RulesError};
@@ -137,6 +138,8 @@ pub enum StartError {
     Upstream(#[from] reqwest::Error),
     #[error(transparent)]
     RequestStateKey(#[from] crate::request_state::KeyError),
+    #[error("cannot build the HTTP client for the OAuth issuers")]
+    OAuthClient(#[source] reqwest::Error),
     #[error("cannot define the metrics")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}")]
@@ -181,10 +184,12 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             endpoint::authenticate,
         ));
+    let metadata = state.oauth.as_ref().map(OAuth::routes).unwrap_or_default();
     traced(
         Router::new()
             .merge(mcp)
             .with_state(state.clone())
+            .merge(metadata)
             .merge(health::routes(state)),
     )
 }
@@ -257,6 +262,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         request_states: Arc::new(request_states),
         tasks,
     });
+    let oauth = start_oauth(config, &metrics, &background)?;
     let state = AppState(Arc::new(Inner {
         rules: rules.clone(),
         pipeline,
@@ -270,6 +276,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         pool,
         redis,
         max_body_bytes: config.max_body_bytes,
+        oauth,
     }));
     Ok(Gateway {
         state,
@@ -279,6 +286,22 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         shutdown_grace: config.shutdown_grace,
         edge: config.edge.clone(),
     })
+}
+
+/// The OAuth resource server when configured, its issuers' keys loading in the background.
+fn start_oauth(
+    config: &Config,
+    metrics: &Metrics,
+    background: &CancellationToken,
+) -> Result<Option<Arc<OAuth>>, StartError> {
+    let Some(c) = &config.oauth else {
+        return Ok(None);
+    };
+    let oauth = OAuth::new(c, &metrics.oauth).map_err(StartError::OAuthClient)?;
+    let oauth = Arc::new(oauth);
+    oauth.start(background.clone());
+    tracing::info!(issuers = ?c.issuers, audience = %c.audience, "OAuth access tokens accepted");
+    Ok(Some(oauth))
 }
 
 /// The upstream client, and the sessions and bridges in front of it.

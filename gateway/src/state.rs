@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use crate::call::Pipeline;
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
+use crate::oauth::OAuth;
 use crate::rules::Rules;
 use crate::upstream_session::UpstreamSessions;
 
@@ -26,6 +27,8 @@ pub struct Inner {
     pub pool: PgPool,
     pub redis: ConnectionManager,
     pub max_body_bytes: usize,
+    /// The OAuth resource server, when `OAUTH_ISSUERS` is set.
+    pub oauth: Option<Arc<OAuth>>,
 }
 
 impl std::ops::Deref for AppState {

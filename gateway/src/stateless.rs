@@ -2,7 +2,6 @@
 //! protocol version; its headers are checked against its body before anything is forwarded,
 //! and its calls are scoped by the principal (lock, budget window, held calls, reattachment).
 
-use airlock_shared::Principal;
 use axum::Json;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use crate::call::Caller;
 use crate::continuation;
 use crate::era;
 use crate::error::{RequestError, upstream_error};
+use crate::identity::Identity;
 use crate::mcp::{DISCOVER, Incoming, LISTEN, Message, TOOLS_CALL, TOOLS_LIST};
 use crate::state::AppState;
 use crate::task;
@@ -22,7 +22,7 @@ use crate::tool_call::ToolCall;
 /// One 2026-07-28 POST (its era already decided).
 pub async fn post(
     app: &AppState,
-    principal: Principal,
+    identity: Identity,
     headers: HeaderMap,
     bytes: Bytes,
     incoming: Incoming,
@@ -33,13 +33,14 @@ pub async fn post(
             era::MODERN
         )));
     };
-    let caller = Caller::stateless(principal, headers);
+    let caller = Caller::stateless(identity, headers);
     match msg {
         Message::Request { id, method, params } => {
             era::check_request_headers(&caller.headers, &method, &params)?;
             match method.as_str() {
                 TOOLS_CALL => {
-                    let mut call = ToolCall::new(id, &params, bytes, &app.pipeline.rules.policy());
+                    let policy = app.pipeline.rules.policy();
+                    let mut call = ToolCall::new(id, &params, bytes, &policy, &caller.identity);
                     let states = &app.pipeline.request_states;
                     continuation::take(states, &mut call, &params, &caller.principal.0);
                     call.task = task::extension_ask(&params);

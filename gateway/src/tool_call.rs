@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::identity::Identity;
 use crate::policy::{Action, Policy, Verdict};
 use crate::request_state::{Continued, RequestStateError};
 use crate::task::Era;
@@ -40,7 +41,13 @@ pub struct ToolCall {
 
 impl ToolCall {
     /// Takes a `tools/call` request apart and asks policy about it.
-    pub fn new(id: Value, params: &Value, body: Bytes, policy: &Policy) -> Self {
+    pub fn new(
+        id: Value,
+        params: &Value,
+        body: Bytes,
+        policy: &Policy,
+        identity: &Identity,
+    ) -> Self {
         let tool = params
             .get("name")
             .and_then(Value::as_str)
@@ -57,7 +64,7 @@ impl ToolCall {
         } else {
             None
         };
-        let assessed = policy.assess(&tool, &arguments);
+        let assessed = policy.assess(&tool, &arguments, identity);
         let (verdict, unevaluable) = (assessed.verdict.clone(), assessed.unevaluable);
         Self {
             id,

@@ -13,6 +13,8 @@ mod api {
     mod grants;
     mod hold;
     mod modern;
+    mod oauth;
+    mod oauth_issuer;
     mod proxy;
     mod quorum;
     mod races;

@@ -50,6 +50,8 @@ async fn main() {
         let new = NewTicket {
             id: TicketId::new(),
             principal: "bench-agent".into(),
+            principal_issuer: None,
+            principal_claims: None,
             session_id: uuid::Uuid::new_v4().simple().to_string(),
             tool: "fs.write".into(),
             arguments: serde_json::json!({"path": "/tmp/x", "content": "hello ".repeat(20)}),

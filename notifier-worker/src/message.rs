@@ -247,16 +247,31 @@ fn details(t: &Ticket) -> Value {
             neutralise_backticks(&escape_within(v, SHORT_VALUE_MAX).0)
         )
     };
-    json!({
-        "type": "section",
-        "fields": [
-            field("Requested by", escape_within(&t.principal, SHORT_VALUE_MAX).0),
-            field("Tool", code(&t.tool)),
-            field("Session", code(&t.session_id)),
-            field("Rule", escape_within(&t.rule, SHORT_VALUE_MAX).0),
-            field("Expires", slack_date(t.expires_at)),
-        ],
-    })
+    let mut fields = vec![
+        field(
+            "Requested by",
+            escape_within(&t.principal, SHORT_VALUE_MAX).0,
+        ),
+        field("Tool", code(&t.tool)),
+        field("Session", code(&t.session_id)),
+        field("Rule", escape_within(&t.rule, SHORT_VALUE_MAX).0),
+        field("Expires", slack_date(t.expires_at)),
+    ];
+    if let Some(issuer) = &t.principal_issuer {
+        fields.push(field(
+            "Token issuer",
+            escape_within(issuer, SHORT_VALUE_MAX).0,
+        ));
+    }
+    if let Some(claims) = t.principal_claims.as_ref().and_then(Value::as_object) {
+        fields.extend(claims.iter().map(|(name, v)| {
+            let shown = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            field(&escape_within(name, 100).0, code(&shown))
+        }));
+    }
+    // Block Kit allows at most 10 fields per section.
+    fields.truncate(10);
+    json!({ "type": "section", "fields": fields })
 }
 
 fn reason(t: &Ticket) -> Option<Value> {

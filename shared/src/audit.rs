@@ -8,6 +8,8 @@ use uuid::Uuid;
 pub struct AuditRecord {
     pub at: DateTime<Utc>,
     pub principal: String,
+    /// The issuer of the caller's access token; `None` for a static-token agent.
+    pub principal_issuer: Option<String>,
     pub session_id: Option<String>,
     pub tool: String,
     pub arguments: Option<serde_json::Value>,
@@ -40,7 +42,7 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_log (at, principal, session_id, tool, arguments, rule, decision, outcome, \
          ticket_id, grant_ticket_id, decided_by, upstream_status, latency_ms, policy_revision, \
-         traceparent, tracestate, task_id) ",
+         traceparent, tracestate, task_id, principal_issuer) ",
     );
     qb.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
@@ -59,7 +61,8 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
             .push_bind(&r.policy_revision)
             .push_bind(&r.traceparent)
             .push_bind(&r.tracestate)
-            .push_bind(&r.task_id);
+            .push_bind(&r.task_id)
+            .push_bind(&r.principal_issuer);
     });
     qb.build().execute(pool).await.map(|r| r.rows_affected())
 }
@@ -100,6 +103,19 @@ pub async fn principals_for_session(
         .bind(session_id)
         .fetch_all(pool)
         .await
+}
+
+/// The principal and its issuer of each audit row of one session, oldest first.
+pub async fn identities_for_session(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT principal, principal_issuer FROM audit_log WHERE session_id = $1 ORDER BY id",
+    )
+    .bind(session_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// The tool and policy revision of each audit row of one session, oldest first.

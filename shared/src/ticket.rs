@@ -132,6 +132,14 @@ pub struct Ticket {
     #[sqlx(try_from = "String")]
     pub status: TicketStatus,
     pub principal: String,
+    /// The issuer of the caller's access token; `None` for a static-token agent.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub principal_issuer: Option<String>,
+    /// The token's claims (and `scope`) that the holding rule looked at, shown to approvers.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub principal_claims: Option<serde_json::Value>,
     pub session_id: String,
     pub tool: String,
     pub arguments: serde_json::Value,
@@ -197,6 +205,10 @@ impl From<Uuid> for TicketId {
 pub struct NewTicket {
     pub id: TicketId,
     pub principal: String,
+    /// The issuer of the caller's access token; `None` for a static-token agent.
+    pub principal_issuer: Option<String>,
+    /// The token's claims the holding rule looked at (an object), shown to approvers.
+    pub principal_claims: Option<serde_json::Value>,
     pub session_id: String,
     pub tool: String,
     pub arguments: serde_json::Value,
@@ -280,9 +292,9 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         "INSERT INTO tickets (id, principal, session_id, tool, arguments, rule, reason, approvers, \
                  slack_channel, request_hash, expires_at, approvals_needed, owner, fingerprint, \
                  policy_revision, approver_groups, grant_for_secs, grant_scope, grant_rule_hash, \
-                 traceparent, tracestate) \
+                 traceparent, tracestate, principal_issuer, principal_claims) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), \
-                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
              ON CONFLICT (session_id, request_hash) WHERE status IN ('pending', 'approved') DO NOTHING \
              RETURNING *",
     )
@@ -307,6 +319,8 @@ pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::
         .bind(new.grant.as_ref().map(|g| g.rule_hash.as_str()))
         .bind(&new.traceparent)
         .bind(&new.tracestate)
+        .bind(&new.principal_issuer)
+        .bind(&new.principal_claims)
         .fetch_optional(pool)
         .await?;
         if let Some(t) = inserted {

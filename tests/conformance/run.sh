@@ -5,7 +5,9 @@
 # through a gateway with the demo policy), and the Python Client in each era against an MCPServer
 # upstream (modern.py; its held calls are approved by signed clicks on the real webhook), also
 # across each bridge (gateways with UPSTREAM_ERA=modern and =legacy in front of it), and
-# held calls served as MCP tasks with the TypeScript client's experimental tasks API (tasks.mjs).
+# held calls served as MCP tasks with the TypeScript client's experimental tasks API (tasks.mjs),
+# and OAuth for agents: the Python SDK's ClientCredentialsOAuthProvider against a gateway that
+# trusts a real authorization server (oauth_provider.mjs: npm oidc-provider) (oauth.py).
 # Installs what is missing. Prints "N passed, M failed" last and
 # exits non-zero on any failure.
 # Env: DATABASE_URL (a database to create a fresh one from), REDIS_URL, CARGO_TARGET_DIR,
@@ -36,7 +38,8 @@ fail_setup() {
 }
 
 cd "$HERE"
-if [ ! -d node_modules/@modelcontextprotocol/sdk ] || [ ! -d node_modules/@modelcontextprotocol/server-everything ]; then
+if [ ! -d node_modules/@modelcontextprotocol/sdk ] || [ ! -d node_modules/@modelcontextprotocol/server-everything ] \
+  || [ ! -d node_modules/oidc-provider ]; then
   echo "== npm ci"
   npm ci --no-audit --no-fund >"$LOGS/npm.log" 2>&1 || { cat "$LOGS/npm.log"; fail_setup "npm ci"; }
 fi
@@ -149,6 +152,35 @@ LISTEN_ADDR=127.0.0.1:$WEBHOOK_PORT DATABASE_URL=$DB_URL REDIS_URL=$REDIS REDIS_
 PIDS+=($!)
 wait_http "http://127.0.0.1:$WEBHOOK_PORT/healthz" || fail_setup "webhook did not start ($LOGS/webhook.log)"
 WEBHOOK="http://127.0.0.1:$WEBHOOK_PORT/slack/actions"
+# OAuth for agents: a real authorization server (npm oidc-provider, client credentials, JWT
+# access tokens for one resource) and a gateway that trusts it, in front of the MCPServer.
+AS_PORT=$(free_port)
+GW_OAUTH_PORT=$(free_port)
+GW_OAUTH="http://127.0.0.1:$GW_OAUTH_PORT/mcp"
+AS_ISSUER="http://127.0.0.1:$AS_PORT"
+OAUTH_CLIENT=conformance-agent
+OAUTH_SECRET="conformance-client-$RANDOM$RANDOM"
+node oauth_provider.mjs "$AS_PORT" "$GW_OAUTH" "$OAUTH_CLIENT" "$OAUTH_SECRET" >"$LOGS/oauth-provider.log" 2>&1 &
+PIDS+=($!)
+wait_http "$AS_ISSUER/.well-known/openid-configuration" || fail_setup "oidc-provider did not start ($LOGS/oauth-provider.log)"
+cat >"$LOGS/oauth-policy.yaml" <<'YAML'
+version: 1
+default: allow
+rules:
+  - { name: never delete, tools: ["delete_*"], action: deny }
+  - name: payments holds
+    tools: ["echo"]
+    when:
+      - { arg: /message, matches: "^hold-" }
+      - { claim: team, equals: payments }
+    action: approve
+YAML
+LISTEN_ADDR=127.0.0.1:$GW_OAUTH_PORT DATABASE_URL=$DB_URL REDIS_URL=$REDIS REDIS_KEY_PREFIX=$PREFIX \
+  UPSTREAM_MCP_URL=$MODERN POLICY_FILE=$LOGS/oauth-policy.yaml AGENT_KEYS_FILE=$LOGS/agents.yaml \
+  KEEPALIVE_INTERVAL=2s LOG_FORMAT=json OAUTH_ISSUERS=$AS_ISSUER OAUTH_AUDIENCE=$GW_OAUTH \
+  OAUTH_SCOPES_SUPPORTED="mcp refunds:write" OAUTH_REQUIRED_SCOPES=mcp "$BIN" >"$LOGS/gateway-oauth.log" 2>&1 &
+echo $! >>"$LOGS/gateway.pids"
+wait_http "http://127.0.0.1:$GW_OAUTH_PORT/healthz" || fail_setup "gateway oauth did not start ($LOGS/gateway-oauth.log)"
 echo "== server-everything at $DIRECT; gateways at $GW_FAST (keepalive 2s) and $GW_DEFAULT (15s); logs in $LOGS"
 
 if [ "${CONFORMANCE_SKIP_LITERAL:-0}" != 1 ]; then
@@ -164,6 +196,9 @@ python3 demo_session.py "$DEMO" "$GW_DEMO" "$TOKEN" 2>&1 | tee "$LOGS/py-demo.ou
 echo "== Python SDK Client in 2026-07-28, auto and legacy mode against MCPServer (direct, through the gateway, and across each bridge)"
 python3 modern.py "$MODERN" "$GW_MODERN" "$TOKEN" "$DB_URL" "$WEBHOOK" "$SIGNING_SECRET" \
   "$GW_TO_MODERN" "$GW_TO_LEGACY" 2>&1 | tee "$LOGS/py-modern.out"
+echo "== OAuth: Python SDK ClientCredentialsOAuthProvider, oidc-provider, held call approved by a signed click"
+python3 oauth.py "$GW_OAUTH" "$AS_ISSUER" "$OAUTH_CLIENT" "$OAUTH_SECRET" "$TOKEN" "$DB_URL" "$WEBHOOK" \
+  "$SIGNING_SECRET" 2>&1 | tee "$LOGS/py-oauth.out"
 echo "== held calls, short timeouts (client 6 s, hold 9 s, keepalive 2 s)"
 node hold.mjs short "$GW_FAST" "$TOKEN" "$DB_URL" "$REDIS" "$PREFIX" 2>&1 | tee "$LOGS/hold-short.out"
 echo "== held calls as MCP tasks: TypeScript SDK experimental tasks API (2025-11-25), signed clicks"

@@ -63,6 +63,8 @@ async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
         let new = NewTicket {
             id: TicketId::new(),
             principal: "agent".into(),
+            principal_issuer: None,
+            principal_claims: None,
             session_id: uuid::Uuid::new_v4().to_string(),
             tool: "t".into(),
             arguments: serde_json::json!({}),

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use airlock_shared::Principal;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Action, Policy, PolicyError};
+use crate::identity::Identity;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,12 +22,16 @@ struct CaseFile {
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
-    /// Who calls. Recorded for the report; rules do not match on identity yet.
+    /// Who calls (matched by `principals:` globs).
     #[serde(default)]
     principal: Option<String>,
-    /// Token claims, likewise.
+    /// The caller's access token claims; with claims or scopes the caller holds a token,
+    /// without either it is a static-token agent (no claim or scope condition applies).
     #[serde(default)]
     claims: BTreeMap<String, Value>,
+    /// The access token's scopes.
+    #[serde(default)]
+    scopes: Vec<String>,
     tool: String,
     #[serde(default = "empty_object")]
     arguments: Value,
@@ -38,6 +45,22 @@ struct Expect {
     /// The rule's name (`default` for the default); any rule when left out.
     #[serde(default)]
     rule: Option<String>,
+}
+
+impl Case {
+    /// The caller the case describes.
+    fn identity(&self) -> Identity {
+        let principal = Principal(self.principal.clone().unwrap_or_default());
+        if self.claims.is_empty() && self.scopes.is_empty() {
+            return Identity::agent(principal);
+        }
+        Identity {
+            principal,
+            issuer: Some(Arc::from("policy test")),
+            claims: Arc::new(self.claims.clone().into_iter().collect()),
+            scopes: self.scopes.clone().into(),
+        }
+    }
 }
 
 fn empty_object() -> Value {
@@ -65,14 +88,17 @@ pub fn run(policy: &Policy, cases: &str) -> Result<Report, PolicyError> {
         failed: 0,
     };
     for case in &file.cases {
-        let got = policy.evaluate(&case.tool, &case.arguments);
+        let got = policy
+            .assess(&case.tool, &case.arguments, &case.identity())
+            .verdict;
         let rule_ok = case.expect.rule.as_deref().is_none_or(|r| r == &*got.rule);
         let who = case.principal.as_deref().unwrap_or("any principal");
-        let claims = match case.claims.is_empty() {
-            true => String::new(),
-            false => format!(
-                " with claims {}",
-                serde_json::to_string(&case.claims).unwrap_or_default()
+        let claims = match (case.claims.is_empty(), case.scopes.is_empty()) {
+            (true, true) => String::new(),
+            _ => format!(
+                " with claims {} and scopes [{}]",
+                serde_json::to_string(&case.claims).unwrap_or_default(),
+                case.scopes.join(" ")
             ),
         };
         if got.action == case.expect.action && rule_ok {
@@ -138,6 +164,39 @@ cases:
         assert_eq!((r.passed, r.failed), (2, 1), "{}", r.text);
         assert!(
             r.text.contains("FAIL deliberately wrong: any principal calling delete_customer: expected allow (any rule), got deny by rule \"default\""),
+            "{}",
+            r.text
+        );
+    }
+
+    #[test]
+    fn cases_match_principal_claims_and_scopes() {
+        let policy = Policy::parse(
+            r#"
+version: 1
+default: deny
+rules:
+  - { name: ci, tools: [deploy], principals: ["ci-*"], action: allow }
+  - { name: payments, tools: [refund], when: [{ claim: team, equals: payments }], action: approve }
+  - { name: writers, tools: [refund], scopes: ["refunds:write"], action: allow }
+"#,
+        )
+        .unwrap();
+        let cases = r#"
+cases:
+  - { name: ci deploys, principal: ci-1, tool: deploy, expect: { action: allow, rule: ci } }
+  - { name: a laptop does not, principal: dev, tool: deploy, expect: { action: deny } }
+  - { name: payments held, principal: p, claims: { team: payments }, tool: refund, expect: { action: approve } }
+  - { name: writer, principal: w, scopes: ["refunds:write"], tool: refund, expect: { action: allow, rule: writers } }
+  - { name: a static agent matches no claim or scope, principal: s, tool: refund, expect: { action: deny } }
+  - { name: wrong on purpose, principal: w, claims: { team: payments }, tool: refund, expect: { action: allow } }
+"#;
+        let r = run(&policy, cases).unwrap();
+        assert_eq!((r.passed, r.failed), (5, 1), "{}", r.text);
+        assert!(
+            r.text.contains(
+                "FAIL wrong on purpose: w calling refund with claims {\"team\":\"payments\"}"
+            ),
             "{}",
             r.text
         );

@@ -1,16 +1,27 @@
-//! `when` conditions: a JSON pointer into the arguments and one operator, evaluated to holds,
-//! fails, or cannot be evaluated.
+//! `when` conditions: a JSON pointer into the arguments (`arg`) or a claim of the caller's
+//! access token (`claim`), and one operator, evaluated to holds, fails, or cannot be evaluated.
 
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// One `when` condition: a JSON pointer into the arguments and exactly one operator.
+use crate::identity::Identity;
+
+/// One `when` condition: what it looks at and exactly one operator.
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "RawCondition")]
 pub(super) struct Condition {
-    pointer: String,
+    subject: Subject,
     op: Op,
+}
+
+/// What a condition looks at.
+#[derive(Debug)]
+enum Subject {
+    /// A JSON pointer into the call's arguments.
+    Arg(String),
+    /// A claim of the caller's access token: a name, or a JSON pointer into the claims.
+    Claim(String),
 }
 
 #[derive(Debug)]
@@ -29,7 +40,10 @@ enum Op {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCondition {
-    arg: String,
+    #[serde(default)]
+    arg: Option<String>,
+    #[serde(default)]
+    claim: Option<String>,
     equals: Option<Value>,
     not_equals: Option<Value>,
     lt: Option<f64>,
@@ -46,12 +60,22 @@ impl TryFrom<RawCondition> for Condition {
     type Error = String;
 
     fn try_from(c: RawCondition) -> Result<Self, Self::Error> {
-        if !c.arg.is_empty() && !c.arg.starts_with('/') {
-            return Err(format!(
-                "arg {:?} is not a JSON pointer (it must start with /, e.g. /amount)",
-                c.arg
-            ));
-        }
+        let subject = match (c.arg, c.claim) {
+            (Some(arg), None) if arg.is_empty() || arg.starts_with('/') => Subject::Arg(arg),
+            (Some(arg), None) => {
+                return Err(format!(
+                    "arg {arg:?} is not a JSON pointer (it must start with /, e.g. /amount)"
+                ));
+            }
+            (None, Some(claim)) if !claim.is_empty() => Subject::Claim(claim),
+            (None, Some(_)) => return Err("claim must name a claim (e.g. team)".into()),
+            (Some(_), Some(_)) | (None, None) => {
+                return Err("a condition needs exactly one of arg or claim".into());
+            }
+        };
+        let shown = match &subject {
+            Subject::Arg(p) | Subject::Claim(p) => p.clone(),
+        };
         let mut ops = Vec::new();
         if let Some(v) = c.equals {
             ops.push(Op::Equals(v));
@@ -83,14 +107,12 @@ impl TryFrom<RawCondition> for Condition {
         }
         let mut ops = ops.into_iter();
         match (ops.next(), ops.next()) {
-            (Some(op), None) => Ok(Condition { pointer: c.arg, op }),
+            (Some(op), None) => Ok(Condition { subject, op }),
             (None, _) => Err(format!(
-                "condition on {:?} needs one operator: equals, not_equals, lt, lte, gt, gte, in, matches or exists",
-                c.arg
+                "condition on {shown:?} needs one operator: equals, not_equals, lt, lte, gt, gte, in, matches or exists"
             )),
             (Some(_), Some(_)) => Err(format!(
-                "condition on {:?} has more than one operator; use one condition per operator",
-                c.arg
+                "condition on {shown:?} has more than one operator; use one condition per operator"
             )),
         }
     }
@@ -124,8 +146,14 @@ impl Truth {
 }
 
 impl Condition {
-    pub(super) fn check(&self, args: &Value) -> Truth {
-        let v = args.pointer(&self.pointer);
+    /// The condition on a call with `args` by `id`. A claim condition never holds for a
+    /// static-token agent: it has no claims to compare, and is no token holder.
+    pub(super) fn check(&self, args: &Value, id: &Identity) -> Truth {
+        let v = match &self.subject {
+            Subject::Arg(pointer) => args.pointer(pointer),
+            Subject::Claim(_) if !id.has_token() => return Truth::Fails,
+            Subject::Claim(name) => id.claim(name),
+        };
         match &self.op {
             Op::Exists(want) => Truth::of(v.is_some() == *want),
             Op::Equals(x) => Truth::of(v.is_some_and(|v| json_eq(v, x))),
@@ -158,6 +186,17 @@ impl Condition {
             Op::Matches(re) => ("matches", Value::String(re.as_str().to_owned())),
             Op::Exists(b) => ("exists", Value::Bool(*b)),
         };
-        serde_json::json!({ "arg": self.pointer, op: v })
+        match &self.subject {
+            Subject::Arg(p) => serde_json::json!({ "arg": p, op: v }),
+            Subject::Claim(c) => serde_json::json!({ "claim": c, op: v }),
+        }
+    }
+
+    /// The claim this condition looks at, if it looks at one (shown to approvers).
+    pub(super) fn claim(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Claim(c) => Some(c),
+            Subject::Arg(_) => None,
+        }
     }
 }

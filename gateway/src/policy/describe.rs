@@ -41,6 +41,12 @@ pub fn describe(text: &str) -> Result<String, PolicyError> {
             v.action.as_str(),
             globs.join(", ")
         );
+        for key in ["principals", "scopes"] {
+            if let Some(list) = r[key].as_array().filter(|l| !l.is_empty()) {
+                let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+                let _ = write!(out, " for {key} {}", names.join(", "));
+            }
+        }
         if let Some(when) = r["when"].as_array().filter(|w| !w.is_empty()) {
             let conds: Vec<String> = when.iter().map(Value::to_string).collect();
             let _ = write!(out, " when {}", conds.join(" and "));
@@ -67,7 +73,7 @@ pub fn describe(text: &str) -> Result<String, PolicyError> {
                 "   warning: never applies: rule {earlier:?} answers every call to these tools first"
             );
         }
-        if rule.when.is_empty() {
+        if rule.unconditional() {
             catch_alls.push((&rule.verdict.rule, globs));
         }
     }
@@ -102,6 +108,30 @@ rules:
             "{out}"
         );
         assert!(out.contains("never applies: rule \"refunds\""), "{out}");
+    }
+
+    #[test]
+    fn identity_is_listed_and_a_rule_for_some_callers_shadows_nothing() {
+        let text = r#"
+version: 1
+default: deny
+rules:
+  - { name: ci, tools: ["deploy"], principals: ["ci-*"], scopes: [deploy], action: allow }
+  - { name: payments, tools: ["deploy"], when: [{ claim: team, equals: payments }], action: approve }
+  - { name: others, tools: ["deploy"], action: deny }
+"#;
+        let out = describe(text).unwrap();
+        assert!(
+            out.contains(
+                "1. \"ci\": allow for tools deploy for principals ci-* for scopes deploy\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"when {"claim":"team","equals":"payments"}"#),
+            "{out}"
+        );
+        assert!(!out.contains("never applies"), "{out}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn rule_hash(r: &RawRuleFields, approvals: u32) -> String {
             "with_quorum": g.with_quorum,
         })
     });
-    let body = json!({
+    let mut body = json!({
         "name": r.name,
         "tools": r.tools.iter().map(|t| t.0.glob().glob()).collect::<Vec<_>>(),
         "when": r.when.iter().map(|c| c.canonical()).collect::<Vec<Value>>(),
@@ -90,6 +90,16 @@ fn rule_hash(r: &RawRuleFields, approvals: u32) -> String {
         "approvals": approvals,
         "grant": grant,
     });
+    // Only when named, so that rules written before identity existed hash as they did.
+    if !r.principals.is_empty() || !r.scopes.is_empty() {
+        body["principals"] = json!(
+            r.principals
+                .iter()
+                .map(|p| p.0.glob().glob())
+                .collect::<Vec<_>>()
+        );
+        body["scopes"] = json!(r.scopes);
+    }
     hex::encode(Sha256::digest(
         canonical::to_canonical_string(&body).as_bytes(),
     ))

@@ -14,11 +14,16 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use condition::{Condition, Truth};
+pub use identity::Shown;
+use identity::Who;
+
+use crate::identity::Identity;
 
 pub mod cases;
 mod condition;
 mod describe;
 mod grant;
+mod identity;
 mod quorum;
 mod revision;
 
@@ -116,11 +121,15 @@ pub struct Verdict {
     pub revision: Arc<str>,
     /// The standing grant an approver may give (`grant:`), with the rule's hash.
     pub grant: Option<GrantRule>,
+    /// The claims the rule's conditions look at, and the scopes it requires: what approvers
+    /// are shown of the caller's token.
+    pub shown: Shown,
 }
 
 #[derive(Debug)]
 struct Rule {
     tools: Vec<GlobMatcher>,
+    who: Who,
     when: Vec<Condition>,
     verdict: Verdict,
 }
@@ -188,6 +197,12 @@ struct RawRule(Rule);
 struct RawRuleFields {
     name: String,
     tools: Vec<GlobPattern>,
+    /// Globs on the caller's principal; empty: any.
+    #[serde(default)]
+    principals: Vec<GlobPattern>,
+    /// Scopes the caller's access token must carry, all of them.
+    #[serde(default)]
+    scopes: Vec<String>,
     #[serde(default)]
     when: Vec<Condition>,
     action: Action,
@@ -243,8 +258,22 @@ impl TryFrom<RawRuleFields> for RawRule {
         quorum::check_groups(&r.name, &r.approver_groups)?;
         let approvals = quorum::approvals(&r.name, r.approvals, &r.approvers, &r.approver_groups)?;
         let grant = grant::grant_rule(&r, approvals)?;
+        let who = Who::new(
+            &r.name,
+            r.principals.into_iter().map(|g| g.0).collect(),
+            r.scopes,
+        )?;
+        let shown = Shown {
+            claims: r
+                .when
+                .iter()
+                .filter_map(|c| c.claim().map(str::to_owned))
+                .collect(),
+            scopes: who.scopes().into(),
+        };
         Ok(RawRule(Rule {
             tools: r.tools.into_iter().map(|g| g.0).collect(),
+            who,
             when: r.when,
             verdict: Verdict {
                 action: r.action,
@@ -259,6 +288,7 @@ impl TryFrom<RawRuleFields> for RawRule {
                 // Set once the whole file is read.
                 revision: Arc::from(""),
                 grant,
+                shown,
             },
         }))
     }
@@ -305,19 +335,24 @@ impl<'de> Deserialize<'de> for HumanDuration {
 impl Rule {
     /// All conditions together: one that fails rules the rule out even if another could not
     /// be evaluated.
-    fn check(&self, tool: &str, args: &Value) -> Truth {
-        if !self.tools.iter().any(|g| g.is_match(tool)) {
+    fn check(&self, tool: &str, args: &Value, id: &Identity) -> Truth {
+        if !self.tools.iter().any(|g| g.is_match(tool)) || !self.who.includes(id) {
             return Truth::Fails;
         }
         let mut truth = Truth::Holds;
         for c in &self.when {
-            match c.check(args) {
+            match c.check(args, id) {
                 Truth::Fails => return Truth::Fails,
                 Truth::Unevaluable => truth = Truth::Unevaluable,
                 Truth::Holds => {}
             }
         }
         truth
+    }
+
+    /// Whether the rule answers every call to its tools, whoever makes it.
+    fn unconditional(&self) -> bool {
+        self.when.is_empty() && self.who.is_anyone()
     }
 }
 
@@ -372,6 +407,7 @@ impl Policy {
                 approvals: 1,
                 revision: revision.clone(),
                 grant: None,
+                shown: Shown::default(),
             },
             rules,
             max_tool_calls_per_session: raw.budget.and_then(|b| b.max_tool_calls_per_session),
@@ -382,16 +418,19 @@ impl Policy {
         })
     }
 
-    /// The verdict for a call to `tool` with `args`: the first matching rule, else the default.
+    /// The verdict for a call to `tool` with `args` by an unnamed static-token agent (tests).
+    #[cfg(test)]
     pub fn evaluate(&self, tool: &str, args: &Value) -> &Verdict {
-        self.assess(tool, args).verdict
+        let id = Identity::agent(airlock_shared::Principal("test-agent".into()));
+        self.assess(tool, args, &id).verdict
     }
 
-    /// The verdict, and the rules whose conditions could not be evaluated on the way.
-    pub fn assess(&self, tool: &str, args: &Value) -> Assessment<'_> {
+    /// The verdict for a call to `tool` with `args` by `id` (the first matching rule, else the
+    /// default), and the rules whose conditions could not be evaluated on the way.
+    pub fn assess(&self, tool: &str, args: &Value, id: &Identity) -> Assessment<'_> {
         let mut unevaluable = Vec::new();
         for r in &self.rules {
-            match r.check(tool, args) {
+            match r.check(tool, args, id) {
                 Truth::Holds => {}
                 Truth::Fails => continue,
                 Truth::Unevaluable => {
@@ -419,7 +458,7 @@ impl Policy {
                 if r.verdict.action == Action::Approve {
                     return true;
                 }
-                if r.when.is_empty() {
+                if r.unconditional() {
                     return false;
                 }
             }
@@ -431,7 +470,7 @@ impl Policy {
     pub fn always_denies(&self, tool: &str) -> bool {
         for r in &self.rules {
             if r.tools.iter().any(|g| g.is_match(tool)) {
-                if r.when.is_empty() {
+                if r.unconditional() {
                     return r.verdict.action == Action::Deny;
                 }
                 if r.verdict.action != Action::Deny {
@@ -447,6 +486,10 @@ impl Policy {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn agent() -> Identity {
+        Identity::agent(airlock_shared::Principal("test-agent".into()))
+    }
 
     const EXAMPLE: &str = r#"
 version: 1
@@ -691,19 +734,27 @@ rules:
     #[test]
     fn the_assessment_names_the_rules_it_could_not_evaluate() {
         let p = Policy::parse(FAIL_CLOSED).unwrap();
-        let a = p.assess("buy", &json!({}));
+        let a = p.assess("buy", &json!({}), &agent());
         assert_eq!(
             (a.verdict.rule.as_ref(), a.unevaluable.len()),
             ("buying", 1)
         );
         assert_eq!(a.unevaluable[0].as_ref(), "cheap");
-        let a = p.assess("create_refund", &json!({"amount": "1", "currency": "usd"}));
+        let a = p.assess(
+            "create_refund",
+            &json!({"amount": "1", "currency": "usd"}),
+            &agent(),
+        );
         assert_eq!(a.verdict.action, Action::Approve);
         assert_eq!(
             a.unevaluable.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
             ["big refunds"]
         );
-        assert!(p.assess("buy", &json!({"price": 1})).unevaluable.is_empty());
+        assert!(
+            p.assess("buy", &json!({"price": 1}), &agent())
+                .unevaluable
+                .is_empty()
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::wire::{Era, State};
 use crate::answer::Whole;
 use crate::caller::Caller;
 use crate::error::{UpstreamError, upstream_error};
+use crate::identity::Identity;
 
 /// Why a task's call got no answer from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +86,7 @@ impl Tasks {
         let principal = Principal(row.principal.clone());
         let headers = headers_of(&row.headers);
         let Some(sid) = &row.session_id else {
-            return Ok(Caller::stateless(principal, headers));
+            return Ok(Caller::stateless(Identity::agent(principal), headers));
         };
         let sid = SessionId(sid.clone());
         let info = self
@@ -95,6 +96,8 @@ impl Tasks {
             .await?
             .ok_or(RunError::SessionGone)?;
         Ok(Caller {
+            // The verdict was given when the call came; the run needs only the principal.
+            identity: Identity::agent(principal.clone()),
             principal,
             sid,
             session: Some(info),
@@ -219,6 +222,7 @@ impl Tasks {
         self.audit.record(AuditRecord {
             at: chrono::Utc::now(),
             principal: row.principal.clone(),
+            principal_issuer: ticket.principal_issuer.clone(),
             session_id: row.session_id.clone(),
             tool: ticket.tool.clone(),
             arguments: Some(ticket.arguments.clone()),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_gateway::auth::token_sha256;
-use airlock_gateway::config::{Config, UpstreamEra};
+use airlock_gateway::config::{Config, OAuthConfig, UpstreamEra};
 use airlock_gateway::sse::{Event, Parser};
 use airlock_shared::config::LogFormat;
 use airlock_shared::job::NotifyJob;
@@ -78,6 +78,8 @@ pub struct Opts {
     pub tasks: airlock_gateway::config::TaskConfig,
     /// `UPSTREAM_ERA`.
     pub upstream_era: UpstreamEra,
+    /// `OAUTH_*` (`None`: static tokens only).
+    pub oauth: Option<OAuthConfig>,
 }
 
 impl Default for Opts {
@@ -104,6 +106,7 @@ impl Default for Opts {
                 ..Default::default()
             },
             upstream_era: UpstreamEra::Auto,
+            oauth: None,
         }
     }
 }
@@ -186,6 +189,7 @@ pub fn config_for(
         request_state_ttl: opts.request_state_ttl,
         tasks: opts.tasks,
         upstream_era: opts.upstream_era,
+        oauth: opts.oauth.clone(),
     }
 }
 

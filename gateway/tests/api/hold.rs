@@ -152,6 +152,8 @@ async fn a_decision_committed_before_the_wait_began_is_seen_at_once() {
     let new = airlock_shared::ticket::NewTicket {
         id: airlock_shared::TicketId::new(),
         principal: "billing-bot".into(),
+        principal_issuer: None,
+        principal_claims: None,
         session_id: "elsewhere".into(),
         tool: "create_refund".into(),
         arguments: refund(150),

@@ -324,3 +324,36 @@ async fn quorum_refusals_say_why() {
         slack_sdk_validate(&m.blocks);
     }
 }
+
+#[tokio::test]
+async fn an_access_token_caller_shows_its_issuer_and_the_claims_the_rule_named() {
+    let app = setup().await;
+    let t = app
+        .ticket(|n| {
+            n.principal = "ci-runner".into();
+            n.principal_issuer = Some("https://login.example".into());
+            n.principal_claims =
+                Some(json!({"team": "<!here> payments", "scope": "refunds:write"}));
+        })
+        .await;
+    let m = message::approval_request(&t);
+    assert!(
+        validate_blocks(&m.blocks).is_empty(),
+        "{:?}",
+        validate_blocks(&m.blocks)
+    );
+    slack_sdk_validate(&m.blocks);
+    let text = all_text(&m.blocks);
+    for needle in [
+        "ci-runner",
+        "*Token issuer:*\\nhttps://login.example",
+        "*team:*\\n`&lt;!here&gt; payments`",
+        "*scope:*\\n`refunds:write`",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    assert!(!text.contains("<!here>"));
+    // A static-token agent's message has neither.
+    let plain = message::approval_request(&app.ticket(|_| {}).await);
+    assert!(!all_text(&plain.blocks).contains("Token issuer"));
+}

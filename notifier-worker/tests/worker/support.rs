@@ -125,6 +125,8 @@ impl TestApp {
         let mut new = NewTicket {
             id: TicketId::new(),
             principal: "agent-billing".into(),
+            principal_issuer: None,
+            principal_claims: None,
             session_id: uuid::Uuid::new_v4().simple().to_string(),
             tool: "payments.refund".into(),
             arguments: serde_json::json!({"invoice": "INV-42", "amount_cents": 129900}),

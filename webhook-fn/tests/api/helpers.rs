@@ -196,6 +196,8 @@ impl TestApp {
         let mut new = NewTicket {
             id: TicketId::new(),
             principal: "agent-a".into(),
+            principal_issuer: None,
+            principal_claims: None,
             session_id: format!("s-{}", uuid::Uuid::new_v4().simple()),
             tool: "payments.transfer".into(),
             arguments: serde_json::json!({"amount": 100}),

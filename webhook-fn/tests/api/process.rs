@@ -178,6 +178,8 @@ async fn the_signing_secret_comes_from_secrets_manager() {
         let new = airlock_shared::ticket::NewTicket {
             id: airlock_shared::TicketId::new(),
             principal: "agent".into(),
+            principal_issuer: None,
+            principal_claims: None,
             session_id: "s".into(),
             tool: "t".into(),
             arguments: json!({}),
@@ -358,6 +360,8 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
         let new = airlock_shared::ticket::NewTicket {
             id: airlock_shared::TicketId::new(),
             principal: "agent".into(),
+            principal_issuer: None,
+            principal_claims: None,
             session_id: format!("s-{}", uuid::Uuid::new_v4()),
             tool: "t".into(),
             arguments: json!({}),
