@@ -167,5 +167,56 @@ fn main() {
             }
         }
         drop(stack);
+        verify_cost(&issuer).await;
     });
+}
+
+/// The check itself, in process and without the HTTP hop's noise: the mean time of one
+/// `Verifier::verify` per algorithm (the key cached), beside the static token's hash check.
+async fn verify_cost(issuer: &str) {
+    use airlock_gateway::oauth::{OAuthConfig, Verifier};
+    const N: u32 = 5_000;
+    let config = OAuthConfig {
+        issuers: vec![issuer.to_owned()],
+        audience: AUDIENCE.to_owned(),
+        principal_claim: "sub".into(),
+        leeway: Duration::from_secs(30),
+        required_scopes: Vec::new(),
+        scopes_supported: Vec::new(),
+        algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+        jwks_refresh: Duration::from_secs(300),
+        jwks_min_interval: Duration::from_secs(10),
+    };
+    let fetches = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("bench_fetches", "bench"),
+        &["issuer", "outcome"],
+    )
+    .unwrap();
+    let verifier = Verifier::new(&config, &reqwest::Client::new(), &fetches);
+    println!("one token check in process, mean of {N}:");
+    for (name, kid) in [("RS256", "rsa-1"), ("ES256", "ec-1"), ("EdDSA", "ed-1")] {
+        let tok = token(issuer, kid);
+        verifier.verify(&tok).await.unwrap(); // fetches the keys once
+        let started = Instant::now();
+        for _ in 0..N {
+            std::hint::black_box(verifier.verify(&tok).await.unwrap());
+        }
+        println!(
+            "  JWT {name:<6} {:>8.1} µs",
+            started.elapsed().as_secs_f64() * 1e6 / f64::from(N)
+        );
+    }
+    let keys = airlock_gateway::auth::AgentKeys::parse(&format!(
+        "agents:\n  - name: bench\n    token_sha256: {}\n",
+        airlock_gateway::auth::token_sha256(TOKEN)
+    ))
+    .unwrap();
+    let started = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(keys.authenticate(TOKEN));
+    }
+    println!(
+        "  static       {:>8.1} µs",
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(N)
+    );
 }

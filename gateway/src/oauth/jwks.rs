@@ -215,6 +215,11 @@ impl Issuer {
         }
     }
 
+    /// The key set in force now; a new fetch replaces it with another.
+    pub fn current_keys(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
     /// The key for a token's `kid` and `alg`: from the cache, else after one fetch, unless a
     /// fetch for an unknown key was made less than the minimum interval ago.
     pub async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<Key>> {

@@ -17,6 +17,7 @@ pub mod config;
 pub mod jwks;
 pub mod metadata;
 pub mod token;
+pub mod verified;
 
 pub use config::OAuthConfig;
 pub use metadata::{Challenge, ResourceMetadata};

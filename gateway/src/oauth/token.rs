@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::config::OAuthConfig;
 use super::jwks::Issuer;
+use super::verified::{self, Verification, Verified};
 use crate::identity::{Identity, scopes_of};
 
 /// Why an access token is refused. Each one is a 401 `invalid_token`; the description is
@@ -91,6 +92,7 @@ pub struct Verifier {
     principal_claim: String,
     leeway_secs: u64,
     algorithms: Vec<Algorithm>,
+    verified: Verified,
 }
 
 /// The `iss` of an unverified token, only to pick whose keys to verify it with.
@@ -124,6 +126,7 @@ impl Verifier {
             principal_claim: config.principal_claim.clone(),
             leeway_secs: config.leeway.as_secs(),
             algorithms: config.algorithms.clone(),
+            verified: Verified::default(),
         }
     }
 
@@ -132,19 +135,51 @@ impl Verifier {
         &self.issuers
     }
 
-    /// The identity a valid token stands for.
+    /// The identity a valid token stands for; a token verified before with the issuer's
+    /// current keys, and not expired, is not checked again.
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let digest = verified::digest(token);
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(self.leeway_secs).unwrap_or(i64::MAX);
+        let keys_of = |i: usize| self.issuers.get(i).map(|x| x.current_keys());
+        if let Some(identity) = self.verified.hit(&digest, now, leeway, keys_of) {
+            return Ok(identity);
+        }
+        let (identity, exp, issuer, keys) = self.verify_fully(token).await?;
+        let entry = Verification {
+            identity: identity.clone(),
+            exp,
+            issuer,
+            keys,
+        };
+        self.verified.put(digest, entry, now);
+        Ok(identity)
+    }
+
+    /// How many verified tokens are remembered.
+    pub fn remembered(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// Every check of a token: its identity, `exp`, issuer index and the key set that verified it.
+    async fn verify_fully(
+        &self,
+        token: &str,
+    ) -> Result<(Identity, i64, usize, Arc<super::jwks::KeySet>), TokenError> {
         // `alg: none` and unknown algorithms fail here: they are not in the crate's enum.
         let header = jsonwebtoken::decode_header(token)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(TokenError::Algorithm);
         }
         let iss = claimed_issuer(token).ok_or(TokenError::MissingClaim)?;
-        let issuer = self
+        let (index, issuer) = self
             .issuers
             .iter()
-            .find(|i| *i.id == *iss)
+            .enumerate()
+            .find(|(_, i)| *i.id == *iss)
             .ok_or(TokenError::UnknownIssuer)?;
+        // Loaded before the key: if a fetch replaces the set meanwhile, the entry never hits.
+        let keys = issuer.current_keys();
         let key = issuer
             .key(header.kid.as_deref(), header.alg)
             .await
@@ -162,11 +197,16 @@ impl Verifier {
             .and_then(Value::as_str)
             .filter(|p| !p.is_empty())
             .ok_or(TokenError::MissingClaim)?;
-        Ok(Identity {
+        let exp = claims
+            .get("exp")
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+            .ok_or(TokenError::MissingClaim)?;
+        let identity = Identity {
             principal: Principal(principal.to_owned()),
             issuer: Some(issuer.id.clone()),
             scopes: scopes_of(&claims).into(),
             claims: Arc::new(claims),
-        })
+        };
+        Ok((identity, exp, index, keys))
     }
 }
