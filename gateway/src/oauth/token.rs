@@ -156,11 +156,6 @@ impl Verifier {
         Ok(identity)
     }
 
-    /// How many verified tokens are remembered.
-    pub fn remembered(&self) -> usize {
-        self.verified.len()
-    }
-
     /// Every check of a token: its identity, `exp`, issuer index and the key set that verified it.
     async fn verify_fully(
         &self,
