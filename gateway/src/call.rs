@@ -117,7 +117,7 @@ impl AuditTrail<'_> {
             .inc();
         self.p.audit.record(AuditRecord {
             at: chrono::Utc::now(),
-            principal: self.caller.principal.0.clone(),
+            principal: self.caller.principal().0.clone(),
             principal_issuer: self.caller.identity.issuer.as_deref().map(str::to_owned),
             session_id: self
                 .caller
@@ -207,7 +207,7 @@ impl Pipeline {
             task,
             ..
         } = call;
-        let span = tracing::info_span!("tools_call", principal = %caller.principal, session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
+        let span = tracing::info_span!("tools_call", principal = %caller.principal(), session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
         let mut trail = AuditTrail {
             p: self,
             caller,
@@ -346,7 +346,7 @@ impl Steps<'_> {
                 states: p.request_states.clone(),
                 ticket: rec.ticket,
                 request_hash,
-                principal: c.principal.0.clone(),
+                principal: c.principal().0.clone(),
                 now: chrono::Utc::now(),
             };
             resp = continuation::seal_answer(resp, self.id.clone(), sealer);
@@ -371,7 +371,7 @@ impl Steps<'_> {
                 (rec.ticket, rec.continued) = (Some(t), true);
             }
             (Action::Approve, None) => {
-                let principal = &c.principal.0;
+                let principal = &c.principal().0;
                 let now = chrono::Utc::now();
                 let pool = &p.holds.pool;
                 match grant::covering(pool, principal, self.tool, verdict, request_hash, now)
@@ -408,7 +408,7 @@ impl Steps<'_> {
         let (p, c) = (self.p, self.caller);
         NewTicket {
             id: TicketId::new(),
-            principal: c.principal.0.clone(),
+            principal: c.principal().0.clone(),
             principal_issuer: c.identity.issuer.as_deref().map(str::to_owned),
             principal_claims: verdict.shown.of(&c.identity),
             session_id: c.sid.0.clone(),
@@ -422,7 +422,11 @@ impl Steps<'_> {
             request_hash,
             timeout: verdict.timeout.unwrap_or(p.approval_timeout),
             approvals: verdict.approvals,
-            owner: p.rules.agents().owner_of(&c.principal.0).map(str::to_owned),
+            owner: p
+                .rules
+                .agents()
+                .owner_of(&c.principal().0)
+                .map(str::to_owned),
             fingerprint: canonical::fingerprint(self.tool, self.args, Some(&verdict.revision)),
             policy_revision: Some(verdict.revision.to_string()),
             grant: verdict.grant.as_ref().map(GrantRule::offer),

@@ -17,8 +17,7 @@ use crate::upstream_session::UpstreamSessions;
 /// Who makes a call, and in which session.
 #[derive(Clone)]
 pub struct Caller {
-    pub principal: Principal,
-    /// Who the principal is, as policy sees it (claims and scopes of an access token).
+    /// Who calls, as policy sees it: the principal, and an access token's claims and scopes.
     pub identity: Identity,
     /// What the lock, held calls and ticket reattachment are keyed by: the session, or
     /// without one (2026-07-28) [`SessionId::of_principal`].
@@ -34,11 +33,15 @@ impl Caller {
     pub fn stateless(identity: Identity, headers: HeaderMap) -> Self {
         Self {
             sid: SessionId::of_principal(&identity.principal),
-            principal: identity.principal.clone(),
             identity,
             session: None,
             headers,
         }
+    }
+
+    /// The authenticated agent.
+    pub fn principal(&self) -> &Principal {
+        &self.identity.principal
     }
 
     /// Sends `body` upstream in the caller's name: in its upstream session, or without one.
@@ -54,7 +57,7 @@ impl Caller {
                 link.send(&self.sid, info, method, Some(body), headers)
                     .await
             }
-            None => link.bridge.stateless(&self.principal, body, headers).await,
+            None => link.bridge.stateless(self.principal(), body, headers).await,
         }
     }
 

@@ -205,7 +205,6 @@ async fn post_inner(
     }
     let (sid, info) = owned_session(&app, &headers, &identity.principal).await?;
     let caller = Caller {
-        principal: identity.principal.clone(),
         identity,
         sid,
         session: Some(info),

@@ -42,7 +42,7 @@ pub async fn post(
                     let policy = app.pipeline.rules.policy();
                     let mut call = ToolCall::new(id, &params, bytes, &policy, &caller.identity);
                     let states = &app.pipeline.request_states;
-                    continuation::take(states, &mut call, &params, &caller.principal.0);
+                    continuation::take(states, &mut call, &params, &caller.principal().0);
                     call.task = task::extension_ask(&params);
                     app.pipeline.check_param_headers(&caller, &call).await?;
                     Ok(app.pipeline.clone().answer(caller, call).await)

@@ -75,7 +75,7 @@ impl Tasks {
         let row = self
             .row_for(&ticket, call, task_id.clone(), request)
             .await?;
-        if row.principal != call.caller.principal.0 {
+        if row.principal != call.caller.principal().0 {
             // Same session and call, other principal: cannot happen (sessions are owned).
             return Err(sqlx::Error::RowNotFound.into());
         }
@@ -110,7 +110,7 @@ impl Tasks {
         let new_task = NewTask {
             task_id,
             ticket_id: ticket.id,
-            principal: call.caller.principal.0.clone(),
+            principal: call.caller.principal().0.clone(),
             era: call.era.as_str().to_owned(),
             session_id: call
                 .caller

@@ -118,7 +118,7 @@ impl Tasks {
         caller: &Caller,
         task_id: &str,
     ) -> Result<(TaskRow, Ticket, State), TaskError> {
-        let row = task::get_for(&self.pool, task_id, &caller.principal.0)
+        let row = task::get_for(&self.pool, task_id, &caller.principal().0)
             .await?
             .ok_or(TaskError::NotFound)?;
         let ticket = tickets::get(&self.pool, row.ticket_id)

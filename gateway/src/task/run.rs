@@ -97,8 +97,7 @@ impl Tasks {
             .ok_or(RunError::SessionGone)?;
         Ok(Caller {
             // The verdict was given when the call came; the run needs only the principal.
-            identity: Identity::agent(principal.clone()),
-            principal,
+            identity: Identity::agent(principal),
             sid,
             session: Some(info),
             headers,
