@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 
 pub use wake::LockWakeups;
+use wake::Waiting;
 
 /// How long a budget counter lives after the session's last call.
 const BUDGET_TTL_SECS: i64 = 7 * 24 * 3600;
@@ -166,6 +167,9 @@ impl Locks {
             return Ok(None);
         }
         let claim = self.claim(session, request_hash);
+        // Listening before the first attempt: a release that hands us the lock right after it
+        // queued us wakes us, so a queued call need not check again before it waits.
+        let waiting = lock.then(|| self.wakeups.register(&claim.token));
         let deadline = Instant::now() + self.acquire_timeout;
         let mut conn = self.conn.clone();
         let limit = budget.map_or(-1, |b| i64::try_from(b.limit).unwrap_or(i64::MAX));
@@ -173,7 +177,7 @@ impl Locks {
             Some(w) => (self.keys.budget_window(session, w.index), w.ttl_secs),
             None => (self.keys.budget(session), BUDGET_TTL_SECS),
         };
-        let (count, locked, _left): (i64, i64, u64) = self
+        let (count, locked, left): (i64, i64, u64) = self
             .scripts
             .admit
             .key(budget_key)
@@ -191,26 +195,45 @@ impl Locks {
         if limit >= 0 && count > limit {
             return Err(LockError::BudgetExceeded(limit.unsigned_abs()));
         }
-        match locked {
-            1 => Ok(Some(self.held(claim, false))),
-            0 => Ok(None),
+        match (locked, waiting) {
+            (1, _) => Ok(Some(self.held(claim, false))),
             // Queued: wait for our turn, without counting the call again.
-            _ => self.wait_turn(claim, deadline).await.map(Some),
+            (-1, Some(waiting)) => self
+                .wait_turn(claim, waiting, left, deadline)
+                .await
+                .map(Some),
+            _ => Ok(None),
         }
     }
 
-    /// Waits in the session's queue until the lock is ours or `deadline` passes.
-    async fn wait_turn(&self, claim: Claim, deadline: Instant) -> Result<SessionLock, LockError> {
-        let waiting = self.wakeups.register(&claim.token);
+    /// Waits in the session's queue until the lock is ours or `deadline` passes. A release
+    /// that hands us the lock wakes us; we check again only when the lock's holder should have
+    /// let go by now (`left` ms), and at least every `RECHECK`, in case a wake-up was lost.
+    async fn wait_turn(
+        &self,
+        claim: Claim,
+        waiting: Waiting,
+        mut left: u64,
+        deadline: Instant,
+    ) -> Result<SessionLock, LockError> {
         let mut place = QueuePlace {
             locks: self,
             claim: Some(claim),
         };
-        let left = loop {
-            // Listening before the check: a release between the two is not missed.
-            let notified = waiting.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let recheck = match left {
+                0 => RECHECK,
+                ms => Duration::from_millis(ms).clamp(Duration::from_millis(5), RECHECK),
+            };
+            tokio::select! {
+                // Only a release that handed us the lock names us.
+                () = waiting.notify.notified() => return Ok(self.held(place.take()?, true)),
+                () = tokio::time::sleep_until((now + recheck).min(deadline)) => {}
+            }
             let claim = place.claim()?;
             let mut conn = self.conn.clone();
             let (got, ms): (i64, u64) = self
@@ -227,20 +250,8 @@ impl Locks {
             if got == 1 {
                 return Ok(self.held(place.take()?, false));
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break ms;
-            }
-            let recheck = match ms {
-                0 => RECHECK,
-                ms => Duration::from_millis(ms).clamp(Duration::from_millis(5), RECHECK),
-            };
-            tokio::select! {
-                // Only a release that handed us the lock names us.
-                () = &mut notified => return Ok(self.held(place.take()?, true)),
-                () = tokio::time::sleep_until((now + recheck).min(deadline)) => {}
-            }
-        };
+            left = ms;
+        }
         place.leave().await;
         Err(LockError::Busy {
             retry_after: Duration::from_millis(left),
