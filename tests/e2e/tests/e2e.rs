@@ -20,5 +20,7 @@ mod faults;
 mod grant;
 #[path = "e2e/policy.rs"]
 mod policy;
+#[path = "e2e/replicas.rs"]
+mod replicas;
 #[path = "e2e/two_person.rs"]
 mod two_person;

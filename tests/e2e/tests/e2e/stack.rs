@@ -203,6 +203,36 @@ impl Proc {
         self.wait_healthy().await;
     }
 
+    /// Another instance of this service: the same binary and environment, listening on `port`,
+    /// logging to its own file. Not started.
+    pub fn replica(&self, name: &'static str, port: u16) -> Proc {
+        let listen = format!("127.0.0.1:{port}");
+        let env = self
+            .env
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "LISTEN_ADDR" => (k.clone(), listen.clone()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        Proc {
+            name,
+            bin: self.bin.clone(),
+            args: self.args.clone(),
+            env,
+            log: self.log.with_file_name(format!("{name}.log")),
+            child: None,
+            port,
+            health: self.health,
+        }
+    }
+
+    /// Starts the process (not yet healthy).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} runs already", self.name);
+        self.spawn_child();
+    }
+
     /// Everything the process logged (all runs).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -215,6 +245,8 @@ pub struct Options {
     pub approval_timeout: &'static str,
     pub approver_user_ids: Option<&'static str>,
     pub start_notifier: bool,
+    /// Extra environment for the notifier.
+    pub notifier_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -224,6 +256,7 @@ impl Default for Options {
             approval_timeout: "60s",
             approver_user_ids: None,
             start_notifier: true,
+            notifier_env: Vec::new(),
         }
     }
 }
@@ -323,22 +356,22 @@ impl Stack {
             webhook_env.push(("APPROVER_USER_IDS".into(), a.into()));
         }
         let mut webhook = proc("webhook", &bins.webhook, wh, "/healthz", webhook_env);
-        let mut notifier = proc(
-            "notifier",
-            &bins.notifier,
-            nt,
-            "/healthz",
-            backing(&[
-                ("LISTEN_ADDR", format!("127.0.0.1:{nt}")),
-                ("SLACK_BOT_TOKEN", BOT_TOKEN.into()),
-                ("SLACK_CHANNEL", CHANNEL.into()),
-                ("SLACK_API_BASE_URL", format!("http://127.0.0.1:{emu}/api")),
-                ("NOTIFIER_CONSUMER", "e2e-notifier".into()),
-                ("SLACK_HTTP_TIMEOUT", "2s".into()),
-                ("NOTIFY_CLAIM_IDLE", "5s".into()),
-                ("NOTIFY_CLAIM_EVERY", "1s".into()),
-            ]),
+        let mut notifier_env = backing(&[
+            ("LISTEN_ADDR", format!("127.0.0.1:{nt}")),
+            ("SLACK_BOT_TOKEN", BOT_TOKEN.into()),
+            ("SLACK_CHANNEL", CHANNEL.into()),
+            ("SLACK_API_BASE_URL", format!("http://127.0.0.1:{emu}/api")),
+            ("NOTIFIER_CONSUMER", "e2e-notifier".into()),
+            ("SLACK_HTTP_TIMEOUT", "2s".into()),
+            ("NOTIFY_CLAIM_IDLE", "5s".into()),
+            ("NOTIFY_CLAIM_EVERY", "1s".into()),
+        ]);
+        notifier_env.extend(
+            opts.notifier_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone())),
         );
+        let mut notifier = proc("notifier", &bins.notifier, nt, "/healthz", notifier_env);
         let mut gateway = proc(
             "gateway",
             &bins.gateway,
@@ -380,6 +413,11 @@ impl Stack {
             dir,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// This stack's scratch directory (configs, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The gateway's MCP endpoint.
