@@ -11,6 +11,7 @@
 
 pub mod backing;
 pub mod cluster;
+pub mod pgbouncer;
 pub mod restart;
 pub mod single_era;
 pub mod streams;
