@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use airlock_shared::audit::{AuditRecord, insert_batch};
-use sqlx::PgPool;
+use airlock_shared::db::Db;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -25,7 +25,7 @@ pub struct AuditSink {
 
 impl AuditSink {
     /// Starts the writer; it ends once every sink clone is dropped and the queue is drained.
-    pub fn start(pool: PgPool, capacity: usize, metrics: Metrics) -> (Self, JoinHandle<()>) {
+    pub fn start(pool: Db, capacity: usize, metrics: Metrics) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
         let writer = tokio::spawn(write_loop(pool, rx, metrics.clone()));
         (Self { tx, metrics }, writer)
@@ -39,7 +39,7 @@ impl AuditSink {
     }
 }
 
-async fn write_loop(pool: PgPool, mut rx: mpsc::Receiver<AuditRecord>, metrics: Metrics) {
+async fn write_loop(pool: Db, mut rx: mpsc::Receiver<AuditRecord>, metrics: Metrics) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let Some(first) = rx.recv().await else { break };

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use airlock_shared::config::{Env, LogFormat};
+use airlock_shared::db::Pooler;
 
 use crate::policy::{self, Policy};
 
@@ -74,6 +75,14 @@ async fn migrate() -> ExitCode {
     airlock_shared::telemetry::init(LogFormat::Pretty);
     let mut env = Env::from_process();
     let url: Option<String> = env.required("DATABASE_URL");
+    // The migrator holds a session-level advisory lock across its statements: through a
+    // transaction pooler it would take it on one server connection and release it on another.
+    if env.or("DATABASE_POOLER", Pooler::None) == Pooler::Transaction {
+        env.problem(
+            "DATABASE_POOLER=transaction: migrations need a DATABASE_URL that reaches Postgres \
+             directly, not through PgBouncer or RDS Proxy (unset DATABASE_POOLER for this command)",
+        );
+    }
     if let Err(e) = env.finish() {
         eprintln!("{e}");
         return ExitCode::from(2);
@@ -82,7 +91,9 @@ async fn migrate() -> ExitCode {
         return ExitCode::from(2);
     };
     let applied = async {
-        let pool = airlock_shared::db::connect(&url, 2, std::time::Duration::from_secs(10)).await?;
+        let pool =
+            airlock_shared::db::connect(&url, Pooler::None, 2, std::time::Duration::from_secs(10))
+                .await?;
         airlock_shared::db::migrate(&pool).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     };

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
+use airlock_shared::db::Pooler;
 use airlock_shared::edge::Edge;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -16,6 +17,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// May hold a password: a secret, never shown by `Debug` or in logs.
     pub database_url: SecretString,
+    /// `DATABASE_POOLER`: `transaction` when `DATABASE_URL` is a transaction-mode pooler.
+    pub database_pooler: Pooler,
     /// May hold a password: a secret, never shown by `Debug` or in logs.
     pub redis_url: SecretString,
     pub redis_key_prefix: String,
@@ -128,7 +131,7 @@ impl Config {
     /// Reads the configuration, reporting every missing or invalid variable at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let listen_addr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
-        let database_url = env.required_secret("DATABASE_URL");
+        let (database_url, database_pooler, migrate_on_start) = database(&mut env);
         let redis_url = env.required_secret("REDIS_URL");
         let redis_key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let upstream = upstream_url(&mut env);
@@ -143,7 +146,6 @@ impl Config {
         let max_body_bytes = env.or("MAX_BODY_BYTES", ByteSize(4 << 20)).0;
         let shutdown_grace = env.duration("SHUTDOWN_GRACE", Duration::from_secs(30));
         let log_format = env.or("LOG_FORMAT", LogFormat::Pretty);
-        let migrate_on_start = env.flag("MIGRATE_ON_START", true);
         let keepalive_interval = env.duration("KEEPALIVE_INTERVAL", Duration::from_secs(15));
         let upstream_timeout = env.duration("UPSTREAM_TIMEOUT", Duration::from_secs(300));
         let upstream_concurrency: usize = env.or("UPSTREAM_CONCURRENCY", 256);
@@ -176,6 +178,7 @@ impl Config {
             ) => Ok(Self {
                 listen_addr,
                 database_url,
+                database_pooler,
                 redis_url,
                 redis_key_prefix,
                 upstream_mcp_url,
@@ -206,6 +209,23 @@ impl Config {
             }),
         }
     }
+}
+
+/// `DATABASE_URL`, `DATABASE_POOLER` and `MIGRATE_ON_START`, which is on by default and off
+/// behind a transaction pooler, where the migrator's session-level advisory lock would be taken
+/// on one server connection and released on another.
+fn database(env: &mut Env) -> (Option<SecretString>, Pooler, bool) {
+    let url = env.required_secret("DATABASE_URL");
+    let pooler = env.or("DATABASE_POOLER", Pooler::None);
+    let migrate = env.flag("MIGRATE_ON_START", pooler == Pooler::None);
+    if migrate && pooler == Pooler::Transaction {
+        env.problem(
+            "MIGRATE_ON_START: migrations cannot run through a transaction pooler \
+             (DATABASE_POOLER=transaction); run `airlock-gateway migrate` with a DATABASE_URL \
+             that reaches Postgres directly",
+        );
+    }
+    (url, pooler, migrate)
 }
 
 /// `UPSTREAM_MCP_URL`, which must be an http(s) URL.
@@ -254,6 +274,33 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_pooler_turns_start_up_migrations_off_and_refuses_them() {
+        let base = [
+            ("DATABASE_URL", "postgres://x@pgbouncer:6432/y"),
+            ("REDIS_URL", "redis://x"),
+            ("UPSTREAM_MCP_URL", "http://up/mcp"),
+            ("POLICY_FILE", "p.yaml"),
+            ("AGENT_KEYS_FILE", "k.yaml"),
+            ("DATABASE_POOLER", "transaction"),
+        ];
+        let c = Config::from_env(env(&base)).unwrap();
+        assert_eq!(c.database_pooler, Pooler::Transaction);
+        assert!(!c.migrate_on_start);
+        let mut both = base.to_vec();
+        both.push(("MIGRATE_ON_START", "true"));
+        both.push(("DATABASE_POOLER", "statement"));
+        let mut vars = std::collections::HashMap::new();
+        for (k, v) in both {
+            vars.insert(k.to_owned(), v.to_owned());
+        }
+        let err = Config::from_env(Env::from_map(vars.clone())).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_POOLER"), "{err}");
+        vars.insert("DATABASE_POOLER".to_owned(), "transaction".to_owned());
+        let err = Config::from_env(Env::from_map(vars)).unwrap_err();
+        assert!(err.to_string().contains("MIGRATE_ON_START"), "{err}");
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = Config::from_env(env(&[
             ("DATABASE_URL", "postgres://x/y"),
@@ -270,6 +317,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 4 << 20);
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert!(c.migrate_on_start);
+        assert_eq!(c.database_pooler, Pooler::None);
         assert_eq!(c.edge.header_timeout, Duration::from_secs(10));
         assert_eq!(c.edge.body_timeout, Duration::from_secs(30));
         assert_eq!(c.edge.idle_timeout, Duration::from_secs(75));

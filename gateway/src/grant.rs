@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 
 use airlock_shared::config::Env;
+use airlock_shared::db::Db;
 use airlock_shared::grant::{self, ActiveGrant, Grant, GrantLookup, Revoker};
 use airlock_shared::job::{self, NotifyJob};
 use airlock_shared::{Keys, TicketId};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::policy::Verdict;
@@ -16,7 +16,7 @@ use crate::policy::Verdict;
 /// The active grant that lets this call pass without a ticket, if its rule offers grants.
 /// One indexed statement (see `grant::find_active`); rules without `grant:` cost nothing.
 pub async fn covering(
-    pool: &PgPool,
+    pool: &Db,
     principal: &str,
     tool: &str,
     verdict: &Verdict,
@@ -94,11 +94,13 @@ async fn run_cli(args: &[String]) -> Result<String, CliError> {
     let url: Option<String> = env.required("DATABASE_URL");
     let redis_url: Option<String> = env.optional("REDIS_URL");
     let prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
+    let pooler = env.or("DATABASE_POOLER", airlock_shared::db::Pooler::None);
     env.finish()?;
     let Some(url) = url else {
         return Err(CliError::Usage);
     };
-    let pool = airlock_shared::db::connect(&url, 1, std::time::Duration::from_secs(10)).await?;
+    let pool =
+        airlock_shared::db::connect(&url, pooler, 1, std::time::Duration::from_secs(10)).await?;
     let Some(id) = id.filter(|_| revoke) else {
         return Ok(table(&grant::list_active(&pool, Utc::now()).await?));
     };

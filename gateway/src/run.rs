@@ -45,7 +45,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// hub's subscription wakes.
 fn start_holds(
     config: &Config,
-    pool: &sqlx::PgPool,
+    pool: &airlock_shared::db::Db,
     redis_client: redis::Client,
     redis: &ConnectionManager,
     keys: &Keys,
@@ -82,7 +82,7 @@ fn start_holds(
 /// Held calls served as tasks, and the task sweeper, started.
 fn start_tasks(
     config: &Config,
-    pool: &sqlx::PgPool,
+    pool: &airlock_shared::db::Db,
     holds: &Holds,
     link: &UpstreamSessions,
     audit: &AuditSink,
@@ -307,7 +307,7 @@ fn start_oauth(
 /// The upstream client, and the sessions and bridges in front of it.
 fn upstream_link(
     config: &Config,
-    pool: &sqlx::PgPool,
+    pool: &airlock_shared::db::Db,
     schemas: &Arc<InputSchemas>,
 ) -> Result<UpstreamSessions, StartError> {
     let upstream = Upstream::new(
@@ -333,9 +333,10 @@ fn upstream_link(
 /// Postgres (migrated when asked) and the Redis client with its multiplexed connection.
 async fn connect_stores(
     config: &Config,
-) -> Result<(sqlx::PgPool, redis::Client, ConnectionManager), StartError> {
+) -> Result<(airlock_shared::db::Db, redis::Client, ConnectionManager), StartError> {
     let pool = airlock_shared::db::connect(
         config.database_url.expose_secret(),
+        config.database_pooler,
         16,
         Duration::from_secs(5),
     )

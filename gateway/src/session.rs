@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use airlock_shared::db::Db;
 use airlock_shared::{Principal, SessionId, session};
-use sqlx::PgPool;
 
 /// What the gateway needs to know about a live session.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,7 +16,7 @@ pub struct SessionInfo {
 /// The session registry: Postgres behind a small in-process cache (ownership never changes).
 #[derive(Clone)]
 pub struct Sessions {
-    pool: PgPool,
+    pool: Db,
     cache: Arc<Mutex<HashMap<SessionId, Arc<SessionInfo>>>>,
 }
 
@@ -24,7 +24,7 @@ const CACHE_LIMIT: usize = 100_000;
 
 impl Sessions {
     /// A registry on `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: Db) -> Self {
         Self {
             pool,
             cache: Arc::default(),

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use airlock_shared::db::Db;
 use redis::aio::ConnectionManager;
-use sqlx::PgPool;
 
 use crate::call::Pipeline;
 use crate::discovery::Discovery;
@@ -24,7 +24,7 @@ pub struct Inner {
     pub pipeline: Arc<Pipeline>,
     pub discovery: Discovery,
     pub metrics: Metrics,
-    pub pool: PgPool,
+    pub pool: Db,
     pub redis: ConnectionManager,
     pub max_body_bytes: usize,
     /// The OAuth resource server, when `OAUTH_ISSUERS` is set.

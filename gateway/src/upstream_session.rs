@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use airlock_shared::SessionId;
+use airlock_shared::db::Db;
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::json;
-use sqlx::PgPool;
 
 use crate::bridge::Bridge;
 use crate::error::UpstreamError;
@@ -21,7 +21,7 @@ pub struct UpstreamSessions {
     pub upstream: Upstream,
     /// The gateway's session registry.
     pub sessions: Sessions,
-    pool: PgPool,
+    pool: Db,
     /// Re-initialising upstream sessions one at a time keeps two requests from racing to it.
     reinit_lock: Arc<tokio::sync::Mutex<()>>,
     /// Requests of one era to an upstream that speaks only the other.
@@ -31,7 +31,7 @@ pub struct UpstreamSessions {
 impl UpstreamSessions {
     /// Sessions on `upstream`, recorded in `sessions` (whose rows live in `pool`), bridged by
     /// `bridge` where the upstream does not speak the client's era.
-    pub fn new(upstream: Upstream, sessions: Sessions, pool: PgPool, bridge: Arc<Bridge>) -> Self {
+    pub fn new(upstream: Upstream, sessions: Sessions, pool: Db, bridge: Arc<Bridge>) -> Self {
         Self {
             upstream,
             sessions,

@@ -15,6 +15,7 @@ mod api {
     mod modern;
     mod oauth;
     mod oauth_issuer;
+    mod pgbouncer;
     mod proxy;
     mod quorum;
     mod races;

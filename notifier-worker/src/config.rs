@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airlock_shared::config::{ConfigError, Env, LogFormat};
+use airlock_shared::db::Pooler;
 use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
 use url::Url;
@@ -18,6 +19,8 @@ pub struct Config {
     pub redis_url: SecretString,
     /// Postgres (the ticket rows).
     pub database_url: SecretString,
+    /// `DATABASE_POOLER`: `transaction` when `DATABASE_URL` is a transaction-mode pooler.
+    pub database_pooler: Pooler,
     /// Prefix of every Redis name (`REDIS_KEY_PREFIX`, default `airlock`).
     pub key_prefix: String,
     /// The bot token's source (`SLACK_BOT_TOKEN` or `SLACK_BOT_TOKEN_ARN`).
@@ -162,6 +165,7 @@ impl Config {
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let redis_url = env.required_secret("REDIS_URL");
         let database_url = env.required_secret("DATABASE_URL");
+        let database_pooler = env.or("DATABASE_POOLER", Pooler::None);
         let token = env.secret_source("SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN_ARN");
         let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
         let default_channel: Option<String> = env.required("SLACK_CHANNEL");
@@ -202,6 +206,7 @@ impl Config {
             ) => Ok(Self {
                 redis_url,
                 database_url,
+                database_pooler,
                 key_prefix,
                 token,
                 secrets_timeout,

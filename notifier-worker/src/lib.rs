@@ -72,6 +72,18 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
+/// A lazy pool: the notifier starts (and reports unready) while Postgres is down.
+fn database(config: &Config) -> Result<airlock_shared::db::Db, RunError> {
+    airlock_shared::db::connect_lazy(
+        config.database_url.expose_secret(),
+        config.database_pooler,
+        (config.concurrency as u32).clamp(2, 32),
+        0,
+        Duration::from_secs(5),
+    )
+    .map_err(RunError::Db)
+}
+
 impl Notifier {
     /// Connects to Redis, Postgres and (for the token) Secrets Manager.
     pub async fn build(config: &Config) -> Result<Self, RunError> {
@@ -99,13 +111,7 @@ impl Notifier {
         let read_conn = ConnectionManager::new_with_config(client, read_cfg)
             .await
             .map_err(RunError::Redis)?;
-        let pool = airlock_shared::db::connect_lazy(
-            config.database_url.expose_secret(),
-            (config.concurrency as u32).clamp(2, 32),
-            0,
-            Duration::from_secs(5),
-        )
-        .map_err(RunError::Db)?;
+        let pool = database(config)?;
         let slack =
             web_api::SlackClient::new(config.slack_api_base_url.clone(), token, t.http_timeout)
                 .map_err(RunError::Http)?;
@@ -207,7 +213,7 @@ impl Notifier {
 /// The reconciler, unless `RECONCILE_INTERVAL` turned it off.
 fn reconciler(
     config: &Config,
-    pool: &sqlx::PgPool,
+    pool: &airlock_shared::db::Db,
     keys: &Keys,
     conn: &ConnectionManager,
     metrics: &metrics::Metrics,

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use airlock_shared::db::Db;
 use airlock_shared::probes::Readiness;
 use axum::Router;
 use redis::aio::ConnectionManager;
-use sqlx::PgPool;
 
 use crate::metrics::Metrics;
 
@@ -18,7 +18,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct ProbeState {
     /// Postgres.
-    pub pool: PgPool,
+    pub pool: Db,
     /// Redis.
     pub redis: ConnectionManager,
     /// Metrics to expose.

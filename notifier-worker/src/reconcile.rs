@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use airlock_shared::db::Db;
 use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, Reconcile};
 use airlock_shared::{Keys, NotifyJob, TicketId, job, lease};
 use redis::RedisError;
 use redis::aio::ConnectionManager;
-use sqlx::PgPool;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -44,7 +44,7 @@ pub enum Pass {
 /// One replica's reconciler.
 #[derive(Clone)]
 pub struct Reconciler {
-    pool: PgPool,
+    pool: Db,
     keys: Keys,
     redis: ConnectionManager,
     metrics: Metrics,
@@ -65,7 +65,7 @@ impl std::fmt::Debug for Reconciler {
 
 /// What a reconciler is built from.
 pub struct ReconcilerParts {
-    pub pool: PgPool,
+    pub pool: Db,
     pub keys: Keys,
     pub redis: ConnectionManager,
     pub metrics: Metrics,

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use airlock_shared::db::Db;
 use airlock_shared::telemetry::chain;
 use airlock_shared::{Keys, lease, usergroup};
 use redis::aio::ConnectionManager;
-use sqlx::PgPool;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -46,7 +46,7 @@ type Cache = HashMap<String, (Instant, Vec<String>)>;
 #[derive(Clone)]
 pub struct UserGroups {
     slack: SlackClient,
-    pool: PgPool,
+    pool: Db,
     tuning: Tuning,
     cache: Arc<Mutex<Cache>>,
 }
@@ -61,7 +61,7 @@ impl std::fmt::Debug for UserGroups {
 
 impl UserGroups {
     /// Memberships read with `slack`, stored in `pool`, timed and retried by `tuning`.
-    pub fn new(slack: SlackClient, pool: PgPool, tuning: Tuning) -> Self {
+    pub fn new(slack: SlackClient, pool: Db, tuning: Tuning) -> Self {
         Self {
             slack,
             pool,

@@ -35,7 +35,7 @@ pub struct AuditRecord {
 }
 
 /// Writes a batch of records in one statement.
-pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u64, sqlx::Error> {
+pub async fn insert_batch(pool: &crate::db::Db, rows: &[AuditRecord]) -> Result<u64, sqlx::Error> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -69,7 +69,7 @@ pub async fn insert_batch(pool: &sqlx::PgPool, rows: &[AuditRecord]) -> Result<u
 
 /// Reads the audit rows of one session, oldest first (for tests and operators).
 pub async fn for_session(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     session_id: &str,
 ) -> Result<Vec<(String, String, String, Option<Uuid>)>, sqlx::Error> {
     sqlx::query_as(
@@ -82,7 +82,7 @@ pub async fn for_session(
 
 /// Each audit row of one session as (tool, outcome, ticket, grant ticket), oldest first.
 pub async fn grants_for_session(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     session_id: &str,
 ) -> Result<Vec<(String, String, Option<Uuid>, Option<Uuid>)>, sqlx::Error> {
     sqlx::query_as(
@@ -96,7 +96,7 @@ pub async fn grants_for_session(
 
 /// The principal of each audit row of one session, oldest first.
 pub async fn principals_for_session(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     session_id: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT principal FROM audit_log WHERE session_id = $1 ORDER BY id")
@@ -107,7 +107,7 @@ pub async fn principals_for_session(
 
 /// The principal and its issuer of each audit row of one session, oldest first.
 pub async fn identities_for_session(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     session_id: &str,
 ) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
@@ -120,7 +120,7 @@ pub async fn identities_for_session(
 
 /// The tool and policy revision of each audit row of one session, oldest first.
 pub async fn revisions_for_session(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     session_id: &str,
 ) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT tool, policy_revision FROM audit_log WHERE session_id = $1 ORDER BY id")
@@ -131,7 +131,7 @@ pub async fn revisions_for_session(
 
 /// The outcome and task of each audit row of one principal that names a task, oldest first.
 pub async fn tasks_for_principal(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     principal: &str,
 ) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(

@@ -141,7 +141,7 @@ pub enum GrantVote {
 /// statement lets one click alone decide a ticket, and `grants.ticket_id` is unique: double
 /// clicks and simultaneous approvers make at most one grant.
 pub async fn vote_with_grant(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     click: &ClickDecision,
     global_approvers: &[String],
 ) -> Result<GrantVote, sqlx::Error> {

@@ -7,7 +7,7 @@ use crate::ids::TicketId;
 
 /// Replaces the call a ticket holds (and its fingerprint), as a tampered database would.
 pub async fn rewrite_ticket_call(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     id: TicketId,
     arguments: &Value,
     fingerprint: &str,
@@ -23,7 +23,7 @@ pub async fn rewrite_ticket_call(
 
 /// The principal and session of the first audit row for `tool`, if any.
 pub async fn first_audit_row_for_tool(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     tool: &str,
 ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
@@ -35,7 +35,7 @@ pub async fn first_audit_row_for_tool(
 }
 
 /// How many grants exist, active or not.
-pub async fn grant_count(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
+pub async fn grant_count(pool: &crate::db::Db) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM grants")
         .fetch_one(pool)
         .await

@@ -286,7 +286,7 @@ fn interval_secs(d: Duration) -> f64 {
 }
 
 /// Opens a ticket, or reattaches to the live one for the same session and canonical request.
-pub async fn open(pool: &sqlx::PgPool, new: &NewTicket) -> Result<Opened, sqlx::Error> {
+pub async fn open(pool: &crate::db::Db, new: &NewTicket) -> Result<Opened, sqlx::Error> {
     // Another caller may settle the conflicting row between our insert and our select; a few
     // rounds always converge because each round either inserts or finds a live row.
     for _ in 0..5 {

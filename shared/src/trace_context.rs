@@ -7,7 +7,7 @@ use crate::ids::TicketId;
 
 /// The `traceparent` and `tracestate` recorded on one ticket (`None` when no such ticket).
 pub async fn of_ticket(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     id: TicketId,
 ) -> Result<Option<(Option<String>, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT traceparent, tracestate FROM tickets WHERE id = $1")
@@ -29,7 +29,7 @@ pub struct AuditedCall {
 
 /// The audit rows of one principal, oldest first.
 pub async fn audited_calls(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     principal: &str,
 ) -> Result<Vec<AuditedCall>, sqlx::Error> {
     sqlx::query_as(

@@ -57,7 +57,7 @@ fn click_body(id: TicketId, user: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-async fn open_tickets(pool: &sqlx::PgPool, n: usize) -> Vec<TicketId> {
+async fn open_tickets(pool: &airlock_shared::db::Db, n: usize) -> Vec<TicketId> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let new = NewTicket {
@@ -142,7 +142,12 @@ async fn probe(port: u16, path: &str) -> bool {
     matches!(s.read(&mut buf).await, Ok(n) if n >= 12 && &buf[..12] == b"HTTP/1.1 200")
 }
 
-async fn handler_latency(db_url: &str, redis_url: &str, prefix: &str, pool: &sqlx::PgPool) {
+async fn handler_latency(
+    db_url: &str,
+    redis_url: &str,
+    prefix: &str,
+    pool: &airlock_shared::db::Db,
+) {
     let env = env_for(db_url, redis_url, prefix, 0);
     let config = Config::from_env(Env::from_map(env)).unwrap();
     let state = webhook_fn::build(&config).await.unwrap();
@@ -189,7 +194,7 @@ async fn handler_latency(db_url: &str, redis_url: &str, prefix: &str, pool: &sql
     );
 }
 
-async fn http_latency(db_url: &str, redis_url: &str, prefix: &str, pool: &sqlx::PgPool) {
+async fn http_latency(db_url: &str, redis_url: &str, prefix: &str, pool: &airlock_shared::db::Db) {
     let port = free_port().await;
     let mut child = Command::new(BIN)
         .envs(env_for(db_url, redis_url, prefix, port))

@@ -8,12 +8,12 @@ use tokio::time::Instant;
 
 use airlock_shared::Keys;
 use airlock_shared::batch::Batcher;
+use airlock_shared::db::Db;
 use airlock_shared::job::{self, NotifyJob, Refusal};
 use airlock_shared::signal::{self, DecisionSignal};
 use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, ClickDecision, Decided, Ticket, TicketStatus};
 use redis::aio::ConnectionManager;
-use sqlx::PgPool;
 
 use crate::interaction::Click;
 use crate::metrics::Metrics;
@@ -71,7 +71,7 @@ impl Outcome {
 #[derive(Clone)]
 pub struct Approvals {
     /// The ticket store (the source of truth).
-    pub pool: PgPool,
+    pub pool: Db,
     /// Where signals and jobs go, reconnecting by itself.
     pub redis: ConnectionManager,
     /// Redis names.
@@ -104,7 +104,7 @@ pub type DecisionBatcher = Batcher<(ClickDecision, Instant), Option<Ticket>>;
 ///
 /// A batch never outlives the most impatient of its callers: a click answered 500 must not be
 /// decided behind its back with nobody left to announce it.
-pub fn decision_batcher(pool: PgPool, max: usize) -> DecisionBatcher {
+pub fn decision_batcher(pool: Db, max: usize) -> DecisionBatcher {
     Batcher::start(max, move |clicks: Vec<(ClickDecision, Instant)>| {
         let pool = pool.clone();
         async move {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use airlock_shared::Keys;
 use airlock_shared::config::{ConfigError, Env, LogFormat};
+use airlock_shared::db::Pooler;
 use airlock_shared::edge::Edge;
 use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
@@ -14,6 +15,9 @@ use secrecy::SecretString;
 pub struct Config {
     /// `DATABASE_URL` (may hold a password).
     pub database_url: SecretString,
+    /// `DATABASE_POOLER`: `transaction` when `DATABASE_URL` is a transaction-mode pooler
+    /// (PgBouncer, RDS Proxy); default `none`.
+    pub database_pooler: Pooler,
     /// `REDIS_URL` (may hold a password).
     pub redis_url: SecretString,
     /// `SLACK_SIGNING_SECRET` or `SLACK_SIGNING_SECRET_ARN` (exactly one).
@@ -55,6 +59,7 @@ impl Config {
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let lambda = env.raw("AWS_LAMBDA_RUNTIME_API").is_some();
         let database_url = env.required_secret("DATABASE_URL");
+        let database_pooler = env.or("DATABASE_POOLER", Pooler::None);
         let redis_url = env.required_secret("REDIS_URL");
         let signing_secret = env.secret_source("SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET_ARN");
         let prefix = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
@@ -99,6 +104,7 @@ impl Config {
         match (database_url, redis_url, signing_secret) {
             (Some(database_url), Some(redis_url), Some(signing_secret)) => Ok(Self {
                 database_url,
+                database_pooler,
                 redis_url,
                 signing_secret,
                 keys: Keys::new(prefix),
@@ -144,17 +150,22 @@ mod tests {
 
     #[test]
     fn lists_everything_missing_at_once() {
-        let err = Config::from_env(env(&[("DATABASE_TIMEOUT", "soon")])).unwrap_err();
+        let err = Config::from_env(env(&[
+            ("DATABASE_TIMEOUT", "soon"),
+            ("DATABASE_POOLER", "session"),
+        ]))
+        .unwrap_err();
         let text = err.to_string();
         for name in [
             "DATABASE_URL",
             "REDIS_URL",
             "SLACK_SIGNING_SECRET",
             "DATABASE_TIMEOUT",
+            "DATABASE_POOLER",
         ] {
             assert!(text.contains(name), "{name} missing from: {text}");
         }
-        assert_eq!(err.problems.len(), 4, "{text}");
+        assert_eq!(err.problems.len(), 5, "{text}");
     }
 
     #[test]
@@ -171,6 +182,7 @@ mod tests {
         assert_eq!(c.listen_addr.port(), 8081);
         assert!(!c.lambda);
         assert_eq!(c.db_max_connections, 10);
+        assert_eq!(c.database_pooler, Pooler::None);
     }
 
     #[test]

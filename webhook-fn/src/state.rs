@@ -73,6 +73,7 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
     };
     let pool = db::connect_lazy(
         config.database_url.expose_secret(),
+        config.database_pooler,
         config.db_max_connections,
         min_connections,
         config.db_timeout,

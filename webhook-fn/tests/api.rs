@@ -16,6 +16,8 @@ mod grants;
 mod groups;
 #[path = "api/lambda.rs"]
 mod lambda;
+#[path = "api/pgbouncer.rs"]
+mod pgbouncer;
 #[path = "api/process.rs"]
 mod process;
 #[path = "api/quorum.rs"]

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 // `batch` means a JSON-RPC batch in the gateway; this one coalesces queries.
 use airlock_shared::batch::Batcher as QueryCoalescer;
+use airlock_shared::db::Db;
 use airlock_shared::ticket::{self, Settled, Ticket};
 use airlock_shared::{Keys, TicketId, signal};
 use futures::StreamExt;
-use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -109,7 +109,7 @@ impl Hub {
     /// Starts the subscriber and the checker; both stop when `stop` is cancelled. The one
     /// subscription also carries session-lock releases, for `lock_wakeups`.
     pub fn start(
-        pool: PgPool,
+        pool: Db,
         redis: redis::Client,
         keys: &Keys,
         poll_interval: Duration,
@@ -196,7 +196,7 @@ impl Hub {
     /// resume without thousands of round trips.
     pub async fn claim(
         &self,
-        pool: &PgPool,
+        pool: &Db,
         ticket: TicketId,
         fingerprint: &str,
     ) -> Result<Option<Ticket>, sqlx::Error> {
@@ -220,7 +220,7 @@ impl Hub {
 
 async fn check_loop(
     inner: Arc<Inner>,
-    pool: PgPool,
+    pool: Db,
     mut kicks: mpsc::UnboundedReceiver<Kick>,
     poll_interval: Duration,
     metrics: Metrics,

@@ -13,11 +13,11 @@ pub mod to_modern;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use airlock_shared::db::Db;
 use airlock_shared::{Principal, SessionId};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
 pub use detect::{Speaks, UpstreamEra};
 
@@ -60,7 +60,7 @@ impl Bridge {
         setting: UpstreamEra,
         upstream: Upstream,
         schemas: Arc<InputSchemas>,
-        pool: PgPool,
+        pool: Db,
     ) -> Self {
         Self {
             setting,

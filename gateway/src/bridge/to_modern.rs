@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use airlock_shared::SessionId;
+use airlock_shared::db::Db;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use sqlx::PgPool;
 
 use super::rewrite::{self, Mapper};
 use crate::answer::Whole;
@@ -72,13 +72,13 @@ impl ClientFacts {
 pub struct ModernUpstream {
     upstream: Upstream,
     schemas: Arc<InputSchemas>,
-    pool: PgPool,
+    pool: Db,
     clients: Mutex<HashMap<SessionId, Arc<ClientFacts>>>,
 }
 
 impl ModernUpstream {
     /// On `upstream`; the tools' annotations go to `schemas`, sessions are read from `pool`.
-    pub fn new(upstream: Upstream, schemas: Arc<InputSchemas>, pool: PgPool) -> Self {
+    pub fn new(upstream: Upstream, schemas: Arc<InputSchemas>, pool: Db) -> Self {
         Self {
             upstream,
             schemas,

@@ -19,7 +19,7 @@ pub mod wire;
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use airlock_shared::db::Db;
 
 use crate::approval::Holds;
 use crate::audit::AuditSink;
@@ -50,7 +50,7 @@ pub struct TaskSettings {
 
 /// What serving held calls as tasks uses.
 pub struct Tasks {
-    pub pool: PgPool,
+    pub pool: Db,
     pub holds: Holds,
     pub link: UpstreamSessions,
     pub audit: AuditSink,

@@ -162,6 +162,7 @@ pub fn config_for(
     Config {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone().into(),
+        database_pooler: airlock_shared::db::Pooler::None,
         redis_url: redis.url.clone().into(),
         redis_key_prefix: redis.keys.prefix().to_owned(),
         upstream_mcp_url: upstream.url(),
@@ -200,11 +201,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a gateway with the given options.
 pub async fn spawn_with(opts: Opts) -> TestApp {
-    let db = fresh_db().await;
+    spawn_on(fresh_db().await, opts, |_| {}).await
+}
+
+/// Starts a gateway on the given database after `adjust` has changed its configuration.
+pub async fn spawn_on(db: TestDb, opts: Opts, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let redis = fresh_redis().await;
     let upstream = FakeUpstream::spawn_serving(opts.mode, opts.upstream_serving).await;
     let (dir, policy, keys) = write_files(&opts);
-    let config = config_for(&db, &redis, &upstream, &opts, policy, keys);
+    let mut config = config_for(&db, &redis, &upstream, &opts, policy, keys);
+    adjust(&mut config);
     let (addr, shutdown, server) = start_gateway(&config).await;
     TestApp {
         addr,

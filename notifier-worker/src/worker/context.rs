@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use airlock_shared::TicketId;
 use airlock_shared::batch::Batcher;
+use airlock_shared::db::Db;
 use airlock_shared::ticket::{PostedMessage, Ticket};
 use redis::RedisError;
-use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
 use crate::claim::PostClaims;
@@ -19,7 +19,7 @@ use crate::web_api::{SlackClient, SlackError};
 /// Everything a job needs.
 pub struct Parts {
     /// Ticket rows.
-    pub pool: PgPool,
+    pub pool: Db,
     /// The stream, as this consumer.
     pub stream: JobStream,
     /// Slack.

@@ -36,7 +36,7 @@ pub struct Clicker<'a> {
 /// they are (for tools and tests; clicks go through [`decide_as`]). With a quorum, an approval
 /// may leave the ticket pending: [`Decided::Changed`] then holds the pending ticket.
 pub async fn decide(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     id: TicketId,
     decision: Decision,
     by_id: &str,
@@ -61,7 +61,7 @@ pub async fn decide(
 /// owner, quorum and fingerprint checks are in the SQL, so that check and write cannot race or
 /// cost two round trips). Only a click that changes nothing pays for a second read, to say why.
 pub async fn decide_as(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     id: TicketId,
     decision: Decision,
     clicker: Clicker<'_>,
@@ -90,7 +90,7 @@ pub async fn decide_as(
 
 /// Why a click changed nothing (one read), or the ticket it changed.
 pub(crate) async fn explain(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     click: &ClickDecision,
     changed: Option<Ticket>,
     global_approvers: Option<&[String]>,
@@ -153,7 +153,7 @@ pub struct ClickDecision {
 /// quorum). A ticket must appear at most once per call (the caller decides duplicates alone); a
 /// click that changed nothing is answered `None`, and its caller learns why with [`decide_as`].
 pub async fn decide_many(
-    pool: &sqlx::PgPool,
+    pool: &crate::db::Db,
     clicks: &[ClickDecision],
 ) -> Result<Vec<Option<Ticket>>, sqlx::Error> {
     vote(pool, clicks, true).await

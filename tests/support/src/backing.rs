@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use airlock_shared::Keys;
+use airlock_shared::db::Db;
+use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Executor, PgPool};
 use tokio::sync::OnceCell;
 
 /// The server URLs all tests of this process share.
@@ -90,8 +91,8 @@ fn with_database(url: &str, db: &str) -> String {
 
 /// A database of its own, migrated, dropped when the value is dropped.
 pub struct TestDb {
-    /// A pool on the fresh database.
-    pub pool: PgPool,
+    /// A pool on the fresh database (direct, no pooler in between).
+    pub pool: Db,
     /// Its URL, for services started by the test.
     pub url: String,
     name: String,
@@ -131,7 +132,7 @@ pub async fn fresh_db() -> TestDb {
         .await
         .expect("migrations apply");
     TestDb {
-        pool,
+        pool: Db::from(pool),
         url,
         name,
         admin_url,

@@ -48,7 +48,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns an app after `adjust` has changed its config.
 pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let db = fresh_db().await;
+    spawn_on(fresh_db().await, adjust).await
+}
+
+/// Spawns an app on the given database after `adjust` has changed its config.
+pub async fn spawn_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let redis = fresh_redis().await;
     let mut config = Config::from_env(Env::from_map(base_env(&db, &redis))).unwrap();
     adjust(&mut config);
