@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
 use airlock_shared::edge::Edge;
+use airlock_shared::redis_conn::RedisMode;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::bridge::UpstreamEra;
@@ -18,6 +19,8 @@ pub struct Config {
     pub database_url: SecretString,
     /// May hold a password: a secret, never shown by `Debug` or in logs.
     pub redis_url: SecretString,
+    /// Single node or Redis Cluster (`REDIS_CLUSTER`, `REDIS_CLUSTER_NODES`).
+    pub redis_mode: RedisMode,
     pub redis_key_prefix: String,
     pub upstream_mcp_url: String,
     pub policy_file: String,
@@ -130,6 +133,7 @@ impl Config {
         let listen_addr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
         let database_url = env.required_secret("DATABASE_URL");
         let redis_url = env.required_secret("REDIS_URL");
+        let redis_mode = RedisMode::from_env(&mut env);
         let redis_key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let upstream = upstream_url(&mut env);
         let policy_file: Option<String> = env.required("POLICY_FILE");
@@ -177,6 +181,7 @@ impl Config {
                 listen_addr,
                 database_url,
                 redis_url,
+                redis_mode,
                 redis_key_prefix,
                 upstream_mcp_url,
                 policy_file,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use airlock_shared::RedisConn;
 use sqlx::PgPool;
 
 use crate::call::Pipeline;
@@ -25,7 +25,7 @@ pub struct Inner {
     pub discovery: Discovery,
     pub metrics: Metrics,
     pub pool: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub max_body_bytes: usize,
     /// The OAuth resource server, when `OAUTH_ISSUERS` is set.
     pub oauth: Option<Arc<OAuth>>,

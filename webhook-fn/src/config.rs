@@ -6,6 +6,7 @@ use std::time::Duration;
 use airlock_shared::Keys;
 use airlock_shared::config::{ConfigError, Env, LogFormat};
 use airlock_shared::edge::Edge;
+use airlock_shared::redis_conn::RedisMode;
 use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
 
@@ -16,6 +17,8 @@ pub struct Config {
     pub database_url: SecretString,
     /// `REDIS_URL` (may hold a password).
     pub redis_url: SecretString,
+    /// `REDIS_CLUSTER` / `REDIS_CLUSTER_NODES`: single node or Redis Cluster.
+    pub redis_mode: RedisMode,
     /// `SLACK_SIGNING_SECRET` or `SLACK_SIGNING_SECRET_ARN` (exactly one).
     pub signing_secret: SecretSource,
     /// Redis names, under `REDIS_KEY_PREFIX` (default `airlock`).
@@ -56,6 +59,7 @@ impl Config {
         let lambda = env.raw("AWS_LAMBDA_RUNTIME_API").is_some();
         let database_url = env.required_secret("DATABASE_URL");
         let redis_url = env.required_secret("REDIS_URL");
+        let redis_mode = RedisMode::from_env(&mut env);
         let signing_secret = env.secret_source("SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET_ARN");
         let prefix = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let approvers = env
@@ -100,6 +104,7 @@ impl Config {
             (Some(database_url), Some(redis_url), Some(signing_secret)) => Ok(Self {
                 database_url,
                 redis_url,
+                redis_mode,
                 signing_secret,
                 keys: Keys::new(prefix),
                 approvers,
