@@ -139,10 +139,7 @@ impl Config {
         let policy_file: Option<String> = env.required("POLICY_FILE");
         let agent_keys_file: Option<String> = env.required("AGENT_KEYS_FILE");
         let approval_timeout = env.duration("APPROVAL_TIMEOUT", Duration::from_secs(300));
-        let session_lock_ttl = env.duration("SESSION_LOCK_TTL", Duration::from_secs(60));
-        if session_lock_ttl < Duration::from_secs(1) {
-            env.problem("SESSION_LOCK_TTL: must be at least 1s (it is extended every third of it)");
-        }
+        let session_lock_ttl = session_lock_ttl(&mut env);
         let lock_acquire_timeout = env.duration("LOCK_ACQUIRE_TIMEOUT", Duration::from_secs(5));
         let max_body_bytes = env.or("MAX_BODY_BYTES", ByteSize(4 << 20)).0;
         let shutdown_grace = env.duration("SHUTDOWN_GRACE", Duration::from_secs(30));
@@ -211,6 +208,15 @@ impl Config {
             }),
         }
     }
+}
+
+/// `SESSION_LOCK_TTL`, at least 1 s.
+fn session_lock_ttl(env: &mut Env) -> Duration {
+    let ttl = env.duration("SESSION_LOCK_TTL", Duration::from_secs(60));
+    if ttl < Duration::from_secs(1) {
+        env.problem("SESSION_LOCK_TTL: must be at least 1s (it is extended every third of it)");
+    }
+    ttl
 }
 
 /// `UPSTREAM_MCP_URL`, which must be an http(s) URL.

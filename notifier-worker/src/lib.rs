@@ -83,24 +83,7 @@ impl Notifier {
         )
         .await?;
         let t = &config.tuning;
-        // Two connections per Redis node: commands, and the blocking XREADGROUP on its own so
-        // that it never holds up the others.
-        let (url, mode) = (config.redis_url.expose_secret(), &config.redis_mode);
-        let opts = ConnOpts {
-            connection_timeout: Some(Duration::from_secs(2)),
-            response_timeout: Some(Duration::from_secs(2)),
-            retries: Some(3),
-        };
-        let conn = RedisConn::connect(url, mode, opts)
-            .await
-            .map_err(RunError::Redis)?;
-        let read_opts = ConnOpts {
-            response_timeout: Some(t.read_block + Duration::from_secs(5)),
-            ..opts
-        };
-        let read_conn = RedisConn::connect(url, mode, read_opts)
-            .await
-            .map_err(RunError::Redis)?;
+        let (conn, read_conn) = connect_redis(config).await.map_err(RunError::Redis)?;
         let pool = airlock_shared::db::connect_lazy(
             config.database_url.expose_secret(),
             (config.concurrency as u32).clamp(2, 32),
@@ -204,6 +187,23 @@ impl Notifier {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Two connections per Redis node: commands, and the blocking XREADGROUP on its own so that it
+/// never holds up the others.
+async fn connect_redis(config: &Config) -> Result<(RedisConn, RedisConn), redis::RedisError> {
+    let (url, mode) = (config.redis_url.expose_secret(), &config.redis_mode);
+    let opts = ConnOpts {
+        connection_timeout: Some(Duration::from_secs(2)),
+        response_timeout: Some(Duration::from_secs(2)),
+        retries: Some(3),
+    };
+    let conn = RedisConn::connect(url, mode, opts).await?;
+    let read_opts = ConnOpts {
+        response_timeout: Some(config.tuning.read_block + Duration::from_secs(5)),
+        ..opts
+    };
+    Ok((conn, RedisConn::connect(url, mode, read_opts).await?))
 }
 
 /// The reconciler, unless `RECONCILE_INTERVAL` turned it off.
