@@ -154,10 +154,16 @@ impl RedisConn {
             }
             RedisMode::Cluster { .. } => {
                 let client = cluster_builder(url, mode, opts)?.build()?;
+                // This config replaces the client's timeouts, so it carries them again.
+                let mut cfg = redis::cluster::ClusterConfig::new();
+                if let Some(t) = opts.connection_timeout {
+                    cfg = cfg.set_connection_timeout(t);
+                }
+                if let Some(t) = opts.response_timeout {
+                    cfg = cfg.set_response_timeout(t);
+                }
                 Ok(Self::Cluster(
-                    client.get_pending_async_connection_with_config(
-                        redis::cluster::ClusterConfig::new(),
-                    ),
+                    client.get_pending_async_connection_with_config(cfg),
                 ))
             }
         }

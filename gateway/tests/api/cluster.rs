@@ -31,7 +31,7 @@ async fn held(app: &TestApp, id: i64) -> tokio::task::JoinHandle<Answer> {
 
 /// Waits for `n` approval requests on the cluster's stream; returns their tickets.
 async fn requests(cluster: &RedisCluster, keys: &Keys, n: usize) -> Vec<TicketId> {
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(20), || async {
         let ids: Vec<TicketId> = cluster
             .notify_jobs(keys)
             .await
@@ -190,6 +190,12 @@ async fn cluster_failing_over_the_decisions_primary_loses_no_held_call() {
     let channel = app.redis.keys.sharded_decisions_channel();
     let primary = cluster.primary_of(&channel).await;
     let replica = cluster.replica_of(primary).await;
+    eprintln!(
+        "DEBUG failover {:?} -> {:?} at {:?}",
+        cluster.urls()[primary],
+        cluster.urls()[replica],
+        std::time::SystemTime::now()
+    );
     cluster.failover(replica).await;
     assert_eq!(cluster.primary_of(&channel).await, replica);
 
@@ -213,6 +219,13 @@ async fn cluster_failing_over_the_decisions_primary_loses_no_held_call() {
     );
     // A new held call after the failover takes the lock, queues its job and is woken too.
     let late = held(&app, 99).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if late.is_finished() {
+        panic!(
+            "a call after the failover ended early: {:?}",
+            late.await.unwrap()
+        );
+    }
     let late_id = *requests(&cluster, &app.redis.keys, HELD + 1)
         .await
         .last()

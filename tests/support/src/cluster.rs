@@ -271,6 +271,20 @@ impl RedisCluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Every node's view (node 0's is the one `primary_of` reads) must show the new primary.
+        for j in 0..NODES {
+            loop {
+                let view = self.nodes(j).await;
+                if view.iter().any(|n| n.0 == self.ports[i] && n.1) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {j} missed the failover"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         for p in self.ports.clone() {
             self.wait_state_ok(p).await;
         }

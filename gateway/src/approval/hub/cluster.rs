@@ -2,15 +2,17 @@
 //! the shard owning its slot carries them), lock releases on the classic channel (a script's
 //! `PUBLISH` reaches every node), both through one RESP3 cluster connection.
 //!
-//! The redis crate re-subscribes after a reconnect or a topology change. A shard channel the
-//! server drops (its slot moved, e.g. a failover) is subscribed again here. After any gap the
+//! The redis crate re-subscribes after a reconnect. When the server drops the shard channel (its
+//! slot moved, e.g. a failover), the hub connects again with a fresh view of the cluster and
+//! subscribes where the slot lives now: a re-subscription on the old connection would go, by its
+//! stale slot map, to the demoted node, which confirms it but never delivers. After any gap the
 //! hub checks every waiter's ticket, and its Postgres poll covers whatever is still missed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_shared::signal;
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
@@ -43,8 +45,12 @@ pub(super) struct Feed {
     pub metrics: Metrics,
 }
 
-/// Subscribes through the cluster until `stop`; reconnects with backoff if the cluster cannot be
-/// reached at all.
+/// How long a moved slot's new owner is given to be known by every node before the hub asks
+/// for the slot map again.
+const MOVE_SETTLE: Duration = Duration::from_millis(300);
+
+/// Subscribes through the cluster until `stop`: connects (with backoff while the cluster cannot
+/// be reached), listens, and connects again whenever the decisions channel moves.
 pub(super) async fn cluster_loop(
     builder: ClusterClientBuilder,
     feed: Feed,
@@ -62,8 +68,47 @@ pub(super) async fn cluster_loop(
             return;
         }
     };
+    let mut first = true;
+    loop {
+        let Some(conn) = connect(&client, &feed, &stop).await else {
+            return;
+        };
+        if !first {
+            feed.metrics.pubsub_reconnects.inc();
+        }
+        first = false;
+        // Anything decided before we listened is found by one check of all.
+        let _ = feed.inner.kick.send(Kick::All);
+        loop {
+            let push = tokio::select! {
+                p = rx.recv() => p,
+                () = stop.cancelled() => return,
+            };
+            let Some(push) = push else { return };
+            if !handle(&feed, push) {
+                break;
+            }
+        }
+        // One connection per node at a time: the old one goes before the new one comes.
+        drop(conn);
+        tracing::warn!("decision channel moved; subscribing where it lives now");
+        tokio::select! {
+            () = tokio::time::sleep(MOVE_SETTLE) => {}
+            () = stop.cancelled() => return,
+        }
+        // Pushes of the old connection are stale; the check of all covers their signals.
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+/// A cluster connection subscribed to both channels; `None` once `stop` is cancelled.
+async fn connect(
+    client: &ClusterClient,
+    feed: &Feed,
+    stop: &CancellationToken,
+) -> Option<ClusterConnection> {
     let mut backoff = Duration::from_millis(50);
-    let mut conn = loop {
+    loop {
         let attempt = async {
             let mut conn = client.get_async_connection().await?;
             conn.subscribe(feed.lock_wakeups.channel()).await?;
@@ -72,35 +117,21 @@ pub(super) async fn cluster_loop(
         };
         tokio::select! {
             r = attempt => match r {
-                Ok(conn) => break conn,
+                Ok(conn) => return Some(conn),
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to decisions; retrying"),
             },
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return None,
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return None,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
-    };
-    // Anything decided before we listened is found by one check of all.
-    let _ = feed.inner.kick.send(Kick::All);
-    loop {
-        let push = tokio::select! {
-            p = rx.recv() => p,
-            () = stop.cancelled() => return,
-        };
-        let Some(push) = push else { return };
-        handle(&feed, &mut conn, push, &stop).await;
     }
 }
 
-async fn handle(
-    feed: &Feed,
-    conn: &mut ClusterConnection,
-    push: PushInfo,
-    stop: &CancellationToken,
-) {
+/// Acts on one push; `false` when the server dropped the decisions channel (its slot moved).
+fn handle(feed: &Feed, push: PushInfo) -> bool {
     let channel = push.data.first().and_then(bytes);
     match push.kind {
         PushKind::SMessage => {
@@ -115,12 +146,7 @@ async fn handle(
                 feed.lock_wakeups.wake(payload);
             }
         }
-        // The server dropped the shard channel (its slot moved): subscribe where it lives now.
-        PushKind::SUnsubscribe if channel == Some(feed.decisions.as_bytes()) => {
-            tracing::warn!("decision channel moved; subscribing again");
-            feed.metrics.pubsub_reconnects.inc();
-            resubscribe(feed, conn, stop).await;
-        }
+        PushKind::SUnsubscribe if channel == Some(feed.decisions.as_bytes()) => return false,
         PushKind::Disconnection => {
             // The crate reconnects and re-subscribes; what was sent meanwhile is in Postgres.
             feed.metrics.pubsub_reconnects.inc();
@@ -128,24 +154,7 @@ async fn handle(
         }
         _ => {}
     }
-}
-
-/// Subscribes to the decisions channel again, retrying while the cluster settles (pushes wait
-/// in the channel meanwhile; the Postgres poll keeps deciding held calls).
-async fn resubscribe(feed: &Feed, conn: &mut ClusterConnection, stop: &CancellationToken) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match conn.ssubscribe(&feed.decisions).await {
-            Ok(()) => break,
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to decisions again; retrying"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = stop.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
-    let _ = feed.inner.kick.send(Kick::All);
+    true
 }
 
 fn bytes(v: &Value) -> Option<&[u8]> {
