@@ -190,12 +190,6 @@ async fn cluster_failing_over_the_decisions_primary_loses_no_held_call() {
     let channel = app.redis.keys.sharded_decisions_channel();
     let primary = cluster.primary_of(&channel).await;
     let replica = cluster.replica_of(primary).await;
-    eprintln!(
-        "DEBUG failover {:?} -> {:?} at {:?}",
-        cluster.urls()[primary],
-        cluster.urls()[replica],
-        std::time::SystemTime::now()
-    );
     cluster.failover(replica).await;
     assert_eq!(cluster.primary_of(&channel).await, replica);
 
