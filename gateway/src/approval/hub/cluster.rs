@@ -5,8 +5,9 @@
 //! The redis crate re-subscribes after a reconnect. When the server drops the shard channel (its
 //! slot moved, e.g. a failover), the hub connects again with a fresh view of the cluster and
 //! subscribes where the slot lives now: a re-subscription on the old connection would go, by its
-//! stale slot map, to the demoted node, which confirms it but never delivers. After any gap the
-//! hub checks every waiter's ticket, and its Postgres poll covers whatever is still missed.
+//! stale slot map, to the demoted node, which (on Redis 7.0 here) confirmed it and delivered
+//! nothing. After any gap the hub checks every waiter's ticket, and its Postgres poll covers
+//! whatever is still missed.
 
 use std::sync::Arc;
 use std::time::Duration;
