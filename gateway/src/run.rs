@@ -352,7 +352,7 @@ async fn connect_stores(
     let subscribe_to = match mode {
         RedisMode::Single => SubscribeTo::Single(redis::Client::open(url)?),
         RedisMode::Cluster { .. } => {
-            SubscribeTo::Cluster(cluster_builder(url, mode, ConnOpts::default())?)
+            SubscribeTo::Cluster(Box::new(cluster_builder(url, mode, ConnOpts::default())?))
         }
     };
     let redis = RedisConn::connect(url, mode, ConnOpts::default()).await?;

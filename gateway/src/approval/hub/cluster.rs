@@ -28,7 +28,7 @@ pub enum SubscribeTo {
     /// One node: classic `SUBSCRIBE` on a dedicated pub/sub connection.
     Single(redis::Client),
     /// Redis Cluster: a cluster connection (one connection per node) of its own.
-    Cluster(ClusterClientBuilder),
+    Cluster(Box<ClusterClientBuilder>),
 }
 
 impl From<redis::Client> for SubscribeTo {
@@ -53,7 +53,7 @@ const MOVE_SETTLE: Duration = Duration::from_millis(300);
 /// Subscribes through the cluster until `stop`: connects (with backoff while the cluster cannot
 /// be reached), listens, and connects again whenever the decisions channel moves.
 pub(super) async fn cluster_loop(
-    builder: ClusterClientBuilder,
+    builder: Box<ClusterClientBuilder>,
     feed: Feed,
     stop: CancellationToken,
 ) {
