@@ -49,6 +49,18 @@ pub(super) struct Feed {
 /// How long a moved slot's new owner is given to be known by every node before the hub asks
 /// for the slot map again.
 const MOVE_SETTLE: Duration = Duration::from_millis(300);
+/// How long a fresh subscription's own probe may take to come back before the hub concludes it
+/// landed on a node that does not deliver, and subscribes again.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// What one push meant for the subscription.
+enum Seen {
+    Fine,
+    /// The server dropped the decisions channel (its slot moved).
+    Moved,
+    /// Our own probe came back: the subscription delivers.
+    Probe,
+}
 
 /// Subscribes through the cluster until `stop`: connects (with backoff while the cluster cannot
 /// be reached), listens, and connects again whenever the decisions channel moves.
@@ -71,9 +83,15 @@ pub(super) async fn cluster_loop(
     };
     let mut first = true;
     loop {
-        let Some(conn) = connect(&client, &feed, &stop).await else {
+        let Some(mut conn) = connect(&client, &feed, &stop).await else {
             return;
         };
+        // A probe on the channel proves the subscription sits where publishes arrive; the
+        // payload is no signal, so other pods ignore it.
+        let probe = format!("probe {}", uuid::Uuid::new_v4().simple());
+        let _ =
+            redis::AsyncCommands::spublish::<_, _, usize>(&mut conn, &feed.decisions, &probe).await;
+        let mut waiting = Some(tokio::time::Instant::now() + PROBE_WAIT);
         if !first {
             feed.metrics.pubsub_reconnects.inc();
         }
@@ -81,18 +99,25 @@ pub(super) async fn cluster_loop(
         // Anything decided before we listened is found by one check of all.
         let _ = feed.inner.kick.send(Kick::All);
         loop {
+            let until = waiting.unwrap_or_else(tokio::time::Instant::now);
             let push = tokio::select! {
                 p = rx.recv() => p,
+                () = tokio::time::sleep_until(until), if waiting.is_some() => {
+                    tracing::warn!("decision subscription does not deliver");
+                    break;
+                }
                 () = stop.cancelled() => return,
             };
             let Some(push) = push else { return };
-            if !handle(&feed, push) {
-                break;
+            match handle(&feed, push, &probe) {
+                Seen::Fine => {}
+                Seen::Probe => waiting = None,
+                Seen::Moved => break,
             }
         }
         // One connection per node at a time: the old one goes before the new one comes.
         drop(conn);
-        tracing::warn!("decision channel moved; subscribing where it lives now");
+        tracing::warn!("subscribing to decisions where the channel lives now");
         tokio::select! {
             () = tokio::time::sleep(MOVE_SETTLE) => {}
             () = stop.cancelled() => return,
@@ -131,10 +156,13 @@ async fn connect(
     }
 }
 
-/// Acts on one push; `false` when the server dropped the decisions channel (its slot moved).
-fn handle(feed: &Feed, push: PushInfo) -> bool {
+/// Acts on one push.
+fn handle(feed: &Feed, push: PushInfo, probe: &str) -> Seen {
     let channel = push.data.first().and_then(bytes);
     match push.kind {
+        PushKind::SMessage if push.data.get(1).and_then(bytes) == Some(probe.as_bytes()) => {
+            return Seen::Probe;
+        }
         PushKind::SMessage => {
             if let Some(sig) = push.data.get(1).and_then(bytes).and_then(signal::parse)
                 && feed.inner.is_registered(&sig.ticket_id)
@@ -147,7 +175,7 @@ fn handle(feed: &Feed, push: PushInfo) -> bool {
                 feed.lock_wakeups.wake(payload);
             }
         }
-        PushKind::SUnsubscribe if channel == Some(feed.decisions.as_bytes()) => return false,
+        PushKind::SUnsubscribe if channel == Some(feed.decisions.as_bytes()) => return Seen::Moved,
         PushKind::Disconnection => {
             // The crate reconnects and re-subscribes; what was sent meanwhile is in Postgres.
             feed.metrics.pubsub_reconnects.inc();
@@ -155,7 +183,7 @@ fn handle(feed: &Feed, push: PushInfo) -> bool {
         }
         _ => {}
     }
-    true
+    Seen::Fine
 }
 
 fn bytes(v: &Value) -> Option<&[u8]> {
