@@ -6,6 +6,7 @@ use std::time::Duration;
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
 use airlock_shared::db::Pooler;
 use airlock_shared::edge::Edge;
+use airlock_shared::redis_conn::RedisMode;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::bridge::UpstreamEra;
@@ -21,6 +22,8 @@ pub struct Config {
     pub database_pooler: Pooler,
     /// May hold a password: a secret, never shown by `Debug` or in logs.
     pub redis_url: SecretString,
+    /// Single node or Redis Cluster (`REDIS_CLUSTER`, `REDIS_CLUSTER_NODES`).
+    pub redis_mode: RedisMode,
     pub redis_key_prefix: String,
     pub upstream_mcp_url: String,
     pub policy_file: String,
@@ -133,15 +136,13 @@ impl Config {
         let listen_addr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
         let (database_url, database_pooler, migrate_on_start) = database(&mut env);
         let redis_url = env.required_secret("REDIS_URL");
+        let redis_mode = RedisMode::from_env(&mut env);
         let redis_key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let upstream = upstream_url(&mut env);
         let policy_file: Option<String> = env.required("POLICY_FILE");
         let agent_keys_file: Option<String> = env.required("AGENT_KEYS_FILE");
         let approval_timeout = env.duration("APPROVAL_TIMEOUT", Duration::from_secs(300));
-        let session_lock_ttl = env.duration("SESSION_LOCK_TTL", Duration::from_secs(60));
-        if session_lock_ttl < Duration::from_secs(1) {
-            env.problem("SESSION_LOCK_TTL: must be at least 1s (it is extended every third of it)");
-        }
+        let session_lock_ttl = session_lock_ttl(&mut env);
         let lock_acquire_timeout = env.duration("LOCK_ACQUIRE_TIMEOUT", Duration::from_secs(5));
         let max_body_bytes = env.or("MAX_BODY_BYTES", ByteSize(4 << 20)).0;
         let shutdown_grace = env.duration("SHUTDOWN_GRACE", Duration::from_secs(30));
@@ -180,6 +181,7 @@ impl Config {
                 database_url,
                 database_pooler,
                 redis_url,
+                redis_mode,
                 redis_key_prefix,
                 upstream_mcp_url,
                 policy_file,
@@ -226,6 +228,15 @@ fn database(env: &mut Env) -> (Option<SecretString>, Pooler, bool) {
         );
     }
     (url, pooler, migrate)
+}
+
+/// `SESSION_LOCK_TTL`, at least 1 s.
+fn session_lock_ttl(env: &mut Env) -> Duration {
+    let ttl = env.duration("SESSION_LOCK_TTL", Duration::from_secs(60));
+    if ttl < Duration::from_secs(1) {
+        env.problem("SESSION_LOCK_TTL: must be at least 1s (it is extended every third of it)");
+    }
+    ttl
 }
 
 /// `UPSTREAM_MCP_URL`, which must be an http(s) URL.

@@ -93,6 +93,7 @@ async fn run_cli(args: &[String]) -> Result<String, CliError> {
     let mut env = Env::from_process();
     let url: Option<String> = env.required("DATABASE_URL");
     let redis_url: Option<String> = env.optional("REDIS_URL");
+    let redis_mode = airlock_shared::RedisMode::from_env(&mut env);
     let prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
     let pooler = env.or("DATABASE_POOLER", airlock_shared::db::Pooler::None);
     env.finish()?;
@@ -115,7 +116,7 @@ async fn run_cli(args: &[String]) -> Result<String, CliError> {
         .await?
         .ok_or(CliError::NotFound(id))?;
     if let Some(redis_url) = redis_url {
-        announce(&redis_url, &Keys::new(prefix), g.ticket_id).await;
+        announce(&redis_url, &redis_mode, &Keys::new(prefix), g.ticket_id).await;
     }
     Ok(format!(
         "revoked grant {} (ticket {}, {} for {})\n",
@@ -125,11 +126,16 @@ async fn run_cli(args: &[String]) -> Result<String, CliError> {
 
 /// Asks the notifier to redraw the ticket's message; a failure only means Slack shows the
 /// grant until the next update, so it is reported and not fatal.
-async fn announce(redis_url: &str, keys: &Keys, ticket: TicketId) {
+async fn announce(
+    redis_url: &str,
+    mode: &airlock_shared::RedisMode,
+    keys: &Keys,
+    ticket: TicketId,
+) {
     let job = NotifyJob::TicketClosed { ticket_id: ticket };
     let sent = async {
-        let client = redis::Client::open(redis_url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let opts = airlock_shared::redis_conn::ConnOpts::default();
+        let mut conn = airlock_shared::RedisConn::connect(redis_url, mode, opts).await?;
         job::enqueue(&mut conn, keys, &job).await
     };
     if let Err(e) = sent.await {

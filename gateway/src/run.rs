@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_shared::Keys;
+use airlock_shared::redis_conn::{ConnOpts, RedisConn, RedisMode, cluster_builder};
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::routing::get;
-use redis::aio::ConnectionManager;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -16,6 +16,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::approval::hold::sweep_loop;
+use crate::approval::hub::SubscribeTo;
 use crate::approval::{HeldCalls, Holds, Hub};
 use crate::audit::AuditSink;
 use crate::auth;
@@ -46,8 +47,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 fn start_holds(
     config: &Config,
     pool: &airlock_shared::db::Db,
-    redis_client: redis::Client,
-    redis: &ConnectionManager,
+    redis_client: SubscribeTo,
+    redis: &RedisConn,
     keys: &Keys,
     metrics: &Metrics,
     background: &CancellationToken,
@@ -330,10 +331,12 @@ fn upstream_link(
     ))
 }
 
-/// Postgres (migrated when asked) and the Redis client with its multiplexed connection.
+/// Postgres (migrated when asked), where the hub subscribes, and the one Redis connection for
+/// commands. Per Redis node the gateway keeps two connections whatever its load: this one
+/// (multiplexed) and the hub's subscription.
 async fn connect_stores(
     config: &Config,
-) -> Result<(airlock_shared::db::Db, redis::Client, ConnectionManager), StartError> {
+) -> Result<(airlock_shared::db::Db, SubscribeTo, RedisConn), StartError> {
     let pool = airlock_shared::db::connect(
         config.database_url.expose_secret(),
         config.database_pooler,
@@ -345,9 +348,16 @@ async fn connect_stores(
     if config.migrate_on_start {
         airlock_shared::db::migrate(&pool).await?;
     }
-    let redis_client = redis::Client::open(config.redis_url.expose_secret())?;
-    let redis = ConnectionManager::new(redis_client.clone()).await?;
-    Ok((pool, redis_client, redis))
+    let url = config.redis_url.expose_secret();
+    let mode = &config.redis_mode;
+    let subscribe_to = match mode {
+        RedisMode::Single => SubscribeTo::Single(redis::Client::open(url)?),
+        RedisMode::Cluster { .. } => {
+            SubscribeTo::Cluster(Box::new(cluster_builder(url, mode, ConnOpts::default())?))
+        }
+    };
+    let redis = RedisConn::connect(url, mode, ConnOpts::default()).await?;
+    Ok((pool, subscribe_to, redis))
 }
 
 impl Gateway {

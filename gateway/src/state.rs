@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use airlock_shared::RedisConn;
 use airlock_shared::db::Db;
-use redis::aio::ConnectionManager;
 
 use crate::call::Pipeline;
 use crate::discovery::Discovery;
@@ -25,7 +25,7 @@ pub struct Inner {
     pub discovery: Discovery,
     pub metrics: Metrics,
     pub pool: Db,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub max_body_bytes: usize,
     /// The OAuth resource server, when `OAUTH_ISSUERS` is set.
     pub oauth: Option<Arc<OAuth>>,

@@ -7,6 +7,7 @@ mod api {
     mod arguments;
     mod batch;
     mod bridge;
+    mod cluster;
     mod connections;
     mod continuation;
     mod edges;

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use airlock_shared::RedisConn;
 use airlock_shared::{Keys, TicketId, lease};
 use redis::RedisError;
-use redis::aio::ConnectionManager;
 
 /// How long a posted ts is kept (for a successor to record, or to stop a duplicate post).
 const POSTED_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -29,7 +29,7 @@ pub enum Claim {
 #[derive(Clone)]
 pub struct PostClaims {
     keys: Keys,
-    conn: ConnectionManager,
+    conn: RedisConn,
     ttl: Duration,
 }
 
@@ -43,7 +43,7 @@ impl std::fmt::Debug for PostClaims {
 
 impl PostClaims {
     /// Claims that lapse after `ttl` (longer than one Slack call may take).
-    pub fn new(keys: Keys, conn: ConnectionManager, ttl: Duration) -> Self {
+    pub fn new(keys: Keys, conn: RedisConn, ttl: Duration) -> Self {
         Self { keys, conn, ttl }
     }
 

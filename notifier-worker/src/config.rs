@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use airlock_shared::config::{ConfigError, Env, LogFormat};
 use airlock_shared::db::Pooler;
+use airlock_shared::redis_conn::RedisMode;
 use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
 use url::Url;
@@ -17,6 +18,8 @@ pub const DEFAULT_SLACK_API: &str = "https://slack.com/api";
 pub struct Config {
     /// Redis (the job stream, pacing and post claims).
     pub redis_url: SecretString,
+    /// `REDIS_CLUSTER` / `REDIS_CLUSTER_NODES`: single node or Redis Cluster.
+    pub redis_mode: RedisMode,
     /// Postgres (the ticket rows).
     pub database_url: SecretString,
     /// `DATABASE_POOLER`: `transaction` when `DATABASE_URL` is a transaction-mode pooler.
@@ -164,6 +167,7 @@ impl Config {
     /// Reads the configuration, reporting every problem at once.
     pub fn from_env(mut env: Env) -> Result<Self, ConfigError> {
         let redis_url = env.required_secret("REDIS_URL");
+        let redis_mode = RedisMode::from_env(&mut env);
         let database_url = env.required_secret("DATABASE_URL");
         let database_pooler = env.or("DATABASE_POOLER", Pooler::None);
         let token = env.secret_source("SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN_ARN");
@@ -205,6 +209,7 @@ impl Config {
                 Some(slack_api_base_url),
             ) => Ok(Self {
                 redis_url,
+                redis_mode,
                 database_url,
                 database_pooler,
                 key_prefix,

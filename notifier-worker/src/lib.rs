@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use airlock_shared::Keys;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use airlock_shared::redis_conn::{ConnOpts, RedisConn};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -95,22 +95,7 @@ impl Notifier {
         )
         .await?;
         let t = &config.tuning;
-        let client =
-            redis::Client::open(config.redis_url.expose_secret()).map_err(RunError::Redis)?;
-        let conn_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_with_config(client.clone(), conn_cfg)
-            .await
-            .map_err(RunError::Redis)?;
-        let read_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(t.read_block + Duration::from_secs(5)))
-            .set_number_of_retries(3);
-        let read_conn = ConnectionManager::new_with_config(client, read_cfg)
-            .await
-            .map_err(RunError::Redis)?;
+        let (conn, read_conn) = connect_redis(config).await.map_err(RunError::Redis)?;
         let pool = database(config)?;
         let slack =
             web_api::SlackClient::new(config.slack_api_base_url.clone(), token, t.http_timeout)
@@ -210,12 +195,29 @@ impl Notifier {
     }
 }
 
+/// Two connections per Redis node: commands, and the blocking XREADGROUP on its own so that it
+/// never holds up the others.
+async fn connect_redis(config: &Config) -> Result<(RedisConn, RedisConn), redis::RedisError> {
+    let (url, mode) = (config.redis_url.expose_secret(), &config.redis_mode);
+    let opts = ConnOpts {
+        connection_timeout: Some(Duration::from_secs(2)),
+        response_timeout: Some(Duration::from_secs(2)),
+        retries: Some(3),
+    };
+    let conn = RedisConn::connect(url, mode, opts).await?;
+    let read_opts = ConnOpts {
+        response_timeout: Some(config.tuning.read_block + Duration::from_secs(5)),
+        ..opts
+    };
+    Ok((conn, RedisConn::connect(url, mode, read_opts).await?))
+}
+
 /// The reconciler, unless `RECONCILE_INTERVAL` turned it off.
 fn reconciler(
     config: &Config,
     pool: &airlock_shared::db::Db,
     keys: &Keys,
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     metrics: &metrics::Metrics,
 ) -> Option<reconcile::Reconciler> {
     let t = &config.tuning;

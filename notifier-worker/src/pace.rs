@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use airlock_shared::Keys;
-use redis::aio::ConnectionManager;
+use airlock_shared::RedisConn;
 use redis::{RedisError, Script};
 
 /// Reserves the next free slot of a channel (on Redis's clock, so replicas agree) and answers
@@ -25,7 +25,7 @@ pub struct Pacer {
     gap: Option<Duration>,
     keys: Keys,
     script: Script,
-    conn: ConnectionManager,
+    conn: RedisConn,
 }
 
 impl std::fmt::Debug for Pacer {
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Pacer {
 
 impl Pacer {
     /// Slots `gap` apart per channel; `None` turns pacing off.
-    pub fn new(gap: Option<Duration>, keys: Keys, conn: ConnectionManager) -> Self {
+    pub fn new(gap: Option<Duration>, keys: Keys, conn: RedisConn) -> Self {
         Self {
             gap,
             keys,

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use airlock_shared::RedisConn;
 use airlock_shared::db::Db;
 use airlock_shared::probes::Readiness;
 use axum::Router;
-use redis::aio::ConnectionManager;
 
 use crate::metrics::Metrics;
 
@@ -20,7 +20,7 @@ pub struct ProbeState {
     /// Postgres.
     pub pool: Db,
     /// Redis.
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     /// Metrics to expose.
     pub metrics: Metrics,
     /// False once the worker stops taking jobs.

@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
+use airlock_shared::RedisConn;
 use airlock_shared::db::Db;
 use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, Reconcile};
 use airlock_shared::{Keys, NotifyJob, TicketId, job, lease};
 use redis::RedisError;
-use redis::aio::ConnectionManager;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -46,7 +46,7 @@ pub enum Pass {
 pub struct Reconciler {
     pool: Db,
     keys: Keys,
-    redis: ConnectionManager,
+    redis: RedisConn,
     metrics: Metrics,
     every: Duration,
     bounds: Reconcile,
@@ -67,7 +67,7 @@ impl std::fmt::Debug for Reconciler {
 pub struct ReconcilerParts {
     pub pool: Db,
     pub keys: Keys,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub metrics: Metrics,
     /// Pass interval, which is also the lease's time to live.
     pub every: Duration,

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use airlock_shared::RedisConn;
 use airlock_shared::keys::{JOB_FIELD, NOTIFIER_GROUP};
 use airlock_shared::{Keys, NotifyJob};
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
 
 /// Failed attempts so far, on a job we put back on the stream (absent means none).
@@ -44,10 +44,10 @@ pub struct JobStream {
     keys: Keys,
     consumer: String,
     /// For commands that answer at once.
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// For the blocking read only: Redis answers one connection's commands in order, so a
     /// blocked `XREADGROUP` would hold up every command behind it.
-    read_conn: ConnectionManager,
+    read_conn: RedisConn,
 }
 
 impl std::fmt::Debug for JobStream {
@@ -61,12 +61,7 @@ impl std::fmt::Debug for JobStream {
 
 impl JobStream {
     /// A handle for `consumer`; `read_conn` must allow responses longer than the read block.
-    pub fn new(
-        keys: Keys,
-        consumer: String,
-        conn: ConnectionManager,
-        read_conn: ConnectionManager,
-    ) -> Self {
+    pub fn new(keys: Keys, consumer: String, conn: RedisConn, read_conn: RedisConn) -> Self {
         Self {
             keys,
             consumer,

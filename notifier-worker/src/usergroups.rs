@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use airlock_shared::RedisConn;
 use airlock_shared::db::Db;
 use airlock_shared::telemetry::chain;
 use airlock_shared::{Keys, lease, usergroup};
-use redis::aio::ConnectionManager;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -172,7 +172,7 @@ pub struct Refresher {
     /// The memberships.
     pub groups: UserGroups,
     /// Where the lease lives.
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     /// Redis names.
     pub keys: Keys,
     /// This replica's lease token.

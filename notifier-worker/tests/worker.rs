@@ -6,6 +6,8 @@ mod support;
 
 #[path = "worker/binary.rs"]
 mod binary;
+#[path = "worker/cluster.rs"]
+mod cluster;
 #[path = "worker/delivery.rs"]
 mod delivery;
 #[path = "worker/faults.rs"]

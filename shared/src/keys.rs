@@ -36,6 +36,12 @@ impl Keys {
         format!("{}:decisions", self.prefix)
     }
 
+    /// The sharded channel (`SPUBLISH`/`SSUBSCRIBE`) of decisions in Redis Cluster: it shares the
+    /// notify stream's hash tag, so one node carries it and a signal with its job is one slot.
+    pub fn sharded_decisions_channel(&self) -> String {
+        format!("{{{}}}:decisions", self.prefix)
+    }
+
     /// The stream of jobs for the notifier.
     pub fn notify_stream(&self) -> String {
         format!("{{{}}}:notify", self.prefix)
@@ -113,6 +119,7 @@ mod tests {
         let k = Keys::new("airlock");
         assert_eq!(k.notify_stream(), "{airlock}:notify");
         assert_eq!(k.dead_letter_stream(), "{airlock}:notify:dead");
+        assert_eq!(k.sharded_decisions_channel(), "{airlock}:decisions");
         let s1 = SessionId("s1".into());
         assert_eq!(k.session_lock(&s1), "airlock:session:{s1}:lock");
         assert_eq!(k.budget(&s1), "airlock:session:{s1}:budget");

@@ -7,13 +7,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use airlock_shared::Keys;
+use airlock_shared::RedisConn;
 use airlock_shared::batch::Batcher;
 use airlock_shared::db::Db;
 use airlock_shared::job::{self, NotifyJob, Refusal};
 use airlock_shared::signal::{self, DecisionSignal};
 use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, ClickDecision, Decided, Ticket, TicketStatus};
-use redis::aio::ConnectionManager;
 
 use crate::interaction::Click;
 use crate::metrics::Metrics;
@@ -73,7 +73,7 @@ pub struct Approvals {
     /// The ticket store (the source of truth).
     pub pool: Db,
     /// Where signals and jobs go, reconnecting by itself.
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     /// Redis names.
     pub keys: Keys,
     /// Global approvers, used when a ticket names none (empty: anyone may decide).

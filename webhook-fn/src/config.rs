@@ -7,6 +7,7 @@ use airlock_shared::Keys;
 use airlock_shared::config::{ConfigError, Env, LogFormat};
 use airlock_shared::db::Pooler;
 use airlock_shared::edge::Edge;
+use airlock_shared::redis_conn::RedisMode;
 use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
 
@@ -20,6 +21,8 @@ pub struct Config {
     pub database_pooler: Pooler,
     /// `REDIS_URL` (may hold a password).
     pub redis_url: SecretString,
+    /// `REDIS_CLUSTER` / `REDIS_CLUSTER_NODES`: single node or Redis Cluster.
+    pub redis_mode: RedisMode,
     /// `SLACK_SIGNING_SECRET` or `SLACK_SIGNING_SECRET_ARN` (exactly one).
     pub signing_secret: SecretSource,
     /// Redis names, under `REDIS_KEY_PREFIX` (default `airlock`).
@@ -61,6 +64,7 @@ impl Config {
         let database_url = env.required_secret("DATABASE_URL");
         let database_pooler = env.or("DATABASE_POOLER", Pooler::None);
         let redis_url = env.required_secret("REDIS_URL");
+        let redis_mode = RedisMode::from_env(&mut env);
         let signing_secret = env.secret_source("SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET_ARN");
         let prefix = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let approvers = env
@@ -106,6 +110,7 @@ impl Config {
                 database_url,
                 database_pooler,
                 redis_url,
+                redis_mode,
                 signing_secret,
                 keys: Keys::new(prefix),
                 approvers,

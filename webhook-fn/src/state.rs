@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_shared::db;
+use airlock_shared::redis_conn::{ConnOpts, RedisConn};
 use airlock_shared::secret::{self, SecretError};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 
 use crate::approval::{self, Approvals};
@@ -82,14 +82,15 @@ pub async fn build(config: &Config) -> Result<AppState, StartError> {
     if !config.lambda {
         db::warm(&pool, min_connections);
     }
-    let client =
-        redis::Client::open(config.redis_url.expose_secret()).map_err(StartError::Redis)?;
-    let redis = ConnectionManager::new_lazy_with_config(
-        client,
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.redis_timeout))
-            .set_response_timeout(Some(config.redis_timeout))
-            .set_number_of_retries(1),
+    // One connection per Redis node (in cluster mode), made on first use.
+    let redis = RedisConn::lazy(
+        config.redis_url.expose_secret(),
+        &config.redis_mode,
+        ConnOpts {
+            connection_timeout: Some(config.redis_timeout),
+            response_timeout: Some(config.redis_timeout),
+            retries: Some(1),
+        },
     )
     .map_err(StartError::Redis)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;

@@ -4,6 +4,8 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
+#[path = "api/cluster.rs"]
+mod cluster;
 #[path = "api/decisions.rs"]
 mod decisions;
 #[path = "api/edges.rs"]

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use airlock_shared::db::Db;
+use airlock_shared::RedisConn;
 use airlock_shared::job::{self, NotifyJob};
 use airlock_shared::ticket::{self, NewTicket, Opened, Settled, Ticket};
 use airlock_shared::{Keys, SessionId, TicketId, TicketStatus, signal};
-use redis::aio::ConnectionManager;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct Holds {
     pub pool: Db,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub keys: Keys,
     pub hub: Hub,
     pub metrics: Metrics,
@@ -363,7 +363,7 @@ impl HeldCalls {
 }
 
 /// Expires tickets whose waiter vanished (a crashed pod), so their messages are updated.
-pub async fn sweep_loop(pool: Db, redis: ConnectionManager, keys: Keys, stop: CancellationToken) {
+pub async fn sweep_loop(pool: Db, redis: RedisConn, keys: Keys, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {

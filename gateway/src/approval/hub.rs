@@ -5,6 +5,8 @@
 //! state of every dirty ticket. So a decision committed before the wait began is found by the
 //! first check, and a lost signal is found by the next tick.
 
+mod cluster;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lock::LockWakeups;
 use crate::metrics::Metrics;
+
+pub use cluster::SubscribeTo;
 
 const QUERY_CHUNK: usize = 5_000;
 
@@ -110,7 +114,7 @@ impl Hub {
     /// subscription also carries session-lock releases, for `lock_wakeups`.
     pub fn start(
         pool: Db,
-        redis: redis::Client,
+        redis: impl Into<SubscribeTo>,
         keys: &Keys,
         poll_interval: Duration,
         metrics: Metrics,
@@ -145,14 +149,25 @@ impl Hub {
             metrics.clone(),
             stop.clone(),
         ));
-        tokio::spawn(subscribe_loop(
-            inner.clone(),
-            redis,
-            keys.decisions_channel(),
-            lock_wakeups,
-            metrics,
-            stop,
-        ));
+        match redis.into() {
+            SubscribeTo::Single(client) => tokio::spawn(subscribe_loop(
+                inner.clone(),
+                client,
+                keys.decisions_channel(),
+                lock_wakeups,
+                metrics,
+                stop,
+            )),
+            SubscribeTo::Cluster(builder) => {
+                let feed = cluster::Feed {
+                    inner: inner.clone(),
+                    decisions: keys.sharded_decisions_channel(),
+                    lock_wakeups,
+                    metrics,
+                };
+                tokio::spawn(cluster::cluster_loop(builder, feed, stop))
+            }
+        };
         Self { inner }
     }
 

@@ -11,8 +11,8 @@ mod wake;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_shared::RedisConn;
 use airlock_shared::{Keys, SessionId};
-use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -79,7 +79,7 @@ pub enum LockError {
 /// Session locks and budgets.
 #[derive(Clone)]
 pub struct Locks {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     ttl: Duration,
     acquire_timeout: Duration,
@@ -107,7 +107,7 @@ struct Claim {
 
 /// A held session lock. Extended in the background while held; released on drop.
 pub struct SessionLock {
-    conn: ConnectionManager,
+    conn: RedisConn,
     claim: Claim,
     scripts: Arc<Scripts>,
     wakeups: LockWakeups,
@@ -117,7 +117,7 @@ pub struct SessionLock {
 impl Locks {
     /// Locks on `conn` under `keys`; waiters are woken through `wakeups`.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConn,
         keys: Keys,
         ttl: Duration,
         acquire_timeout: Duration,
@@ -349,7 +349,7 @@ impl Drop for QueuePlace<'_> {
     }
 }
 
-async fn leave(mut conn: ConnectionManager, scripts: Arc<Scripts>, wakeups: LockWakeups, c: Claim) {
+async fn leave(mut conn: RedisConn, scripts: Arc<Scripts>, wakeups: LockWakeups, c: Claim) {
     let res: Result<String, _> = scripts
         .leave
         .key(&c.lock)

@@ -164,6 +164,7 @@ pub fn config_for(
         database_url: db.url.clone().into(),
         database_pooler: airlock_shared::db::Pooler::None,
         redis_url: redis.url.clone().into(),
+        redis_mode: airlock_shared::RedisMode::Single,
         redis_key_prefix: redis.keys.prefix().to_owned(),
         upstream_mcp_url: upstream.url(),
         policy_file: policy,
@@ -211,6 +212,32 @@ pub async fn spawn_on(db: TestDb, opts: Opts, adjust: impl FnOnce(&mut Config)) 
     let (dir, policy, keys) = write_files(&opts);
     let mut config = config_for(&db, &redis, &upstream, &opts, policy, keys);
     adjust(&mut config);
+    let (addr, shutdown, server) = start_gateway(&config).await;
+    TestApp {
+        addr,
+        db,
+        redis,
+        upstream,
+        shutdown,
+        _server: server,
+        http: reqwest::Client::new(),
+        opts,
+        dir,
+    }
+}
+
+/// Starts a gateway whose Redis is `cluster` (cluster mode); `redis` only names its prefix.
+pub async fn spawn_on_cluster(
+    opts: Opts,
+    cluster: &airlock_test_support::cluster::RedisCluster,
+) -> TestApp {
+    let db = fresh_db().await;
+    let redis = fresh_redis().await;
+    let upstream = FakeUpstream::spawn_serving(opts.mode, opts.upstream_serving).await;
+    let (dir, policy, keys) = write_files(&opts);
+    let mut config = config_for(&db, &redis, &upstream, &opts, policy, keys);
+    config.redis_url = cluster.urls()[0].clone().into();
+    config.redis_mode = cluster.mode();
     let (addr, shutdown, server) = start_gateway(&config).await;
     TestApp {
         addr,

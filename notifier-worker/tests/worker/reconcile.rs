@@ -237,7 +237,7 @@ fn reconciler(app: &TestApp, redis: redis::aio::ConnectionManager, name: &str) -
     Reconciler::new(ReconcilerParts {
         pool: app.db.pool.clone(),
         keys: app.redis.keys.clone(),
-        redis,
+        redis: airlock_shared::RedisConn::Single(redis),
         metrics: Metrics::new().unwrap(),
         every: Duration::from_secs(30),
         bounds: Reconcile {

@@ -1,8 +1,8 @@
 //! A real Redis Cluster of six nodes (three primaries, three replicas) on loopback ports, made by
 //! `redis-server --cluster-enabled yes` and `redis-cli --cluster create --cluster-replicas 1`.
 //!
-//! Groundwork for running the services against cluster mode: the services still use a
-//! single-node client, so tests use this to check what Redis itself says (slots, state).
+//! The services run against it in cluster mode (`RedisMode::Cluster`); tests also use it to check
+//! what Redis itself says (slots, state) and to fail a primary over to its replica.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -139,6 +139,193 @@ impl RedisCluster {
             .query_async(&mut conn)
             .await
             .expect("CLUSTER INFO")
+    }
+
+    /// The services' cluster mode for this cluster (every node a seed).
+    pub fn mode(&self) -> airlock_shared::RedisMode {
+        airlock_shared::RedisMode::Cluster {
+            nodes: self
+                .ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+        }
+    }
+
+    /// A cluster connection for the test's own commands.
+    pub async fn conn(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .expect("a cluster client")
+            .get_async_connection()
+            .await
+            .expect("a cluster connection")
+    }
+
+    /// A RESP3 cluster connection whose pub/sub messages arrive on the returned receiver.
+    pub async fn subscriber(
+        &self,
+    ) -> (
+        redis::cluster_async::ClusterConnection,
+        tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = redis::cluster::ClusterClientBuilder::new(self.urls())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .build()
+            .expect("a cluster client")
+            .get_async_connection()
+            .await
+            .expect("a cluster connection");
+        (conn, rx)
+    }
+
+    /// `CLUSTER NODES` as node `i` sees it: (port, is primary, primary's id or "-", own id, slots).
+    async fn nodes(&self, i: usize) -> Vec<(u16, bool, String, String, String)> {
+        let mut conn = self
+            .node(i)
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a node");
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER NODES");
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let port = f.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                let primary = f.get(2)?.contains("master");
+                let slots = f.get(8..).map(|s| s.join(" ")).unwrap_or_default();
+                Some((
+                    port,
+                    primary,
+                    f.get(3)?.to_string(),
+                    f.first()?.to_string(),
+                    slots,
+                ))
+            })
+            .collect()
+    }
+
+    /// The index of the primary that serves `key` now.
+    pub async fn primary_of(&self, key: &str) -> usize {
+        let slot = self.slot(key).await;
+        for (port, primary, _, _, slots) in self.nodes(0).await {
+            let owns = slots.split(' ').any(|r| {
+                let mut b = r.split('-').filter_map(|x| x.parse::<u16>().ok());
+                match (b.next(), b.next()) {
+                    (Some(lo), Some(hi)) => (lo..=hi).contains(&slot),
+                    (Some(one), None) => one == slot,
+                    _ => false,
+                }
+            });
+            if primary && owns {
+                return self.index(port);
+            }
+        }
+        panic!("no primary serves slot {slot}");
+    }
+
+    /// The index of a replica of primary `i`.
+    pub async fn replica_of(&self, i: usize) -> usize {
+        let nodes = self.nodes(i).await;
+        let id = nodes
+            .iter()
+            .find(|n| n.0 == self.ports[i])
+            .map(|n| n.3.clone())
+            .expect("the node itself");
+        let port = nodes
+            .iter()
+            .find(|n| n.2 == id)
+            .map(|n| n.0)
+            .expect("a replica");
+        self.index(port)
+    }
+
+    /// `CLUSTER FAILOVER` on replica `i`; returns once node `i` is a primary and the cluster is ok.
+    pub async fn failover(&self, i: usize) {
+        let mut conn = self
+            .node(i)
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the replica");
+        let _: String = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER FAILOVER");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let role: Vec<redis::Value> = redis::cmd("ROLE")
+                .query_async(&mut conn)
+                .await
+                .expect("ROLE");
+            if matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "failover did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Every node's view (node 0's is the one `primary_of` reads) must show the new primary.
+        for j in 0..NODES {
+            loop {
+                let view = self.nodes(j).await;
+                if view.iter().any(|n| n.0 == self.ports[i] && n.1) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {j} missed the failover"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        for p in self.ports.clone() {
+            self.wait_state_ok(p).await;
+        }
+    }
+
+    /// Every entry of `stream`, oldest first, as field maps (read through the cluster).
+    pub async fn entries(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let mut conn = self.conn().await;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .expect("XRANGE");
+        reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                e.map
+                    .into_iter()
+                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).expect("a string")))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The jobs on `keys`' notification stream, oldest first.
+    pub async fn notify_jobs(&self, keys: &airlock_shared::Keys) -> Vec<airlock_shared::NotifyJob> {
+        self.entries(&keys.notify_stream())
+            .await
+            .into_iter()
+            .map(|e| serde_json::from_str(&e[airlock_shared::keys::JOB_FIELD]).expect("job json"))
+            .collect()
+    }
+
+    fn index(&self, port: u16) -> usize {
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("our node")
     }
 
     async fn wait_ping(&self, port: u16) {
