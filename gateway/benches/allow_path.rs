@@ -2,6 +2,8 @@
 //! and against the same upstream called directly, in one run: calls in sessions (`initialize`
 //! 2025-11-25, as the other benches) beside
 //! 2026-07-28 (stateless: no session, the version and method in headers and `_meta`).
+//! Beside them, a bare nginx reverse proxy over the same upstream: the mutating path (lock and
+//! budget) on one connection, and the read-only path saturated by 8 connections.
 //! `BENCH_SECS` shortens the measured runs (default 10 s open loop, 5 s closed loop) and
 //! `BENCH_RATE` changes the open-loop rate (default 1,000 req/s), e.g. for a debug build.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,13 +13,16 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_test_support::upstream::Mode;
+use airlock_test_support::nginx::Nginx;
+use airlock_test_support::upstream::{FakeUpstream, Mode};
 use common::*;
 use serde_json::{Value, json};
 
 const POLICY: &str = r#"
 version: 1
 default: deny
+budget:
+  max_tool_calls_per_session: 1000000000
 rules:
   - { name: reads, tools: ["list_*"], action: allow, read_only: true }
   - { name: refunds, tools: ["create_refund"], action: allow }
@@ -94,26 +99,32 @@ async fn open_loop(client: &reqwest::Client, t: &Target, rate: u64, secs: u64) -
     (summarize(lat), rate)
 }
 
-async fn closed_loop(client: &reqwest::Client, t: &Target, workers: usize, secs: u64) -> f64 {
+/// `workers` callers back to back for `secs`: requests/s, and each call's latency.
+async fn closed_loop(
+    client: &reqwest::Client,
+    t: &Target,
+    workers: usize,
+    secs: u64,
+) -> (f64, Summary) {
     let end = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..workers {
         let (c, t) = (client.clone(), t.clone());
         handles.push(tokio::spawn(async move {
-            let mut n = 0u64;
+            let mut lat = Vec::new();
             while Instant::now() < end {
-                one(&c, &t, w as u64 + n * workers as u64).await;
-                n += 1;
+                lat.push(one(&c, &t, (w + lat.len() * workers) as u64).await);
             }
-            n
+            lat
         }));
     }
-    let mut total = 0;
+    let mut all = Vec::new();
     for h in handles {
-        total += h.await.unwrap();
+        all.extend(h.await.unwrap());
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    (rps, summarize(all))
 }
 
 fn main() {
@@ -251,9 +262,16 @@ fn main() {
             ("2026-07-28", &modern_direct),
             ("2026-07-28", &modern_read_only),
         ] {
-            let rps = closed_loop(&client, t, 32, secs.min(5)).await;
+            let (rps, _) = closed_loop(&client, t, 32, secs.min(5)).await;
             println!("  {era} {:<26} {:>8.0} req/s", t.name, rps);
         }
+        let hop = Nginx::start(
+            &std::env::temp_dir().join(format!("airlock-bench-{}", std::process::id())),
+            &[upstream_port(upstream)],
+            64,
+        )
+        .await;
+        beside_nginx(&client, &hop, &direct, &one_session, &read_only, secs).await;
         drop(stack);
     });
 }
@@ -318,4 +336,57 @@ async fn era_run(
         results.push(s);
     }
     results
+}
+
+fn upstream_port(u: &FakeUpstream) -> u16 {
+    let url = reqwest::Url::parse(&u.url()).unwrap();
+    url.port().unwrap()
+}
+
+/// The gateway beside a bare nginx hop over the same upstream, in one run: the mutating path
+/// on one connection, and the read-only path saturated by 8 connections.
+async fn beside_nginx(
+    client: &reqwest::Client,
+    hop: &Nginx,
+    direct: &Target,
+    one_session: &Target,
+    read_only: &Target,
+    secs: u64,
+) {
+    let secs = secs.min(5);
+    let via = |t: &Target, tool: &'static str| Target {
+        name: "nginx hop",
+        url: hop.mcp_url(),
+        tool,
+        ..t.clone()
+    };
+    let (hop_write, hop_read) = (via(direct, "create_refund"), via(direct, "list_charges"));
+    // One connection: a fresh client whose pool holds one.
+    let single = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    closed_loop(&single, &hop_write, 1, 1).await; // warm-up
+    println!("beside a bare nginx hop over the same upstream ({secs} s each, audit rows written):");
+    let (n_rps, n) = closed_loop(&single, &hop_write, 1, secs).await;
+    let (g_rps, g) = closed_loop(&single, one_session, 1, secs).await;
+    println!(
+        "  mutating, one connection:  nginx {n_rps:>7.0} req/s (p50 {} p99 {}), gateway lock+budget {g_rps:>7.0} req/s (p50 {} p99 {}): {:.0}% (target >= 70%)",
+        ms(n.p50),
+        ms(n.p99),
+        ms(g.p50),
+        ms(g.p99),
+        100.0 * g_rps / n_rps
+    );
+    let (n_rps, n) = closed_loop(client, &hop_read, 8, secs).await;
+    let (g_rps, g) = closed_loop(client, read_only, 8, secs).await;
+    println!(
+        "  read-only, 8 connections:  nginx {n_rps:>7.0} req/s (p50 {} p99 {}), gateway {g_rps:>7.0} req/s (p50 {} p99 {}): {:.0}% (target >= 70%), p99 added {} (target <= 2 ms)",
+        ms(n.p50),
+        ms(n.p99),
+        ms(g.p50),
+        ms(g.p99),
+        100.0 * g_rps / n_rps,
+        ms(g.p99.saturating_sub(n.p99))
+    );
 }

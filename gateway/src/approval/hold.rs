@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use airlock_shared::db::Db;
 use airlock_shared::RedisConn;
+use airlock_shared::db::Db;
 use airlock_shared::job::{self, NotifyJob};
 use airlock_shared::ticket::{self, NewTicket, Opened, Settled, Ticket};
 use airlock_shared::{Keys, SessionId, TicketId, TicketStatus, signal};

@@ -183,7 +183,7 @@ async fn three_replicas_behind_a_balancer_end_every_call_once_when_one_dies() {
     // caller reconnects is not carried over to the retry, which would ask again: a known gap,
     // see README "Replicas".)
     fn deny_first(i: usize) -> bool {
-        i % 4 == 0
+        i.is_multiple_of(4)
     }
     let denied: std::collections::HashSet<usize> = order[..n / 3]
         .iter()
