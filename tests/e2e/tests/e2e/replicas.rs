@@ -110,6 +110,8 @@ async fn three_replicas_behind_a_balancer_end_every_call_once_when_one_dies() {
         policy: POLICY.into(),
         approval_timeout: "600s",
         notifier_env: vec![("SLACK_CHANNEL_PACE", "off".into())],
+        // A thousand calls load all of the machine: other tests' crashes would land elsewhere.
+        alone: true,
         ..Options::default()
     })
     .await;

@@ -245,6 +245,8 @@ pub struct Options {
     pub approval_timeout: &'static str,
     pub approver_user_ids: Option<&'static str>,
     pub start_notifier: bool,
+    /// Run with no other e2e stack at the same time (a load test).
+    pub alone: bool,
     /// Extra environment for the notifier.
     pub notifier_env: Vec<(&'static str, String)>,
 }
@@ -256,6 +258,7 @@ impl Default for Options {
             approval_timeout: "60s",
             approver_user_ids: None,
             start_notifier: true,
+            alone: false,
             notifier_env: Vec::new(),
         }
     }
@@ -272,6 +275,21 @@ pub struct Stack {
     pub upstream: Proc,
     dir: PathBuf,
     pub http: reqwest::Client,
+    /// Last, so it is let go after every process is gone.
+    _machine: MachineShare,
+}
+
+/// The machine, shared by the e2e stacks of this test process; a load test takes it alone, so
+/// that its load does not stretch the timing other tests' crashes are placed in.
+fn machine() -> &'static tokio::sync::RwLock<()> {
+    static MACHINE: OnceLock<tokio::sync::RwLock<()>> = OnceLock::new();
+    MACHINE.get_or_init(|| tokio::sync::RwLock::new(()))
+}
+
+/// A stack's share of the machine.
+enum MachineShare {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
 }
 
 impl Stack {
@@ -282,6 +300,11 @@ impl Stack {
 
     /// Starts everything; waits until each service is healthy.
     pub async fn start_with(opts: Options) -> Self {
+        let machine = if opts.alone {
+            MachineShare::Alone(machine().write().await)
+        } else {
+            MachineShare::Shared(machine().read().await)
+        };
         let bins = bins();
         let db = fresh_db().await;
         let redis = fresh_redis().await;
@@ -412,6 +435,7 @@ impl Stack {
             upstream,
             dir,
             http: reqwest::Client::new(),
+            _machine: machine,
         }
     }
 
