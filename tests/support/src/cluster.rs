@@ -292,24 +292,7 @@ impl RedisCluster {
 
     /// Every entry of `stream`, oldest first, as field maps (read through the cluster).
     pub async fn entries(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
-        let mut conn = self.conn().await;
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .expect("XRANGE");
-        reply
-            .ids
-            .into_iter()
-            .map(|e| {
-                e.map
-                    .into_iter()
-                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).expect("a string")))
-                    .collect()
-            })
-            .collect()
+        crate::streams::read_entries(&mut self.conn().await, stream).await
     }
 
     /// The jobs on `keys`' notification stream, oldest first.

@@ -9,12 +9,19 @@ use crate::TestRedis;
 
 /// Every entry of `stream`, oldest first, as field maps.
 pub async fn entries(redis: &TestRedis, stream: &str) -> Vec<HashMap<String, String>> {
-    let mut conn = redis.conn().await;
+    read_entries(&mut redis.conn().await, stream).await
+}
+
+/// Every entry of `stream` on `conn` (one node or a cluster), oldest first, as field maps.
+pub async fn read_entries<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+) -> Vec<HashMap<String, String>> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .expect("XRANGE");
     reply
@@ -26,7 +33,7 @@ pub async fn entries(redis: &TestRedis, stream: &str) -> Vec<HashMap<String, Str
                 .map(|(k, v)| {
                     (
                         k,
-                        redis::from_redis_value::<String>(v).expect("string field"),
+                        redis::from_redis_value::<String>(v).expect("a string field"),
                     )
                 })
                 .collect()
