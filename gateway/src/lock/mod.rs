@@ -5,6 +5,7 @@
 //! request hash so that a retry of that same call takes it over at once. Waiters queue in
 //! Redis and are served in arrival order: a release hands the lock to the next live waiter.
 
+mod extend;
 mod scripts;
 mod wake;
 
@@ -13,11 +14,11 @@ use std::time::Duration;
 
 use airlock_shared::RedisConn;
 use airlock_shared::{Keys, SessionId};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
+use extend::Extender;
 pub use wake::LockWakeups;
 use wake::Waiting;
 
@@ -85,13 +86,12 @@ pub struct Locks {
     acquire_timeout: Duration,
     scripts: Arc<Scripts>,
     wakeups: LockWakeups,
-    metrics: Metrics,
+    extender: Extender,
 }
 
 struct Scripts {
     admit: redis::Script,
     acquire: redis::Script,
-    extend: redis::Script,
     release: redis::Script,
     leave: redis::Script,
 }
@@ -111,7 +111,9 @@ pub struct SessionLock {
     claim: Claim,
     scripts: Arc<Scripts>,
     wakeups: LockWakeups,
-    extender: JoinHandle<()>,
+    extender: Extender,
+    /// Our entry in the extender.
+    extended: u64,
 }
 
 impl Locks {
@@ -127,23 +129,23 @@ impl Locks {
         let scripts = Scripts {
             admit: redis::Script::new(&scripts::admit()),
             acquire: redis::Script::new(&scripts::acquire()),
-            extend: redis::Script::new(scripts::EXTEND),
             release: redis::Script::new(&scripts::release()),
             leave: redis::Script::new(&scripts::leave()),
         };
+        let extend = Arc::new(redis::Script::new(scripts::EXTEND));
         Self {
+            extender: Extender::start(conn.clone(), extend, ttl, metrics),
             conn,
             keys,
             ttl,
             acquire_timeout,
             scripts: Arc::new(scripts),
             wakeups,
-            metrics,
         }
     }
 
     fn claim(&self, session: &SessionId, request_hash: &str) -> Claim {
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = self.wakeups.token();
         Claim {
             lock: self.keys.session_lock(session),
             queue: self.keys.session_lock_queue(session),
@@ -260,47 +262,15 @@ impl Locks {
 
     /// The lock, held; one `handed` over by a release is extended to the full TTL soon.
     fn held(&self, claim: Claim, handed: bool) -> SessionLock {
-        let mut conn = self.conn.clone();
-        let scripts = self.scripts.clone();
-        let every = self.ttl / 3;
-        let ttl_ms = self.ttl.as_millis() as u64;
-        let metrics = self.metrics.clone();
-        let (k, v) = (claim.lock.clone(), claim.value.clone());
-        let extender = tokio::spawn(async move {
-            let first = if handed {
-                Instant::now() + every.min(HANDOFF_EXTEND)
-            } else {
-                Instant::now() + every
-            };
-            let mut tick = tokio::time::interval_at(first, every);
-            loop {
-                tick.tick().await;
-                let res: Result<i64, _> = scripts
-                    .extend
-                    .key(&k)
-                    .arg(&v)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut conn)
-                    .await;
-                match res {
-                    Ok(1) => {}
-                    Ok(_) => {
-                        metrics.lock_lost.inc();
-                        tracing::warn!(lock = %k, "session lock lost while held (taken over by a retry, or expired)");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(lock = %k, error = %e, "could not extend session lock; will retry");
-                    }
-                }
-            }
-        });
+        let first = if handed { HANDOFF_EXTEND } else { self.ttl };
+        let extended = self.extender.hold(&claim.lock, &claim.value, first);
         SessionLock {
             conn: self.conn.clone(),
             claim,
             scripts: self.scripts.clone(),
             wakeups: self.wakeups.clone(),
-            extender,
+            extender: self.extender.clone(),
+            extended,
         }
     }
 }
@@ -358,6 +328,7 @@ async fn leave(mut conn: RedisConn, scripts: Arc<Scripts>, wakeups: LockWakeups,
         .arg(&c.token)
         .arg(wakeups.channel())
         .arg(HANDOFF_MS)
+        .arg(wakeups.pod())
         .invoke_async(&mut conn)
         .await;
     match res {
@@ -370,7 +341,7 @@ async fn leave(mut conn: RedisConn, scripts: Arc<Scripts>, wakeups: LockWakeups,
 
 impl Drop for SessionLock {
     fn drop(&mut self) {
-        self.extender.abort();
+        self.extender.forget(self.extended);
         let mut conn = self.conn.clone();
         let scripts = self.scripts.clone();
         let wakeups = self.wakeups.clone();
@@ -391,6 +362,7 @@ impl Drop for SessionLock {
                     .arg(&value)
                     .arg(wakeups.channel())
                     .arg(HANDOFF_MS)
+                    .arg(wakeups.pod())
                     .invoke_async(&mut conn)
                     .await;
                 match res {

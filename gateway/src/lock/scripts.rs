@@ -9,7 +9,8 @@
 /// Shared by every script. A waiter's entry in the waiters hash is `"<stale deadline µs>
 /// <value>"`. `live_head` is the first queued waiter still checking in (those that stopped, on a
 /// crashed pod, are dropped) as `token, value`, or nil. `hand_over` gives a free lock to it, with
-/// a short TTL that its holder extends at once, and names it on the wake-up channel.
+/// a short TTL that its holder extends at once, and names it on the wake-up channel unless it
+/// waits on the releasing pod (tokens start with their pod's id), which wakes it from the reply.
 const COMMON_FN: &str = r"
 local function now_us()
   local t = redis.call('time')
@@ -26,13 +27,15 @@ local function live_head(queue, waiters, now)
     redis.call('hdel', waiters, head)
   end
 end
-local function hand_over(lock, queue, waiters, channel, handoff_ms)
+local function hand_over(lock, queue, waiters, channel, handoff_ms, pod)
   local head, value = live_head(queue, waiters, now_us())
   if not head then return '' end
   redis.call('set', lock, value, 'PX', handoff_ms)
   redis.call('zrem', queue, head)
   redis.call('hdel', waiters, head)
-  redis.call('publish', channel, head)
+  if string.sub(head, 1, string.len(pod)) ~= pod then
+    redis.call('publish', channel, head)
+  end
   return head
 end
 ";
@@ -106,17 +109,17 @@ return acquire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]))";
 /// KEYS: lock. ARGV: value, TTL ms. Extends the lock if it is still ours.
 pub const EXTEND: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
-/// KEYS: lock, queue, waiters. ARGV: value, wake-up channel, hand-over TTL ms.
+/// KEYS: lock, queue, waiters. ARGV: value, wake-up channel, hand-over TTL ms, releasing pod.
 /// Compare-and-delete, then hand the lock to the next live waiter (on whichever pod): only it
 /// wakes, and it need not ask again. Returns the new holder's token, or `''`.
 const RELEASE_BODY: &str = r"
 if redis.call('get', KEYS[1]) == ARGV[1] then
   redis.call('del', KEYS[1])
-  return hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]))
+  return hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]), ARGV[4])
 end
 return ''";
 
-/// KEYS: lock, queue, waiters. ARGV: token, wake-up channel, hand-over TTL ms. A waiter that
+/// KEYS: lock, queue, waiters. ARGV: token, wake-up channel, hand-over TTL ms, pod. A waiter that
 /// gives up leaves the queue; a lock handed to it meanwhile, or a free one, goes to the next.
 /// Returns the new holder's token, or `''`.
 const LEAVE_BODY: &str = r"
@@ -127,7 +130,7 @@ if cur and string.match(cur, '^(%S+) ') == ARGV[1] then
   redis.call('del', KEYS[1])
   cur = nil
 end
-if not cur then return hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3])) end
+if not cur then return hand_over(KEYS[1], KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]), ARGV[4]) end
 return ''";
 
 /// The admission script: budget, then the first lock attempt.

@@ -1,5 +1,6 @@
-//! In-process waiters for session locks. A release that hands the lock to a waiter names it (by its
-//! token) on the pod's one pub/sub subscription (the decision hub's); only that waiter wakes.
+//! In-process waiters for session locks. A release that hands the lock to a waiter on another pod
+//! names it (by its token) on the pods' one pub/sub subscription (the decision hub's); only that
+//! waiter wakes. A waiter on the releasing pod is woken from the release's reply.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,8 @@ type Waiters = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
 #[derive(Clone)]
 pub struct LockWakeups {
     channel: String,
+    /// This pod's id, which starts each of its waiters' tokens.
+    pod: Arc<str>,
     waiting: Waiters,
 }
 
@@ -28,10 +31,22 @@ pub struct Waiting {
 impl LockWakeups {
     /// Waiters for releases announced on `keys`' channel.
     pub fn new(keys: &Keys) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
         Self {
             channel: keys.lock_released_channel(),
+            pod: format!("{}.", &id[..12]).into(),
             waiting: Arc::default(),
         }
+    }
+
+    /// A new queue token, unique, that says it waits on this pod.
+    pub fn token(&self) -> String {
+        format!("{}{}", self.pod, uuid::Uuid::new_v4().simple())
+    }
+
+    /// The prefix of this pod's tokens.
+    pub fn pod(&self) -> &str {
+        &self.pod
     }
 
     /// The channel on which releases are announced.

@@ -1,7 +1,11 @@
 //! The session lock: a retry takes over its own call, waiters are served in arrival order.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use airlock_shared::SessionId;
 use airlock_shared::ticket::Decision;
@@ -13,9 +17,29 @@ fn url(addr: SocketAddr) -> String {
     format!("http://{addr}/mcp")
 }
 
+/// Counts the hand-overs announced to other pods on the release channel from now on.
+async fn announcements(app: &TestApp) -> Arc<AtomicUsize> {
+    let client = redis::Client::open(app.redis.url.as_str()).unwrap();
+    let mut sub = client.get_async_pubsub().await.unwrap();
+    sub.subscribe(app.redis.keys.lock_released_channel())
+        .await
+        .unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        let mut messages = sub.on_message();
+        while messages.next().await.is_some() {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    seen
+}
+
 /// Sends calls `slow {ms, n}` for n in 0..8, 20 ms apart, through `urls` in turn, and checks
-/// they reach the upstream in that order with no `session busy`.
-async fn eight_in_order(app: &TestApp, urls: &[String]) {
+/// they reach the upstream in that order with no `session busy`, each waiter woken when its turn
+/// comes (a lost wake-up would leave it to its half-second re-check). Returns how many
+/// hand-overs were announced to other pods.
+async fn eight_in_order(app: &TestApp, urls: &[String]) -> usize {
     let sid = app.initialize(BILLING_TOKEN).await;
     // Each instance has looked the session up once, so none starts slower than the other.
     for u in urls {
@@ -29,6 +53,8 @@ async fn eight_in_order(app: &TestApp, urls: &[String]) {
         );
         assert!(warm.await.unwrap().code().is_none());
     }
+    let announced = announcements(app).await;
+    let started = Instant::now();
     let mut calls = Vec::new();
     for n in 0..8i64 {
         let u = urls[n as usize % urls.len()].clone();
@@ -47,6 +73,9 @@ async fn eight_in_order(app: &TestApp, urls: &[String]) {
         let a = c.await.unwrap();
         assert!(a.code().is_none(), "{:?}", a.body);
     }
+    // 8 × 40 ms of upstream work, 160 ms of arrivals; turns left to the re-check take seconds.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_500), "took {took:?}");
     let order: Vec<Value> = app
         .upstream
         .calls()
@@ -55,6 +84,7 @@ async fn eight_in_order(app: &TestApp, urls: &[String]) {
         .map(|c| c.arguments["n"].clone())
         .collect();
     assert_eq!(order, (0..8).map(Value::from).collect::<Vec<_>>());
+    announced.load(Ordering::SeqCst)
 }
 
 #[tokio::test]
@@ -64,7 +94,8 @@ async fn eight_parallel_calls_run_in_arrival_order() {
         ..Opts::default()
     })
     .await;
-    eight_in_order(&app, &[app.url()]).await;
+    // Every waiter is on the releasing pod: woken from the release's reply, nothing announced.
+    assert_eq!(eight_in_order(&app, &[app.url()]).await, 0);
 }
 
 #[tokio::test]
@@ -75,7 +106,9 @@ async fn across_two_instances_the_order_holds() {
     })
     .await;
     let (addr, shutdown, _h) = start_gateway(&app.second_config()).await;
-    eight_in_order(&app, &[app.url(), url(addr)]).await;
+    // Each turn passes to the other instance, which only the announcement wakes.
+    let announced = eight_in_order(&app, &[app.url(), url(addr)]).await;
+    assert!(announced >= 6, "{announced} hand-overs announced");
     shutdown.cancel();
 }
 
@@ -246,4 +279,48 @@ async fn a_waiter_whose_pod_died_at_the_head_of_the_queue_does_not_wedge_the_ses
         .await
         .unwrap();
     assert!(dead_holds.is_none(), "{dead_holds:?}");
+}
+
+#[tokio::test]
+async fn a_lock_handed_over_outlives_its_short_hand_over_lease() {
+    let app = spawn_with(Opts {
+        lock_acquire_timeout: Duration::from_secs(8),
+        ..Opts::default()
+    })
+    .await;
+    let sid = app.initialize(BILLING_TOKEN).await;
+    let call = |n: i64, ms: u64| {
+        spawn_call(
+            app.url(),
+            sid.clone(),
+            n,
+            "slow",
+            json!({"ms": ms, "n": n}),
+            "application/json",
+        )
+    };
+    let first = call(1, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Handed the lock by the first call's release, with a 2 s lease that its holder extends.
+    let long = call(2, 3_000);
+    tokio::time::sleep(Duration::from_millis(2_700)).await;
+    // Past that lease: had it not been extended, this call would take the lock and run now.
+    let late = call(3, 1);
+    let mut done = Vec::new();
+    let (long, late) = (
+        tokio::spawn(async move { (long.await.unwrap(), Instant::now()) }),
+        tokio::spawn(async move { (late.await.unwrap(), Instant::now()) }),
+    );
+    assert!(first.await.unwrap().code().is_none());
+    for h in [long, late] {
+        let (a, at) = h.await.unwrap();
+        assert!(a.code().is_none(), "{:?}", a.body);
+        done.push(at);
+    }
+    assert!(
+        done[0] < done[1],
+        "the late call ran while the handed-over lock was held"
+    );
+    let m = app.metrics().await;
+    assert!(m.contains("airlock_session_lock_lost_total 0"), "{m}");
 }
