@@ -41,20 +41,22 @@ impl AuditSink {
 
 async fn write_loop(pool: Db, mut rx: mpsc::Receiver<AuditRecord>, metrics: Metrics) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut backlog = false;
     loop {
         let Some(first) = rx.recv().await else { break };
         batch.push(first);
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
+        // Rows that come during the linger are taken afterwards, not one by one: a wake-up of
+        // this task per call would cost every call a hop. A full batch means more are queued.
+        if !backlog {
+            tokio::time::sleep(LINGER).await;
+        }
         while batch.len() < BATCH {
-            tokio::select! {
-                row = rx.recv() => match row {
-                    Some(r) => batch.push(r),
-                    None => break,
-                },
-                () = &mut linger => break,
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
             }
         }
+        backlog = batch.len() == BATCH;
         let mut attempt = 0;
         loop {
             match insert_batch(&pool, &batch).await {
