@@ -1,5 +1,10 @@
 //! 10,000 concurrent approval holds in one gateway process: memory per hold, Redis connections,
 //! and how fast every call resumes once the decisions are published.
+//!
+//! `HOLDS=n` sets the count. `H2_CONNS=k` sends every request over k shared HTTP/2 (h2c)
+//! connections instead of one HTTP/1.1 connection per call: a hold then costs a stream, not a
+//! socket, which tells the per-connection bytes from the per-call ones and lets one process
+//! hold more calls than its file limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,6 +24,110 @@ default: deny
 rules:
   - { name: everything needs a person, tools: ["create_refund"], action: approve }
 "#;
+
+/// How the bench reaches the gateway.
+#[derive(Clone)]
+enum Agent {
+    /// One pooled HTTP/1.1 connection per call in flight.
+    H1(reqwest::Client),
+    /// Calls spread round robin over these HTTP/2 connections (one per client).
+    H2(Arc<Vec<H2Client>>),
+}
+
+type H2Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+impl Agent {
+    fn from_env(n: usize) -> Self {
+        let conns: usize = std::env::var("H2_CONNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if conns == 0 {
+            return Self::H1(
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(n + 16)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let clients = (0..conns)
+            .map(|_| {
+                hyper_util::client::legacy::Client::builder(exec.clone())
+                    .http2_only(true)
+                    .build_http()
+            })
+            .collect();
+        Self::H2(Arc::new(clients))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::H1(_) => "HTTP/1.1, a connection per call".into(),
+            Self::H2(c) => format!("HTTP/2 (h2c), {} connections", c.len()),
+        }
+    }
+
+    /// POSTs `body` as call number `i`; the session id the gateway answered with, and the body.
+    /// Calls in a session take only JSON, so a held call is answered once, not as an SSE stream.
+    async fn post(
+        &self,
+        i: usize,
+        url: &str,
+        sid: Option<&str>,
+        body: String,
+    ) -> (Option<String>, bytes::Bytes) {
+        let accept = if sid.is_some() {
+            "application/json"
+        } else {
+            "application/json, text/event-stream"
+        };
+        match self {
+            Self::H1(c) => {
+                let mut r = c
+                    .post(url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .header("accept", accept)
+                    .body(body);
+                if let Some(s) = sid {
+                    r = r.header("mcp-session-id", s);
+                }
+                let resp = r.send().await.unwrap();
+                let got = resp
+                    .headers()
+                    .get("mcp-session-id")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (got, resp.bytes().await.unwrap())
+            }
+            Self::H2(cs) => {
+                let mut r = hyper::Request::post(url)
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .header("content-type", "application/json")
+                    .header("accept", accept);
+                if let Some(s) = sid {
+                    r = r.header("mcp-session-id", s);
+                }
+                let req = r
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                let resp = cs[i % cs.len()].request(req).await.unwrap();
+                let got = resp
+                    .headers()
+                    .get("mcp-session-id")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                (got, body)
+            }
+        }
+    }
+}
 
 fn holds() -> usize {
     std::env::var("HOLDS")
@@ -48,13 +157,13 @@ fn main() {
         let upstream = FakeUpstream::spawn(Mode::Json).await;
         let before_gateway = redis_clients(&redis).await;
         let gw = start_gateway(&db, &redis, &upstream, POLICY, &[("APPROVAL_TIMEOUT", "10m")]).await;
-        let client = reqwest::Client::builder().pool_max_idle_per_host(n + 16).build().unwrap();
+        let agent = Agent::from_env(n);
         // One session per hold: the session lock allows one held mutating call per session.
         let mut sessions = Vec::with_capacity(n);
         let mut pending = Vec::new();
-        for _ in 0..n {
-            let (c, url) = (client.clone(), gw.url());
-            pending.push(tokio::spawn(async move { initialize(&c, &url, Some(TOKEN)).await }));
+        for i in 0..n {
+            let (a, url) = (agent.clone(), gw.url());
+            pending.push(tokio::spawn(async move { a.post(i, &url, None, init_body()).await.0.expect("a session id") }));
             if pending.len() == 200 {
                 for h in pending.drain(..) {
                     sessions.push(h.await.unwrap());
@@ -75,20 +184,11 @@ fn main() {
             if i % 100 == 99 {
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
-            let (c, url, sid) = (client.clone(), gw.url(), sid.clone());
+            let (a, url, sid) = (agent.clone(), gw.url(), sid.clone());
             let answered = answered.clone();
             calls.push(tokio::spawn(async move {
-                let resp = c
-                    .post(url)
-                    .bearer_auth(TOKEN)
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json")
-                    .header("mcp-session-id", sid)
-                    .body(call_body(i as u64, "create_refund", json!({"amount": 500, "n": i})))
-                    .send()
-                    .await
-                    .unwrap();
-                let body = resp.bytes().await.unwrap();
+                let call = call_body(i as u64, "create_refund", json!({"amount": 500, "n": i}));
+                let (_, body) = a.post(i, &url, Some(&sid), call).await;
                 let good = body.windows(8).any(|w| w == b"\"result\"");
                 answered.fetch_add(1, Ordering::Relaxed);
                 (Instant::now(), good, if good { None } else { Some(body) })
@@ -153,7 +253,7 @@ fn main() {
         let at = |d: Option<Duration>| d.map_or("never".into(), |d| format!("{:.3} s", d.as_secs_f64()));
         let executed: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'executed'").fetch_one(&db.pool).await.unwrap();
         let per_hold = (rss_held.saturating_sub(rss_before)) as f64 / n as f64;
-        println!("{n} concurrent holds in one gateway process");
+        println!("{n} concurrent holds in one gateway process ({})", agent.describe());
         println!("  all held after:              {:.2} s", all_held.as_secs_f64());
         println!("  gateway RSS before / held:   {} KiB / {} KiB", rss_before, rss_held);
         println!("  RSS growth per hold:         {per_hold:.1} KiB (target <= 64 KiB)");
