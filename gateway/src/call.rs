@@ -290,7 +290,8 @@ impl Steps<'_> {
         let policy = p.rules.policy();
         if policy.validate_arguments && verdict.action != Action::Deny {
             let (schemas, link) = (&p.schemas, &p.link);
-            tool_listing::check_arguments(schemas, link, c, self.tool, self.args).await?;
+            let check = tool_listing::check_arguments(schemas, link, c, self.tool, self.args);
+            Box::pin(check).await?;
         }
         for rule in self.unevaluable {
             tracing::warn!(tool = %self.tool, rule = %rule, "policy condition could not be evaluated on the arguments; approve/deny rules match, allow rules are skipped");
@@ -305,14 +306,10 @@ impl Steps<'_> {
         // Counted before the rules take effect; the lock is taken in the same round trip.
         let wants_lock = !verdict.read_only && verdict.action != Action::Deny;
         let request_hash = canonical::request_hash(self.tool, self.args);
-        let lock = p
-            .locks
-            .admit(
-                &c.sid,
-                &request_hash,
-                c.budget(&policy, chrono::Utc::now()),
-                wants_lock,
-            )
+        // Boxed, as every step beside the hold: a held call parks this future, which is as large
+        // as its largest state.
+        let budget = c.budget(&policy, chrono::Utc::now());
+        let lock = Box::pin(p.locks.admit(&c.sid, &request_hash, budget, wants_lock))
             .await
             .map_err(|e| match e {
                 LockError::BudgetExceeded(limit) => {
@@ -336,7 +333,7 @@ impl Steps<'_> {
         {
             return Ok(task);
         }
-        let mut resp = c.send(&p.link, body, &c.headers).await?;
+        let mut resp = Box::pin(c.send(&p.link, body, &c.headers)).await?;
         rec.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(resp.status().as_u16()).into());
@@ -351,7 +348,8 @@ impl Steps<'_> {
             };
             resp = continuation::seal_answer(resp, self.id.clone(), sealer);
         }
-        Ok(deliver(resp, &c.headers, Some(self.id.clone()), lock, p.keepalive).await?)
+        let delivered = deliver(resp, &c.headers, Some(self.id.clone()), lock, p.keepalive);
+        Ok(Box::pin(delivered).await?)
     }
 
     /// An approve verdict's way past the hold: a continuation of an approved call, a standing
@@ -374,9 +372,8 @@ impl Steps<'_> {
                 let principal = &c.principal().0;
                 let now = chrono::Utc::now();
                 let pool = &p.holds.pool;
-                match grant::covering(pool, principal, self.tool, verdict, request_hash, now)
-                    .await?
-                {
+                let grant = grant::covering(pool, principal, self.tool, verdict, request_hash, now);
+                match Box::pin(grant).await? {
                     Some(g) => {
                         tracing::info!(grant = %g.id, ticket = %g.ticket_id, "passed on a standing grant");
                         rec.grant_ticket = Some(g.ticket_id);
@@ -389,7 +386,7 @@ impl Steps<'_> {
                                 caller: c,
                                 body,
                             };
-                            let made = p.tasks.create(new, call).await?;
+                            let made = Box::pin(p.tasks.create(new, call)).await?;
                             (rec.ticket, rec.task) = (Some(made.ticket), Some(made.task_id));
                             let answer =
                                 json!({"jsonrpc": "2.0", "id": self.id, "result": made.result});

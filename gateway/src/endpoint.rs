@@ -187,23 +187,24 @@ async fn post_inner(
     require_json(&headers)?;
     // Checked before anything is forwarded, `initialize` included.
     let version = protocol_version(&headers)?;
-    let bytes = read_body(body, app.max_body_bytes).await?;
+    // A future is as large as its largest state, and a held call parks this one for minutes:
+    // every step beside the call's own pipeline is boxed, so a hold costs only its wait.
+    let bytes = Box::pin(read_body(body, app.max_body_bytes)).await?;
     let incoming = mcp::parse(&bytes)?;
     if era::is_modern(&headers, version, &incoming)? {
-        return stateless::post(&app, identity, headers, bytes, incoming).await;
+        return Box::pin(stateless::post(&app, identity, headers, bytes, incoming)).await;
     }
     if let Incoming::Single(Message::Request { id, method, params }) = &incoming
         && method == INITIALIZE
     {
-        return app
-            .discovery
-            .initialize(&identity.principal, &headers, bytes.clone(), id, params)
-            .await;
+        let discovery = &app.discovery;
+        let init = discovery.initialize(&identity.principal, &headers, bytes.clone(), id, params);
+        return Box::pin(init).await;
     }
     if let Some(why) = misplaced_initialize(&incoming) {
         return Err(RequestError::InvalidRequest(why.into()));
     }
-    let (sid, info) = owned_session(&app, &headers, &identity.principal).await?;
+    let (sid, info) = Box::pin(owned_session(&app, &headers, &identity.principal)).await?;
     let caller = Caller {
         identity,
         sid,
@@ -221,17 +222,16 @@ async fn post_inner(
             if task::handles(&method, &params) =>
         {
             let tasks = &app.pipeline.tasks;
-            Ok(tasks
-                .answer(&caller, task::Era::Classic, &method, &id, &params)
-                .await)
+            let answer = tasks.answer(&caller, task::Era::Classic, &method, &id, &params);
+            Ok(Box::pin(answer).await)
         }
         Incoming::Single(Message::Request { id, method, params })
             if method == task::list::LIST && task::speaks_classic(&caller.headers) =>
         {
-            Ok(app.pipeline.tasks.list(&caller, &id, &params).await)
+            Ok(Box::pin(app.pipeline.tasks.list(&caller, &id, &params)).await)
         }
         Incoming::Single(Message::Request { id, method, params }) if method == TOOLS_LIST => {
-            app.discovery.tools_list(&caller, bytes, &id, &params).await
+            Box::pin(app.discovery.tools_list(&caller, bytes, &id, &params)).await
         }
         // Without an id nobody could be told "denied", and the upstream might run it anyway.
         Incoming::Single(Message::Notification { method, .. }) if method == TOOLS_CALL => Err(
@@ -241,15 +241,15 @@ async fn post_inner(
             if let Some(req_id) = params.get("requestId") {
                 app.pipeline.held.cancel(&caller.sid, req_id);
             }
-            forward(&app, &caller, bytes, None).await
+            Box::pin(forward(&app, &caller, bytes, None)).await
         }
-        Incoming::Batch(msgs) => post_batch(&app, caller, bytes, msgs).await,
+        Incoming::Batch(msgs) => Box::pin(post_batch(&app, caller, bytes, msgs)).await,
         Incoming::Single(m) => {
             let single_id = match m {
                 Message::Request { id, .. } => Some(id),
                 Message::Notification { .. } | Message::Response { .. } => None,
             };
-            forward(&app, &caller, bytes, single_id).await
+            Box::pin(forward(&app, &caller, bytes, single_id)).await
         }
     }
 }

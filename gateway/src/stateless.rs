@@ -44,20 +44,23 @@ pub async fn post(
                     let states = &app.pipeline.request_states;
                     continuation::take(states, &mut call, &params, &caller.principal().0);
                     call.task = task::extension_ask(&params);
-                    app.pipeline.check_param_headers(&caller, &call).await?;
+                    // Every step beside the call's pipeline is boxed, as in the session era's
+                    // POST: a held call parks this future, as large as its largest state.
+                    Box::pin(app.pipeline.check_param_headers(&caller, &call)).await?;
                     Ok(app.pipeline.clone().answer(caller, call).await)
                 }
-                TOOLS_LIST => app.discovery.tools_list(&caller, bytes, &id, &params).await,
-                DISCOVER => app.discovery.discover(&caller, bytes, &id).await,
+                TOOLS_LIST => {
+                    Box::pin(app.discovery.tools_list(&caller, bytes, &id, &params)).await
+                }
+                DISCOVER => Box::pin(app.discovery.discover(&caller, bytes, &id)).await,
                 m if task::handles(m, &params) => {
                     let tasks = &app.pipeline.tasks;
-                    Ok(tasks
-                        .answer(&caller, task::Era::Extension, m, &id, &params)
-                        .await)
+                    let answer = tasks.answer(&caller, task::Era::Extension, m, &id, &params);
+                    Ok(Box::pin(answer).await)
                 }
-                LISTEN => listen(app, &caller, id, &params, bytes).await,
+                LISTEN => Box::pin(listen(app, &caller, id, &params, bytes)).await,
                 // The rest: relayed as they stream.
-                _ => forward(app, &caller, bytes, Some(id)).await,
+                _ => Box::pin(forward(app, &caller, bytes, Some(id))).await,
             }
         }
         // Without an id nobody could be told "denied", and the upstream might run it anyway.
@@ -65,7 +68,7 @@ pub async fn post(
             RequestError::InvalidRequest("tools/call must be a request with an id".into()),
         ),
         Message::Notification { .. } | Message::Response { .. } => {
-            forward(app, &caller, bytes, None).await
+            Box::pin(forward(app, &caller, bytes, None)).await
         }
     }
 }

@@ -141,7 +141,8 @@ impl Holds {
         cancel: CancellationToken,
         ticket_seen: &mut Option<TicketId>,
     ) -> Result<Cleared, CallError> {
-        let (ticket, _) = self.open(&new).await?;
+        // Boxed: the insert is done before the wait, which should not carry its size.
+        let (ticket, _) = Box::pin(self.open(&new)).await?;
         *ticket_seen = Some(ticket.id);
         self.settle(&ticket, &new.rule, &new.fingerprint, cancel, true)
             .await
