@@ -1,10 +1,11 @@
 //! 10,000 concurrent approval holds in one gateway process: memory per hold, Redis connections,
 //! and how fast every call resumes once the decisions are published.
 //!
-//! `HOLDS=n` sets the count. `H2_CONNS=k` sends every request over k shared HTTP/2 (h2c)
-//! connections instead of one HTTP/1.1 connection per call: a hold then costs a stream, not a
-//! socket, which tells the per-connection bytes from the per-call ones and lets one process
-//! hold more calls than its file limit.
+//! `HOLDS=n` sets the count; `OPEN_RATE=r` opens r calls per second (3,300). `H2_CONNS=k`
+//! sends every request over k shared HTTP/2 (h2c) connections instead of one HTTP/1.1
+//! connection per call: a hold then costs a stream, not a socket, which tells the
+//! per-connection bytes from the per-call ones and lets one process hold more calls than its
+//! file limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -129,6 +130,15 @@ impl Agent {
     }
 }
 
+/// Calls opened per second (`OPEN_RATE`).
+fn open_rate() -> f64 {
+    std::env::var("OPEN_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r: &f64| *r > 0.0)
+        .unwrap_or(3_300.0)
+}
+
 fn holds() -> usize {
     std::env::var("HOLDS")
         .ok()
@@ -150,7 +160,7 @@ async fn redis_clients(redis: &airlock_test_support::TestRedis) -> i64 {
 }
 
 fn main() {
-    let n = holds();
+    let (n, open_rate) = (holds(), open_rate());
     runtime().block_on(async {
         let db = airlock_test_support::fresh_db().await;
         let redis = airlock_test_support::fresh_redis().await;
@@ -180,9 +190,10 @@ fn main() {
         let answered = Arc::new(AtomicUsize::new(0));
         let mut calls = Vec::with_capacity(n);
         for (i, sid) in sessions.iter().enumerate() {
-            // Paced opening: 10,000 simultaneous SYNs overflow the accept backlog.
+            // Paced opening: 10,000 simultaneous SYNs overflow the accept backlog, and calls
+            // opened faster than Postgres inserts tickets queue for the pool until they fail.
             if i % 100 == 99 {
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                tokio::time::sleep(Duration::from_secs_f64(100.0 / open_rate)).await;
             }
             let (a, url, sid) = (agent.clone(), gw.url(), sid.clone());
             let answered = answered.clone();
@@ -194,9 +205,11 @@ fn main() {
                 (Instant::now(), good, if good { None } else { Some(body) })
             }));
         }
-        // Every call is held once its ticket exists.
+        // Every call is held once its ticket exists; one answered before any decision failed.
         loop {
             let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'pending'").fetch_one(&db.pool).await.unwrap();
+            let failed = answered.load(Ordering::Relaxed);
+            assert!(failed == 0, "{failed} calls failed before any decision (held: {held}); try a lower OPEN_RATE");
             if held as usize == n {
                 break;
             }
