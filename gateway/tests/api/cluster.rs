@@ -185,6 +185,9 @@ async fn cluster_failing_over_the_decisions_primary_loses_no_held_call() {
     let mut calls = Vec::new();
     for i in 0..HELD {
         calls.push(held(&app, i as i64).await);
+        // Call i's ticket before call i + 1 starts, so that ids[i] is call i's: concurrent
+        // calls may open their tickets in either order.
+        requests(&cluster, &app.redis.keys, i + 1).await;
     }
     let ids = requests(&cluster, &app.redis.keys, HELD).await;
     let channel = app.redis.keys.sharded_decisions_channel();
