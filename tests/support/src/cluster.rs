@@ -228,20 +228,26 @@ impl RedisCluster {
         panic!("no primary serves slot {slot}");
     }
 
-    /// The index of a replica of primary `i`.
+    /// The index of a replica of primary `i`. Waits up to 10 s: right after the cluster is
+    /// created, gossip may not have told node `i` of its replica yet.
     pub async fn replica_of(&self, i: usize) -> usize {
-        let nodes = self.nodes(i).await;
-        let id = nodes
-            .iter()
-            .find(|n| n.0 == self.ports[i])
-            .map(|n| n.3.clone())
-            .expect("the node itself");
-        let port = nodes
-            .iter()
-            .find(|n| n.2 == id)
-            .map(|n| n.0)
-            .expect("a replica");
-        self.index(port)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let nodes = self.nodes(i).await;
+            let id = nodes
+                .iter()
+                .find(|n| n.0 == self.ports[i])
+                .map(|n| n.3.clone())
+                .expect("the node itself");
+            if let Some(port) = nodes.iter().find(|n| n.2 == id).map(|n| n.0) {
+                return self.index(port);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} has no replica after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `CLUSTER FAILOVER` on replica `i`; returns once node `i` is a primary and the cluster is ok.
