@@ -39,6 +39,9 @@ pub struct Config {
     pub lambda: bool,
     /// `LOG_FORMAT`: `json` or `pretty` (default json under Lambda, pretty otherwise).
     pub log_format: LogFormat,
+    /// OpenTelemetry traces: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) and
+    /// `OTEL_SERVICE_NAME`; `None` exports nothing.
+    pub otel: Option<airlock_shared::otel::OtelConfig>,
     /// `DATABASE_MAX_CONNECTIONS` (default 2 under Lambda, 10 otherwise).
     pub db_max_connections: u32,
     /// `DATABASE_TIMEOUT`: bound on acquiring a connection and on each query (default 800ms).
@@ -86,6 +89,7 @@ impl Config {
             LogFormat::Pretty
         };
         let log_format = env.or("LOG_FORMAT", default_format);
+        let otel = airlock_shared::otel::OtelConfig::from_env(&mut env, "airlock-webhook");
         let db_max_connections: u32 =
             env.or("DATABASE_MAX_CONNECTIONS", if lambda { 2 } else { 10 });
         if db_max_connections == 0 {
@@ -119,6 +123,7 @@ impl Config {
                 listen_addr,
                 lambda,
                 log_format,
+                otel,
                 db_max_connections,
                 db_timeout,
                 redis_timeout,
