@@ -20,6 +20,10 @@ use airlock_shared::{TicketId, trace_context};
 use crate::interaction::Click;
 use crate::metrics::Metrics;
 
+/// How long a click waits for its ticket's trace context: a trace is worth less than the click,
+/// which must answer Slack within 3 s.
+pub const TRACE_READ_TIMEOUT: Duration = Duration::from_millis(150);
+
 /// Postgres could not answer; the click changed nothing we know of and nothing was published.
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
@@ -146,20 +150,23 @@ pub fn decision_batcher(pool: Db, max: usize) -> DecisionBatcher {
 impl Approvals {
     /// Makes `span` (the click, not yet entered) a child of the held call's span, whose trace
     /// context the ticket row keeps. Only when spans are exported; a ticket without a context,
-    /// or a failed or slow read, leaves the click a trace of its own (it never fails the click).
+    /// or a failed or slow read (over [`TRACE_READ_TIMEOUT`]), leaves the click a trace of its
+    /// own (it never fails the click).
     pub async fn join_trace(&self, id: TicketId, span: &tracing::Span) {
         if !airlock_shared::telemetry::exporting() {
             return;
         }
-        match self.db(trace_context::of_ticket(&self.pool, id)).await {
-            Ok(Some((traceparent, tracestate))) => {
+        let read = trace_context::of_ticket(&self.pool, id);
+        let why = match tokio::time::timeout(TRACE_READ_TIMEOUT, read).await {
+            Ok(Ok(Some((traceparent, tracestate)))) => {
                 Carrier::new(traceparent, tracestate).parent(span);
+                return;
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(ticket = %id, error = %chain(&e), "ticket's trace context not read; the click starts a trace of its own")
-            }
-        }
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => chain(&e),
+            Err(_) => format!("no answer within {TRACE_READ_TIMEOUT:?}"),
+        };
+        tracing::warn!(ticket = %id, error = %why, "ticket's trace context not read; the click starts a trace of its own");
     }
 
     /// Applies one click. Only a `Postgres` failure is an error.
