@@ -27,7 +27,7 @@ pub struct ReceivedSpan {
     pub span_id: String,
     /// Empty for a root span.
     pub parent_span_id: String,
-    /// String attributes (others are rendered with `Debug`).
+    /// Attributes: strings and scalars as text (arrays, maps and bytes rendered with `Debug`).
     pub attributes: Vec<(String, String)>,
 }
 
@@ -159,6 +159,9 @@ fn attributes(kvs: &[KeyValue]) -> Vec<(String, String)> {
         .map(|kv| {
             let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(AnyValue::StringValue(s)) => s.clone(),
+                Some(AnyValue::BoolValue(b)) => b.to_string(),
+                Some(AnyValue::IntValue(i)) => i.to_string(),
+                Some(AnyValue::DoubleValue(d)) => d.to_string(),
                 Some(other) => format!("{other:?}"),
                 None => String::new(),
             };

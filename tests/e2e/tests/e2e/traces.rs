@@ -128,7 +128,14 @@ async fn one_trace_runs_from_the_agent_through_slack_and_back() {
     let update = one(&spans, "slack_api", Some(("method", "chat.update")));
     assert_eq!(update.parent_span_id, closed.span_id);
 
-    for s in [call, opened, asked, post, clicked, closed, update] {
+    let (held, resumed) = (
+        one(&spans, "hold", None),
+        one(&spans, "upstream_call", None),
+    );
+    assert_eq!(resumed.attr("held"), Some("true"), "{resumed:?}");
+    for s in [
+        call, opened, held, resumed, asked, post, clicked, closed, update,
+    ] {
         assert_eq!(s.trace_id, CLIENT_TRACE, "{} in the agent's trace", s.name);
         assert_eq!(
             ancestry(&spans, s).last().map(String::as_str),
