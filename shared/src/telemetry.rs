@@ -1,10 +1,10 @@
 //! Tracing set-up shared by every binary: logs always, OpenTelemetry traces when configured.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter};
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::LogFormat;
 use crate::otel::{self, OtelConfig};
@@ -31,11 +31,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes and stops the exporter (blocks up to the exporter's timeout when the collector
     /// is slow or away; a failure is only logged).
     pub fn shutdown(self) {
