@@ -208,6 +208,8 @@ impl Pipeline {
             ..
         } = call;
         let span = tracing::info_span!("tools_call", principal = %caller.principal(), session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
+        // The agent's span is this call's parent (before the span is first entered).
+        trace.parent(&caller.headers).parent(&span);
         let mut trail = AuditTrail {
             p: self,
             caller,
@@ -333,7 +335,10 @@ impl Steps<'_> {
         {
             return Ok(task);
         }
-        let mut resp = Box::pin(c.send(&p.link, body, &c.headers)).await?;
+        let upstream =
+            tracing::info_span!("upstream_call", tool = %self.tool, held = rec.ticket.is_some());
+        let sent = c.send(&p.link, body, &c.headers).instrument(upstream);
+        let mut resp = Box::pin(sent).await?;
         rec.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(resp.status().as_u16()).into());
@@ -403,6 +408,7 @@ impl Steps<'_> {
 
     fn new_ticket(&self, verdict: &Verdict, request_hash: String) -> NewTicket {
         let (p, c) = (self.p, self.caller);
+        let carried = self.trace.for_ticket();
         NewTicket {
             id: TicketId::new(),
             principal: c.principal().0.clone(),
@@ -427,8 +433,8 @@ impl Steps<'_> {
             fingerprint: canonical::fingerprint(self.tool, self.args, Some(&verdict.revision)),
             policy_revision: Some(verdict.revision.to_string()),
             grant: verdict.grant.as_ref().map(GrantRule::offer),
-            traceparent: self.trace.traceparent.clone(),
-            tracestate: self.trace.tracestate.clone(),
+            traceparent: carried.traceparent,
+            tracestate: carried.tracestate,
         }
     }
 

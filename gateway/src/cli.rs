@@ -72,7 +72,7 @@ fn policy_test(file: &str, cases: &str) -> ExitCode {
 }
 
 async fn migrate() -> ExitCode {
-    airlock_shared::telemetry::init(LogFormat::Pretty);
+    let _logs = airlock_shared::telemetry::init(LogFormat::Pretty, None);
     let mut env = Env::from_process();
     let url: Option<String> = env.required("DATABASE_URL");
     // The migrator holds a session-level advisory lock across its statements: through a

@@ -6,6 +6,7 @@ use std::time::Duration;
 use airlock_shared::config::{ByteSize, ConfigError, Env, LogFormat};
 use airlock_shared::db::Pooler;
 use airlock_shared::edge::Edge;
+use airlock_shared::otel::OtelConfig;
 use airlock_shared::redis_conn::RedisMode;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -34,6 +35,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// OpenTelemetry traces: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) and
+    /// `OTEL_SERVICE_NAME`; `None` exports nothing.
+    pub otel: Option<OtelConfig>,
     pub migrate_on_start: bool,
     pub keepalive_interval: Duration,
     pub upstream_timeout: Duration,
@@ -146,7 +150,7 @@ impl Config {
         let lock_acquire_timeout = env.duration("LOCK_ACQUIRE_TIMEOUT", Duration::from_secs(5));
         let max_body_bytes = env.or("MAX_BODY_BYTES", ByteSize(4 << 20)).0;
         let shutdown_grace = env.duration("SHUTDOWN_GRACE", Duration::from_secs(30));
-        let log_format = env.or("LOG_FORMAT", LogFormat::Pretty);
+        let (log_format, otel) = observability(&mut env);
         let keepalive_interval = env.duration("KEEPALIVE_INTERVAL", Duration::from_secs(15));
         let upstream_timeout = env.duration("UPSTREAM_TIMEOUT", Duration::from_secs(300));
         let upstream_concurrency: usize = env.or("UPSTREAM_CONCURRENCY", 256);
@@ -192,6 +196,7 @@ impl Config {
                 max_body_bytes,
                 shutdown_grace,
                 log_format,
+                otel,
                 migrate_on_start,
                 keepalive_interval,
                 upstream_timeout,
@@ -228,6 +233,12 @@ fn database(env: &mut Env) -> (Option<SecretString>, Pooler, bool) {
         );
     }
     (url, pooler, migrate)
+}
+
+/// `LOG_FORMAT`, and the OpenTelemetry exporter (`OTEL_*`, off unless an endpoint is set).
+fn observability(env: &mut Env) -> (LogFormat, Option<OtelConfig>) {
+    let format = env.or("LOG_FORMAT", LogFormat::Pretty);
+    (format, OtelConfig::from_env(env, "airlock-gateway"))
 }
 
 /// `SESSION_LOCK_TTL`, at least 1 s.

@@ -18,13 +18,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    airlock_shared::telemetry::init(config.log_format);
-    match airlock_gateway::run(config).await {
+    let telemetry = airlock_shared::telemetry::init(config.log_format, config.otel.as_ref());
+    let code = match airlock_gateway::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %airlock_shared::telemetry::chain(&e), "gateway failed to start");
             eprintln!("airlock-gateway: {}", airlock_shared::telemetry::chain(&e));
             ExitCode::FAILURE
         }
-    }
+    };
+    // The batch exporter still holds the last spans: send them before the process ends.
+    telemetry.shutdown();
+    code
 }

@@ -3,6 +3,8 @@
 //! unchanged, so the upstream sees exactly what the client sent, valid or not; a malformed
 //! value is only left unrecorded, never a reason to refuse a call.
 
+use airlock_shared::otel::Carrier;
+use axum::http::HeaderMap;
 use serde_json::Value;
 
 /// The longest `tracestate` W3C allows (32 members of at most 256 bytes each, but 512 in all).
@@ -33,6 +35,29 @@ impl TraceContext {
                 .filter(|s| is_tracestate(s))
                 .map(str::to_owned),
         }
+    }
+
+    /// The parent of the gateway's span for this call: the HTTP `traceparent` header (with its
+    /// `tracestate`) when it is valid, else this `_meta` context. Both empty: a trace of its own.
+    pub fn parent(&self, headers: &HeaderMap) -> Carrier {
+        let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+        match header("traceparent").filter(|p| is_traceparent(p)) {
+            Some(p) => Carrier::new(
+                Some(p.to_owned()),
+                header("tracestate")
+                    .filter(|s| is_tracestate(s))
+                    .map(str::to_owned),
+            ),
+            None => Carrier::new(self.traceparent.clone(), self.tracestate.clone()),
+        }
+    }
+
+    /// What a new ticket keeps: with OpenTelemetry on, the current span (the call's, in the
+    /// agent's trace), so that the click and the message update join the trace under it;
+    /// without, what the agent sent, as before.
+    pub fn for_ticket(&self) -> Carrier {
+        Carrier::current()
+            .unwrap_or_else(|| Carrier::new(self.traceparent.clone(), self.tracestate.clone()))
     }
 }
 
@@ -127,6 +152,25 @@ mod tests {
         }
         let not_a_string = TraceContext::from_params(&json!({"_meta": {"traceparent": 7}}));
         assert_eq!(not_a_string, TraceContext::default());
+    }
+
+    #[test]
+    fn the_header_wins_over_meta_when_it_is_valid() {
+        let meta = TraceContext::from_params(&json!({"_meta": {"traceparent": GOOD}}));
+        let other = "00-11111111111111111111111111111111-2222222222222222-01";
+        let mut headers = HeaderMap::new();
+        assert_eq!(meta.parent(&headers).traceparent.as_deref(), Some(GOOD));
+        headers.insert("traceparent", "not-one".parse().unwrap());
+        assert_eq!(meta.parent(&headers).traceparent.as_deref(), Some(GOOD));
+        headers.insert("traceparent", other.parse().unwrap());
+        headers.insert("tracestate", "k=v".parse().unwrap());
+        let p = meta.parent(&headers);
+        assert_eq!(p.traceparent.as_deref(), Some(other));
+        assert_eq!(p.tracestate.as_deref(), Some("k=v"));
+        assert_eq!(
+            TraceContext::default().parent(&HeaderMap::new()),
+            Carrier::default()
+        );
     }
 
     #[test]

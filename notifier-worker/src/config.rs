@@ -40,6 +40,9 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// OpenTelemetry traces: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) and
+    /// `OTEL_SERVICE_NAME`; `None` exports nothing.
+    pub otel: Option<airlock_shared::otel::OtelConfig>,
     /// This replica's consumer name in the group: unique per replica, stable across its restarts
     /// (`NOTIFIER_CONSUMER`, else `POD_NAME`, else `HOSTNAME`).
     pub consumer: String,
@@ -188,6 +191,7 @@ impl Config {
         }
         let listen_addr: SocketAddr = env.or("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8082)));
         let log_format = env.or("LOG_FORMAT", LogFormat::Json);
+        let otel = airlock_shared::otel::OtelConfig::from_env(&mut env, "airlock-notifier");
         let key_prefix: String = env.or("REDIS_KEY_PREFIX", "airlock".to_owned());
         let consumer: String = env.or("NOTIFIER_CONSUMER", default_consumer_name(&env));
 
@@ -220,6 +224,7 @@ impl Config {
                 concurrency,
                 listen_addr,
                 log_format,
+                otel,
                 consumer,
                 tuning,
             }),

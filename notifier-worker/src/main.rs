@@ -15,13 +15,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    let traces = telemetry::init(config.log_format, config.otel.as_ref());
     let shutdown = shutdown::on_signal();
-    match notifier_worker::run(config, shutdown).await {
+    let code = match notifier_worker::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %telemetry::chain(&e), "airlock-notifier failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The batch exporter still holds the last spans: send them before the process ends.
+    traces.shutdown();
+    code
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use url::Url;
 
 /// What a failed call means for the job.
@@ -156,8 +157,18 @@ impl SlackClient {
         self.send(method, |r| r.json(body)).await
     }
 
-    /// Sends one request whose body `body` sets, and classifies the answer.
+    /// Sends one request whose body `body` sets, and classifies the answer; one span per
+    /// request (a retried job has one per attempt).
     async fn send(
+        &self,
+        method: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Value, SlackError> {
+        let span = tracing::info_span!("slack_api", method);
+        self.exchange(method, body).instrument(span).await
+    }
+
+    async fn exchange(
         &self,
         method: &str,
         body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,

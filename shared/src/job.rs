@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::TicketId;
 use crate::keys::{JOB_FIELD, Keys};
+use crate::otel::Carrier;
 use crate::ticket::TicketStatus;
 
 /// One unit of work for the notifier. The ticket row stays the source of truth: jobs carry ids,
@@ -74,13 +75,39 @@ pub enum Refusal {
     NoGrant,
 }
 
-/// Appends a job to the notification stream and returns its entry id.
+/// A job as it is written to the stream: its own fields, and beside them (when OpenTelemetry is
+/// on) the trace context of the span that enqueued it, so the notifier's work joins that trace.
+/// Readers that know nothing of traces ignore the extra fields; entries without them parse as
+/// no context (see [`trace_of`]).
+#[derive(Serialize)]
+struct Entry<'a> {
+    #[serde(flatten)]
+    job: &'a NotifyJob,
+    #[serde(flatten)]
+    trace: Option<Carrier>,
+}
+
+/// The stream entry's JSON for `job`, carrying the current span's trace context.
+pub fn to_entry(job: &NotifyJob) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&Entry {
+        job,
+        trace: Carrier::current(),
+    })
+}
+
+/// The trace context a job's JSON carries (empty when none, or unreadable).
+pub fn trace_of(raw: &str) -> Carrier {
+    serde_json::from_str(raw).unwrap_or_default()
+}
+
+/// Appends a job to the notification stream and returns its entry id. The job carries the
+/// current span's trace context.
 pub async fn enqueue<C: AsyncCommands>(
     conn: &mut C,
     keys: &Keys,
     job: &NotifyJob,
 ) -> Result<String, redis::RedisError> {
-    let body = serde_json::to_string(job).map_err(|e| {
+    let body = to_entry(job).map_err(|e| {
         redis::RedisError::from((redis::ErrorKind::Client, "job serialisation", e.to_string()))
     })?;
     conn.xadd(keys.notify_stream(), "*", &[(JOB_FIELD, body)])
@@ -116,5 +143,25 @@ mod tests {
         );
         let back: NotifyJob = serde_json::from_value(v).unwrap();
         assert_eq!(back, job);
+    }
+
+    #[test]
+    fn an_entry_is_the_job_itself_when_no_trace_is_on() {
+        let job = NotifyJob::ApprovalRequest {
+            ticket_id: TicketId::new(),
+        };
+        let raw = to_entry(&job).unwrap();
+        assert_eq!(raw, serde_json::to_string(&job).unwrap());
+        assert_eq!(trace_of(&raw), Carrier::default());
+    }
+
+    #[test]
+    fn a_traced_entry_still_reads_as_its_job() {
+        let id = TicketId::new();
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
+        let raw = format!(r#"{{"kind":"ticket_closed","ticket_id":"{id}","traceparent":"{tp}"}}"#);
+        let job: NotifyJob = serde_json::from_str(&raw).unwrap();
+        assert_eq!(job, NotifyJob::TicketClosed { ticket_id: id });
+        assert_eq!(trace_of(&raw).traceparent.as_deref(), Some(tp));
     }
 }

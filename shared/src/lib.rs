@@ -16,6 +16,7 @@ pub mod ids;
 pub mod job;
 pub mod keys;
 pub mod lease;
+pub mod otel;
 pub mod probes;
 pub mod redis_conn;
 pub mod secret;

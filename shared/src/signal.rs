@@ -65,7 +65,7 @@ pub async fn publish_with_job(
         redis::RedisError::from((redis::ErrorKind::Client, "serialisation", e.to_string()))
     };
     let signal = serde_json::to_string(signal).map_err(ser)?;
-    let job = serde_json::to_string(job).map_err(ser)?;
+    let job = crate::job::to_entry(job).map_err(ser)?;
     let mut pipe = redis::pipe();
     if conn.is_cluster() {
         pipe.spublish(keys.sharded_decisions_channel(), signal);

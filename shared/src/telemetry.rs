@@ -1,22 +1,87 @@
-//! Tracing set-up shared by every binary.
+//! Tracing set-up shared by every binary: logs always, OpenTelemetry traces when configured.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, filter};
 
 use crate::config::LogFormat;
+use crate::otel::{self, OtelConfig};
+
+/// Spans that exist for log lines only (one per HTTP request, carrying its request id) and are
+/// not exported: a trace starts at the span that knows its parent (the agent's `tools/call`,
+/// the click), not at the request that happens to carry it.
+const LOG_ONLY_SPANS: [&str; 2] = ["request", "slack_action"];
+
+/// Set once spans are exported, so that work done only for traces (reading a ticket's trace
+/// context) is skipped otherwise.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// What `init` set up; `shutdown` before the process exits so the last spans are sent.
+#[must_use = "shut it down on exit, or the last spans are lost"]
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the exporter (blocks up to the exporter's timeout when the collector
+    /// is slow or away; a failure is only logged).
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("OpenTelemetry shutdown: {e}");
+        }
+    }
+}
 
 /// Installs the global subscriber: JSON when deployed, pretty locally. `RUST_LOG` filters.
-pub fn init(format: LogFormat) {
+/// With `otel`, spans also go to its OTLP endpoint; a failure to build the exporter is logged
+/// and the service runs without traces rather than not at all.
+pub fn init(format: LogFormat, otel: Option<&OtelConfig>) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    // A second init (tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer();
+    let fmt = match format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+            .boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
     };
+    let (built, failed) = match otel.map(otel::provider) {
+        None => (None, None),
+        Some(Ok(pair)) => (Some(pair), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
+    let (provider, tracer) = built.unzip();
+    let exported = filter::filter_fn(|m| !(m.is_span() && LOG_ONLY_SPANS.contains(&m.name())));
+    let traces = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(exported)
+    });
+    // A second init (tests) keeps the first subscriber.
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(traces)
+        .try_init();
+    EXPORTING.store(installed.is_ok() && provider.is_some(), Ordering::Relaxed);
+    if let Some(e) = failed {
+        tracing::error!(error = %chain(&e), "OpenTelemetry exporter not built; running without traces");
+    }
+    if let Some(c) = otel.filter(|_| provider.is_some()) {
+        tracing::info!(endpoint = %c.traces_endpoint, service = %c.service_name, "exporting traces over OTLP");
+    }
+    Telemetry { provider }
 }
 
 /// Formats an error with its whole cause chain, for the one log line at the edge.

@@ -114,11 +114,17 @@ async fn handle(app: &AppState, req: Request) -> Result<&'static str, ActionErro
     span.record("ticket_id", tracing::field::display(click.ticket_id));
     span.record("user_id", click.user_id.as_str());
     span.record("decision", tracing::field::debug(click.decision));
-    let outcome = match click.button {
-        Button::Decide => app.approvals.apply(&click).await?,
-        Button::ApproveFor => app.approvals.apply_for(&click).await?,
-        Button::Revoke => app.approvals.revoke(&click).await?,
-    };
+    let traced = tracing::info_span!("click", ticket = %click.ticket_id, user_id = %click.user_id, button = ?click.button);
+    app.approvals.join_trace(click.ticket_id, &traced).await;
+    let outcome = async {
+        match click.button {
+            Button::Decide => app.approvals.apply(&click).await,
+            Button::ApproveFor => app.approvals.apply_for(&click).await,
+            Button::Revoke => app.approvals.revoke(&click).await,
+        }
+    }
+    .instrument(traced)
+    .await?;
     match &outcome {
         Outcome::Decided(status) => tracing::info!(%status, "ticket decided"),
         Outcome::Voted { approvals, needed } => {

@@ -11,12 +11,18 @@ use airlock_shared::RedisConn;
 use airlock_shared::batch::Batcher;
 use airlock_shared::db::Db;
 use airlock_shared::job::{self, NotifyJob, Refusal};
+use airlock_shared::otel::Carrier;
 use airlock_shared::signal::{self, DecisionSignal};
 use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, ClickDecision, Decided, Ticket, TicketStatus};
+use airlock_shared::{TicketId, trace_context};
 
 use crate::interaction::Click;
 use crate::metrics::Metrics;
+
+/// How long a click waits for its ticket's trace context: a trace is worth less than the click,
+/// which must answer Slack within 3 s.
+pub const TRACE_READ_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// Postgres could not answer; the click changed nothing we know of and nothing was published.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +148,27 @@ pub fn decision_batcher(pool: Db, max: usize) -> DecisionBatcher {
 }
 
 impl Approvals {
+    /// Makes `span` (the click, not yet entered) a child of the held call's span, whose trace
+    /// context the ticket row keeps. Only when spans are exported; a ticket without a context,
+    /// or a failed or slow read (over [`TRACE_READ_TIMEOUT`]), leaves the click a trace of its
+    /// own (it never fails the click).
+    pub async fn join_trace(&self, id: TicketId, span: &tracing::Span) {
+        if !airlock_shared::telemetry::exporting() {
+            return;
+        }
+        let read = trace_context::of_ticket(&self.pool, id);
+        let why = match tokio::time::timeout(TRACE_READ_TIMEOUT, read).await {
+            Ok(Ok(Some((traceparent, tracestate)))) => {
+                Carrier::new(traceparent, tracestate).parent(span);
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => chain(&e),
+            Err(_) => format!("no answer within {TRACE_READ_TIMEOUT:?}"),
+        };
+        tracing::warn!(ticket = %id, error = %why, "ticket's trace context not read; the click starts a trace of its own");
+    }
+
     /// Applies one click. Only a `Postgres` failure is an error.
     pub async fn apply(&self, click: &Click) -> Result<Outcome, DecideError> {
         if self.is_foreign(click) {

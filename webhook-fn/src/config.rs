@@ -11,6 +11,8 @@ use airlock_shared::redis_conn::RedisMode;
 use airlock_shared::secret::SecretSource;
 use secrecy::SecretString;
 
+use crate::approval::TRACE_READ_TIMEOUT;
+
 /// Everything the webhook needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -39,6 +41,9 @@ pub struct Config {
     pub lambda: bool,
     /// `LOG_FORMAT`: `json` or `pretty` (default json under Lambda, pretty otherwise).
     pub log_format: LogFormat,
+    /// OpenTelemetry traces: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) and
+    /// `OTEL_SERVICE_NAME`; `None` exports nothing.
+    pub otel: Option<airlock_shared::otel::OtelConfig>,
     /// `DATABASE_MAX_CONNECTIONS` (default 2 under Lambda, 10 otherwise).
     pub db_max_connections: u32,
     /// `DATABASE_TIMEOUT`: bound on acquiring a connection and on each query (default 800ms).
@@ -86,6 +91,7 @@ impl Config {
             LogFormat::Pretty
         };
         let log_format = env.or("LOG_FORMAT", default_format);
+        let otel = airlock_shared::otel::OtelConfig::from_env(&mut env, "airlock-webhook");
         let db_max_connections: u32 =
             env.or("DATABASE_MAX_CONNECTIONS", if lambda { 2 } else { 10 });
         if db_max_connections == 0 {
@@ -97,10 +103,13 @@ impl Config {
         let secrets_timeout = env.duration("SECRETS_TIMEOUT", Duration::from_secs(5));
         let membership_max_age = crate::membership::max_age(&mut env);
         // Slack gives up after 3 s; these bounds are what keep us inside it.
-        let worst = edge.body_timeout + db_timeout * 2 + redis_timeout * 2;
+        // Exporting traces adds one bounded read (the ticket's trace context) to each click.
+        let trace_read = otel.as_ref().map_or(Duration::ZERO, |_| TRACE_READ_TIMEOUT);
+        let worst = edge.body_timeout + db_timeout * 2 + redis_timeout * 2 + trace_read;
         if worst >= Duration::from_secs(3) {
             env.problem(format!(
-                "BODY_TIMEOUT + 2×DATABASE_TIMEOUT + 2×REDIS_TIMEOUT is {worst:?}; it must stay under \
+                "BODY_TIMEOUT + 2×DATABASE_TIMEOUT + 2×REDIS_TIMEOUT (+ {trace_read:?} to read a \
+                 ticket's trace context when exporting traces) is {worst:?}; it must stay under \
                  Slack's 3 s limit"
             ));
         }
@@ -119,6 +128,7 @@ impl Config {
                 listen_addr,
                 lambda,
                 log_format,
+                otel,
                 db_max_connections,
                 db_timeout,
                 redis_timeout,
@@ -188,6 +198,31 @@ mod tests {
         assert!(!c.lambda);
         assert_eq!(c.db_max_connections, 10);
         assert_eq!(c.database_pooler, Pooler::None);
+    }
+
+    #[test]
+    fn exporting_traces_counts_its_read_against_slacks_3_s() {
+        let base = [
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+            ("SLACK_SIGNING_SECRET", "s"),
+            // 500 ms + 2 × 950 ms + 2 × 250 ms = 2.9 s: inside, but not with the 150 ms read.
+            ("DATABASE_TIMEOUT", "950ms"),
+        ];
+        let c = Config::from_env(env(&base)).unwrap();
+        assert_eq!(c.otel, None);
+        let with = [
+            &base[..],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")],
+        ]
+        .concat();
+        let err = Config::from_env(env(&with)).unwrap_err();
+        assert!(err.to_string().contains("trace context"), "{err}");
+        let ok = [&with[..], &[("DATABASE_TIMEOUT", "800ms")]].concat();
+        let c = Config::from_env(env(&ok)).unwrap();
+        let otel = c.otel.unwrap();
+        assert_eq!(otel.service_name, "airlock-webhook");
+        assert_eq!(otel.traces_endpoint.as_str(), "http://c:4318/v1/traces");
     }
 
     #[test]

@@ -15,12 +15,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
-    match webhook_fn::run(config).await {
+    let traces = telemetry::init(config.log_format, config.otel.as_ref());
+    let code = match webhook_fn::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %telemetry::chain(&e), "airlock-webhook stopped");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The batch exporter still holds the last spans: send them before the process ends.
+    traces.shutdown();
+    code
 }

@@ -14,6 +14,7 @@ use airlock_shared::{Keys, SessionId, TicketId, TicketStatus, signal};
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::hub::{Hub, Registration};
 use crate::error::CallError;
@@ -142,9 +143,12 @@ impl Holds {
         ticket_seen: &mut Option<TicketId>,
     ) -> Result<Cleared, CallError> {
         // Boxed: the insert is done before the wait, which should not carry its size.
-        let (ticket, _) = Box::pin(self.open(&new)).await?;
+        let opening = tracing::info_span!("ticket_open", tool = %new.tool, ticket = %new.id);
+        let (ticket, _) = Box::pin(self.open(&new)).instrument(opening).await?;
         *ticket_seen = Some(ticket.id);
+        let waiting = tracing::info_span!("hold", ticket = %ticket.id);
         self.settle(&ticket, &new.rule, &new.fingerprint, cancel, true)
+            .instrument(waiting)
             .await
     }
 

@@ -175,6 +175,7 @@ pub fn config_for(
         max_body_bytes: opts.max_body_bytes,
         shutdown_grace: opts.shutdown_grace,
         log_format: LogFormat::Pretty,
+        otel: None,
         migrate_on_start: true,
         keepalive_interval: opts.keepalive_interval,
         upstream_timeout: Duration::from_secs(30),

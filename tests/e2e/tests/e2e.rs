@@ -22,5 +22,7 @@ mod grant;
 mod policy;
 #[path = "e2e/replicas.rs"]
 mod replicas;
+#[path = "e2e/traces.rs"]
+mod traces;
 #[path = "e2e/two_person.rs"]
 mod two_person;

@@ -39,7 +39,7 @@ where
             return ExitCode::from(2);
         }
     };
-    airlock_shared::telemetry::init(log_format);
+    let _logs = airlock_shared::telemetry::init(log_format, None);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

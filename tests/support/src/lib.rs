@@ -12,6 +12,7 @@
 pub mod backing;
 pub mod cluster;
 pub mod nginx;
+pub mod otlp;
 pub mod pgbouncer;
 pub mod restart;
 pub mod single_era;

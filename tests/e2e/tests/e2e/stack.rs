@@ -249,6 +249,8 @@ pub struct Options {
     pub alone: bool,
     /// Extra environment for the notifier.
     pub notifier_env: Vec<(&'static str, String)>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for the gateway, the webhook and the notifier.
+    pub otel_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -260,6 +262,7 @@ impl Default for Options {
             start_notifier: true,
             alone: false,
             notifier_env: Vec::new(),
+            otel_endpoint: None,
         }
     }
 }
@@ -329,6 +332,11 @@ impl Stack {
                 ("REDIS_KEY_PREFIX".to_owned(), prefix.clone()),
             ];
             v.extend(extra.iter().map(|(k, x)| ((*k).to_owned(), x.clone())));
+            if let Some(endpoint) = &opts.otel_endpoint {
+                v.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
+                // Spans leave within 100 ms of ending, not the default 5 s.
+                v.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
+            }
             v
         };
         let proc = |name: &'static str,
@@ -456,9 +464,23 @@ impl Stack {
 
     /// An MCP client (rmcp) connected to the gateway as the demo agent.
     pub async fn client(&self) -> RunningService<RoleClient, ()> {
-        let transport = StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(self.mcp_url()).auth_header(AGENT_TOKEN),
-        );
+        self.client_with_headers(&[]).await
+    }
+
+    /// The demo agent's client, sending `headers` on every request.
+    pub async fn client_with_headers(
+        &self,
+        headers: &[(&'static str, &str)],
+    ) -> RunningService<RoleClient, ()> {
+        let mut config =
+            StreamableHttpClientTransportConfig::with_uri(self.mcp_url()).auth_header(AGENT_TOKEN);
+        for (k, v) in headers {
+            config.custom_headers.insert(
+                reqwest::header::HeaderName::from_static(k),
+                reqwest::header::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let transport = StreamableHttpClientTransport::from_config(config);
         ().serve(transport)
             .await
             .expect("MCP client connects through the gateway")
