@@ -1,6 +1,8 @@
 //! Tracing set-up shared by every binary: logs always, OpenTelemetry traces when configured.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -17,6 +19,9 @@ const LOG_ONLY_SPANS: [&str; 2] = ["request", "slack_action"];
 /// Set once spans are exported, so that work done only for traces (reading a ticket's trace
 /// context) is skipped otherwise.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The installed exporter's provider, for [`flush`].
+static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
 
 /// Whether this process exports spans.
 pub fn exporting() -> bool {
@@ -40,6 +45,19 @@ impl Telemetry {
             eprintln!("OpenTelemetry shutdown: {e}");
         }
     }
+}
+
+/// Sends the spans queued so far, waiting at most `within`; `false` if they were not all sent
+/// in time (they stay queued, and the export goes on in the background). Under AWS Lambda the
+/// instance is frozen as soon as a response is returned, so spans still queued would wait for
+/// the next invocation, or be lost with the instance.
+pub async fn flush(within: Duration) -> bool {
+    let Some(provider) = PROVIDER.get().cloned() else {
+        return true;
+    };
+    // The SDK's flush blocks on the exporter thread's reply.
+    let flushed = tokio::task::spawn_blocking(move || provider.force_flush());
+    matches!(tokio::time::timeout(within, flushed).await, Ok(Ok(Ok(()))))
 }
 
 /// Installs the global subscriber: JSON when deployed, pretty locally. `RUST_LOG` filters.
@@ -75,6 +93,9 @@ pub fn init(format: LogFormat, otel: Option<&OtelConfig>) -> Telemetry {
         .with(traces)
         .try_init();
     EXPORTING.store(installed.is_ok() && provider.is_some(), Ordering::Relaxed);
+    if let (Ok(()), Some(p)) = (&installed, &provider) {
+        let _ = PROVIDER.set(p.clone());
+    }
     if let Some(e) = failed {
         tracing::error!(error = %chain(&e), "OpenTelemetry exporter not built; running without traces");
     }

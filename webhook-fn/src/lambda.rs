@@ -1,11 +1,14 @@
 //! Running under AWS Lambda: function URL and API Gateway (REST and HTTP API) events.
 
+use airlock_shared::telemetry;
 use axum::Router;
 use axum::http::Uri;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
+use tower::ServiceExt;
 use tower::util::MapRequest;
 
+use crate::config::TRACE_FLUSH_TIMEOUT;
 use crate::state::AppState;
 
 /// What `lambda_http::run` serves: [`crate::routes::app`] behind a rewrite that drops the API Gateway
@@ -15,6 +18,25 @@ pub type LambdaService = MapRequest<Router, fn(lambda_http::Request) -> lambda_h
 /// The Lambda service for `state`.
 pub fn service(state: AppState) -> LambdaService {
     MapRequest::new(crate::routes::app(state), strip_stage as fn(_) -> _)
+}
+
+/// Serves invocations from the Lambda Runtime API until the runtime stops us; with traces
+/// exported, each invocation sends its spans before it answers.
+pub async fn run(state: AppState) -> Result<(), lambda_http::Error> {
+    let app = service(state);
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        let app = app.clone();
+        async move {
+            let answer = app.oneshot(req).await;
+            if telemetry::exporting() && !telemetry::flush(TRACE_FLUSH_TIMEOUT).await {
+                tracing::warn!(
+                    "spans not sent within the invocation's bound; they wait for the next one"
+                );
+            }
+            answer
+        }
+    }))
+    .await
 }
 
 fn strip_stage(mut req: lambda_http::Request) -> lambda_http::Request {

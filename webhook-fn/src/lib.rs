@@ -51,9 +51,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let state = build(&config).await?;
     if config.lambda {
         tracing::info!("running under the Lambda runtime");
-        return lambda_http::run(lambda::service(state))
-            .await
-            .map_err(StartError::Lambda);
+        return lambda::run(state).await.map_err(StartError::Lambda);
     }
     let router = app(state);
     let addr = config.listen_addr.to_string();

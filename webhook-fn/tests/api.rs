@@ -18,6 +18,10 @@ mod grants;
 mod groups;
 #[path = "api/lambda.rs"]
 mod lambda;
+#[path = "api/lambda_runtime.rs"]
+mod lambda_runtime;
+#[path = "api/lambda_traces.rs"]
+mod lambda_traces;
 #[path = "api/pgbouncer.rs"]
 mod pgbouncer;
 #[path = "api/process.rs"]

@@ -1,28 +1,22 @@
 //! The real binary: start-up failures, the secret from Secrets Manager (moto as a local AWS),
-//! and the Lambda runtime loop against a local Runtime API.
+//! and the Lambda runtime loop against a local Runtime API (`lambda_runtime`).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_shared::TicketStatus;
 use airlock_test_support::{fresh_db, fresh_redis};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::routing::{get, post};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
-use tokio::sync::{Mutex, mpsc};
+use serde_json::json;
 use webhook_fn::signature;
 
 use crate::helpers::*;
+use crate::lambda_runtime::{lambda_env, start_runtime, url_event};
 
 const BIN: &str = env!("CARGO_BIN_EXE_airlock-webhook");
 
 /// Kills the child when the test ends, pass or fail.
-struct Guard(Child);
+pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -31,7 +25,7 @@ impl Drop for Guard {
     }
 }
 
-fn command(env: &HashMap<String, String>) -> Command {
+pub fn command(env: &HashMap<String, String>) -> Command {
     let mut c = Command::new(BIN);
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -241,118 +235,12 @@ async fn the_signing_secret_comes_from_secrets_manager() {
     assert!(all.contains("missing-AbCdEf"), "{all}");
 }
 
-/// A local Lambda Runtime API: hands out queued events, collects responses.
-#[derive(Clone)]
-struct Runtime {
-    events: Arc<Mutex<mpsc::UnboundedReceiver<(String, String)>>>,
-    results: mpsc::UnboundedSender<(String, Value)>,
-}
-
-async fn next_invocation(State(rt): State<Runtime>) -> (HeaderMap, String) {
-    let (id, event) = rt.events.lock().await.recv().await.unwrap_or_default();
-    let mut h = HeaderMap::new();
-    let deadline = (std::time::SystemTime::now() + Duration::from_secs(30))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    h.insert(
-        "lambda-runtime-aws-request-id",
-        HeaderValue::from_str(&id).unwrap(),
-    );
-    h.insert(
-        "lambda-runtime-deadline-ms",
-        HeaderValue::from_str(&deadline.to_string()).unwrap(),
-    );
-    h.insert(
-        "lambda-runtime-invoked-function-arn",
-        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:airlock-webhook"),
-    );
-    h.insert(
-        "lambda-runtime-trace-id",
-        HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"),
-    );
-    (h, event)
-}
-
-async fn invocation_response(
-    State(rt): State<Runtime>,
-    Path((id, kind)): Path<(String, String)>,
-    body: String,
-) -> StatusCode {
-    let v: Value = serde_json::from_str(&body).unwrap_or(json!({"raw": body}));
-    let _ = rt.results.send((format!("{id}/{kind}"), v));
-    StatusCode::ACCEPTED
-}
-
-async fn init_error(State(rt): State<Runtime>, body: String) -> StatusCode {
-    let _ = rt.results.send(("init/error".into(), json!({"raw": body})));
-    StatusCode::ACCEPTED
-}
-
-fn url_event(req_body: &[u8], ts: &str, sig: &str) -> String {
-    let mut v: Value = serde_json::from_str(include_str!("events/function_url.json")).unwrap();
-    v["rawPath"] = json!("/slack/actions");
-    v["rawQueryString"] = json!("");
-    v["requestContext"]["http"]["method"] = json!("POST");
-    v["requestContext"]["http"]["path"] = json!("/slack/actions");
-    let h = v["headers"].as_object_mut().unwrap();
-    h.insert(
-        "content-type".into(),
-        json!("application/x-www-form-urlencoded"),
-    );
-    h.insert("x-slack-request-timestamp".into(), json!(ts));
-    h.insert("x-slack-signature".into(), json!(sig));
-    v["body"] = json!(B64.encode(req_body));
-    v["isBase64Encoded"] = json!(true);
-    v.to_string()
-}
-
 #[tokio::test]
 async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
     let db = fresh_db().await;
     let redis = fresh_redis().await;
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
-    let (result_tx, mut result_rx) = mpsc::unbounded_channel();
-    let rt = Runtime {
-        events: Arc::new(Mutex::new(event_rx)),
-        results: result_tx,
-    };
-    let api = axum::Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/{kind}",
-            post(invocation_response),
-        )
-        .route("/2018-06-01/runtime/init/error", post(init_error))
-        .with_state(rt);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
-
-    let mut env = base_env(&db, &redis);
-    env.extend([
-        ("AWS_LAMBDA_RUNTIME_API".to_owned(), api_addr.to_string()),
-        (
-            "AWS_LAMBDA_FUNCTION_NAME".to_owned(),
-            "airlock-webhook".to_owned(),
-        ),
-        (
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_owned(),
-            "128".to_owned(),
-        ),
-        (
-            "AWS_LAMBDA_FUNCTION_VERSION".to_owned(),
-            "$LATEST".to_owned(),
-        ),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME".to_owned(),
-            "/aws/lambda/airlock-webhook".to_owned(),
-        ),
-        (
-            "AWS_LAMBDA_LOG_STREAM_NAME".to_owned(),
-            "2026/11/29/[$LATEST]abc".to_owned(),
-        ),
-    ]);
+    let (api_addr, event_tx, mut result_rx) = start_runtime().await;
+    let env = lambda_env(&db, &redis, api_addr);
     let _child = Guard(command(&env).stdout(Stdio::null()).spawn().unwrap());
 
     let mut signals = Signals::subscribe(&redis).await;
