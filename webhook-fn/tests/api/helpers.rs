@@ -197,38 +197,9 @@ impl TestApp {
         timeout: Duration,
         adjust: impl FnOnce(&mut NewTicket),
     ) -> TicketId {
-        let mut new = NewTicket {
-            id: TicketId::new(),
-            principal: "agent-a".into(),
-            principal_issuer: None,
-            principal_claims: None,
-            session_id: format!("s-{}", uuid::Uuid::new_v4().simple()),
-            tool: "payments.transfer".into(),
-            arguments: serde_json::json!({"amount": 100}),
-            rule: "payments".into(),
-            reason: Some("money moves".into()),
-            approvers: approvers.iter().map(|s| (*s).to_owned()).collect(),
-            slack_channel: Some("C0APPROVE".into()),
-            request_hash: uuid::Uuid::new_v4().simple().to_string(),
-            timeout,
-            approvals: 1,
-            owner: None,
-            policy_revision: None,
-            approver_groups: Vec::new(),
-            fingerprint: airlock_shared::canonical::fingerprint(
-                "payments.transfer",
-                &serde_json::json!({"amount": 100}),
-                None,
-            ),
-            grant: None,
-            traceparent: None,
-            tracestate: None,
-        };
+        let mut new = new_ticket(approvers, timeout);
         adjust(&mut new);
-        match ticket::open(&self.db.pool, &new).await.unwrap() {
-            Opened::Created(t) => t.id,
-            Opened::Reattached(_) => panic!("fresh ticket reattached"),
-        }
+        open_on(&self.db, &new).await
     }
 
     pub async fn ticket(&self, id: TicketId) -> Ticket {
@@ -296,4 +267,43 @@ pub async fn closed_port() -> u16 {
     let port = l.local_addr().unwrap().port();
     drop(l);
     port
+}
+
+/// A pending ticket's row for `approvers` (a payments call), to adjust before [`open_on`].
+pub fn new_ticket(approvers: &[&str], timeout: Duration) -> NewTicket {
+    NewTicket {
+        id: TicketId::new(),
+        principal: "agent-a".into(),
+        principal_issuer: None,
+        principal_claims: None,
+        session_id: format!("s-{}", uuid::Uuid::new_v4().simple()),
+        tool: "payments.transfer".into(),
+        arguments: serde_json::json!({"amount": 100}),
+        rule: "payments".into(),
+        reason: Some("money moves".into()),
+        approvers: approvers.iter().map(|s| (*s).to_owned()).collect(),
+        slack_channel: Some("C0APPROVE".into()),
+        request_hash: uuid::Uuid::new_v4().simple().to_string(),
+        timeout,
+        approvals: 1,
+        owner: None,
+        policy_revision: None,
+        approver_groups: Vec::new(),
+        fingerprint: airlock_shared::canonical::fingerprint(
+            "payments.transfer",
+            &serde_json::json!({"amount": 100}),
+            None,
+        ),
+        grant: None,
+        traceparent: None,
+        tracestate: None,
+    }
+}
+
+/// Opens `new` in `db`; it must be a new ticket.
+pub async fn open_on(db: &TestDb, new: &NewTicket) -> TicketId {
+    match ticket::open(&db.pool, new).await.unwrap() {
+        Opened::Created(t) => t.id,
+        Opened::Reattached(_) => panic!("fresh ticket reattached"),
+    }
 }

@@ -5,10 +5,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use airlock_shared::TicketId;
-use airlock_shared::ticket::{self, NewTicket};
 use airlock_test_support::otlp::OtlpReceiver;
 use airlock_test_support::{TestDb, fresh_db, fresh_redis};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use webhook_fn::signature;
 
@@ -55,31 +54,9 @@ impl Lambda {
 
     /// A pending ticket whose held call was in `trace`.
     async fn open(&self, trace: &str) -> TicketId {
-        let new = NewTicket {
-            id: TicketId::new(),
-            principal: "agent".into(),
-            principal_issuer: None,
-            principal_claims: None,
-            session_id: format!("s-{}", uuid::Uuid::new_v4()),
-            tool: "t".into(),
-            arguments: json!({}),
-            rule: "r".into(),
-            reason: None,
-            approvers: vec![],
-            slack_channel: None,
-            request_hash: "h".into(),
-            timeout: Duration::from_secs(600),
-            approvals: 1,
-            owner: None,
-            policy_revision: None,
-            approver_groups: Vec::new(),
-            fingerprint: String::new(),
-            grant: None,
-            traceparent: Some(format!("00-{trace}-00f067aa0ba902b7-01")),
-            tracestate: None,
-        };
-        ticket::open(&self.db.pool, &new).await.unwrap();
-        new.id
+        let mut new = new_ticket(&[], Duration::from_secs(600));
+        new.traceparent = Some(format!("00-{trace}-00f067aa0ba902b7-01"));
+        open_on(&self.db, &new).await
     }
 
     /// One invocation with a signed approval of a ticket in `trace`: how long until the

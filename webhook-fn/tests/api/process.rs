@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use airlock_shared::TicketStatus;
 use airlock_test_support::{fresh_db, fresh_redis};
-use serde_json::json;
 use webhook_fn::signature;
 
 use crate::helpers::*;
@@ -167,34 +166,7 @@ async fn the_signing_secret_comes_from_secrets_manager() {
     wait_healthy(&base, &mut child.0).await;
 
     let app_like = reqwest::Client::new();
-    let id = {
-        // Reuse the helpers' ticket opener through a throwaway TestApp-free path.
-        let new = airlock_shared::ticket::NewTicket {
-            id: airlock_shared::TicketId::new(),
-            principal: "agent".into(),
-            principal_issuer: None,
-            principal_claims: None,
-            session_id: "s".into(),
-            tool: "t".into(),
-            arguments: json!({}),
-            rule: "r".into(),
-            reason: None,
-            approvers: vec![],
-            slack_channel: None,
-            request_hash: "h".into(),
-            timeout: Duration::from_secs(600),
-            approvals: 1,
-            owner: None,
-            policy_revision: None,
-            approver_groups: Vec::new(),
-            fingerprint: String::new(),
-            grant: None,
-            traceparent: None,
-            tracestate: None,
-        };
-        airlock_shared::ticket::open(&db.pool, &new).await.unwrap();
-        new.id
-    };
+    let id = open_on(&db, &new_ticket(&[], Duration::from_secs(600))).await;
     let body = approve_body(id, "U1");
     let ts = unix_now().to_string();
     let post = |secret: &'static str| {
@@ -244,42 +216,17 @@ async fn the_binary_serves_invocations_from_the_lambda_runtime_api() {
     let _child = Guard(command(&env).stdout(Stdio::null()).spawn().unwrap());
 
     let mut signals = Signals::subscribe(&redis).await;
-    let open = |approvers: Vec<String>| {
-        let new = airlock_shared::ticket::NewTicket {
-            id: airlock_shared::TicketId::new(),
-            principal: "agent".into(),
-            principal_issuer: None,
-            principal_claims: None,
-            session_id: format!("s-{}", uuid::Uuid::new_v4()),
-            tool: "t".into(),
-            arguments: json!({}),
-            rule: "r".into(),
-            reason: None,
-            approvers,
-            slack_channel: None,
-            request_hash: "h".into(),
-            timeout: Duration::from_secs(600),
-            approvals: 1,
-            owner: None,
-            policy_revision: None,
-            approver_groups: Vec::new(),
-            fingerprint: String::new(),
-            grant: None,
-            traceparent: None,
-            tracestate: None,
-        };
-        let pool = db.pool.clone();
-        async move {
-            airlock_shared::ticket::open(&pool, &new).await.unwrap();
-            new.id
-        }
+    let open = |approvers: &'static [&'static str]| {
+        let new = new_ticket(approvers, Duration::from_secs(600));
+        let db = &db;
+        async move { open_on(db, &new).await }
     };
     let ts = unix_now().to_string();
     let mut expect = Vec::new();
     // Three invocations on one warm instance: a decision, a forgery, and a second decision
     // (which reuses the connections from the first).
     for (n, forged) in [(1, false), (2, true), (3, false)] {
-        let id = open(vec![]).await;
+        let id = open(&[]).await;
         let body = approve_body(id, "U0LAMBDA");
         let secret = if forged { "forged" } else { SECRET };
         let sig = signature::sign(secret, &ts, &body);
