@@ -208,8 +208,7 @@ impl Pipeline {
             ..
         } = call;
         let span = tracing::info_span!("tools_call", principal = %caller.principal(), session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
-        // The agent's span is this call's parent (before the span is first entered).
-        trace.parent(&caller.headers).parent(&span);
+        trace.parent(&caller.headers).parent(&span); // before the span is first entered
         let mut trail = AuditTrail {
             p: self,
             caller,
