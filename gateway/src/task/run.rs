@@ -5,13 +5,16 @@
 use std::sync::Arc;
 
 use airlock_shared::audit::AuditRecord;
+use airlock_shared::otel::Carrier;
 use airlock_shared::ticket::Ticket;
 use airlock_shared::ticket::task::{self, TaskRow};
 use airlock_shared::{Principal, SessionId, TicketId};
+use airlock_shared::{telemetry, trace_context};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Tasks;
 use super::wire::{Era, State};
@@ -109,7 +112,11 @@ impl Tasks {
         let caller = self.caller_of(row).await?;
         let id = row.request.get("id").cloned().unwrap_or(Value::Null);
         let body = Bytes::from(row.request.to_string());
-        let resp = caller.send(&self.link, body, &caller.headers).await?;
+        let upstream = tracing::info_span!("upstream_call", held = true, task = true);
+        let resp = caller
+            .send(&self.link, body, &caller.headers)
+            .instrument(upstream)
+            .await?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(status).into());
@@ -122,8 +129,27 @@ impl Tasks {
     }
 
     /// Runs the claimed ticket's call and stores its answer on the task (first writer wins; a
-    /// task cancelled in the meantime stays cancelled and its call does not run).
+    /// task cancelled in the meantime stays cancelled and its call does not run). Its span joins
+    /// the trace of the call that made the task (the ticket keeps that call's context), though
+    /// it may run on another replica, long after that call was answered.
     pub(super) async fn execute(&self, ticket: &Ticket) {
+        let span = tracing::info_span!("task_run", ticket = %ticket.id);
+        if telemetry::exporting() {
+            match trace_context::of_ticket(&self.pool, ticket.id).await {
+                Ok(Some((tp, state))) => {
+                    Carrier::new(tp, state).parent(&span);
+                }
+                Ok(None) => {}
+                // The run goes on in a trace of its own.
+                Err(e) => {
+                    tracing::warn!(ticket = %ticket.id, error = %e, "cannot read the ticket's trace context")
+                }
+            }
+        }
+        Box::pin(self.run(ticket)).instrument(span).await
+    }
+
+    async fn run(&self, ticket: &Ticket) {
         let row = match task::of_ticket(&self.pool, ticket.id).await {
             Ok(Some(r)) if r.outcome.is_none() => r,
             Ok(_) => return,

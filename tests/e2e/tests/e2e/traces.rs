@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use airlock_shared::trace_context;
 use airlock_test_support::otlp::{OtlpReceiver, ReceivedSpan};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::stack::*;
 
@@ -233,4 +233,103 @@ async fn an_unreachable_collector_fails_no_call() {
 
 fn call_of(tool: &'static str) -> rmcp::model::CallToolRequestParams {
     call(tool, json!({"customer_id": "cus_123"}))
+}
+
+/// One stateless (2026-07-28) request to the gateway that declares the tasks extension, sent in
+/// the agent's trace; the JSON-RPC answer, from a JSON or an SSE body.
+async fn modern(s: &Stack, method: &str, mut params: Value) -> Value {
+    const MODERN: &str = "2026-07-28";
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities":
+            {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+        "io.modelcontextprotocol/clientInfo": {"name": "traces", "version": "1"},
+    });
+    let name = params
+        .get("name")
+        .or(params.get("taskId"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let resp = s
+        .http
+        .post(s.mcp_url())
+        .bearer_auth(AGENT_TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method)
+        .header("mcp-name", name)
+        .header("traceparent", client_traceparent())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .rfind(|v| v.get("id").is_some())
+            .unwrap_or_else(|| panic!("no answer in {text}"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_call_run_as_a_task_stays_in_the_agents_trace() {
+    let otlp = OtlpReceiver::start().await;
+    let s = Stack::start_with(Options {
+        otel_endpoint: Some(otlp.endpoint()),
+        ..Options::default()
+    })
+    .await;
+    let args =
+        json!({"charge_id": "ch_1001", "amount": 250, "currency": "usd", "reason": "parcel lost"});
+    let made = modern(
+        &s,
+        "tools/call",
+        json!({"name": "create_refund", "arguments": args}),
+    )
+    .await;
+    assert_eq!(made["result"]["resultType"], "task", "{made}");
+    let task = made["result"]["taskId"].as_str().unwrap().to_owned();
+    let message = s.wait_messages(1, WAIT).await.swap_remove(0);
+    let ts = message["ts"].as_str().unwrap();
+    let click = s.click(ALICE, ts, APPROVE).await;
+    assert_eq!(click["webhook_status"], 200, "{click}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = modern(&s, "tasks/get", json!({"taskId": task})).await;
+        if got["result"]["status"] == "completed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never completed: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The call that made the task was answered long before the run; the run still joins it.
+    let spans = otlp
+        .wait_for(WAIT, "the task's run", |spans| {
+            spans.iter().any(|s| s.name == "task_run")
+                && spans.iter().any(|s| s.name == "upstream_call")
+        })
+        .await;
+    let call = one(&spans, "tools_call", None);
+    assert_eq!(call.trace_id, CLIENT_TRACE);
+    let run = one(&spans, "task_run", None);
+    assert_eq!(run.service, "airlock-gateway");
+    assert_eq!(
+        run.trace_id, CLIENT_TRACE,
+        "the run is in the agent's trace"
+    );
+    assert_eq!(
+        run.parent_span_id, call.span_id,
+        "under the call that made the task"
+    );
+    let up = one(&spans, "upstream_call", None);
+    assert_eq!(up.parent_span_id, run.span_id, "{up:?}");
+    assert_eq!(up.attr("task"), Some("true"), "{up:?}");
 }
