@@ -11,7 +11,6 @@ use airlock_shared::RedisConn;
 use airlock_shared::batch::Batcher;
 use airlock_shared::db::Db;
 use airlock_shared::job::{self, NotifyJob, Refusal};
-use airlock_shared::otel::Carrier;
 use airlock_shared::signal::{self, DecisionSignal};
 use airlock_shared::telemetry::chain;
 use airlock_shared::ticket::{self, ClickDecision, Decided, Ticket, TicketStatus};
@@ -153,16 +152,9 @@ impl Approvals {
     /// or a failed or slow read (over [`TRACE_READ_TIMEOUT`]), leaves the click a trace of its
     /// own (it never fails the click).
     pub async fn join_trace(&self, id: TicketId, span: &tracing::Span) {
-        if !airlock_shared::telemetry::exporting() {
-            return;
-        }
-        let read = trace_context::of_ticket(&self.pool, id);
-        let why = match tokio::time::timeout(TRACE_READ_TIMEOUT, read).await {
-            Ok(Ok(Some((traceparent, tracestate)))) => {
-                Carrier::new(traceparent, tracestate).parent(span);
-                return;
-            }
-            Ok(Ok(None)) => return,
+        let joined = trace_context::join_ticket(&self.pool, id, span);
+        let why = match tokio::time::timeout(TRACE_READ_TIMEOUT, joined).await {
+            Ok(Ok(())) => return,
             Ok(Err(e)) => chain(&e),
             Err(_) => format!("no answer within {TRACE_READ_TIMEOUT:?}"),
         };

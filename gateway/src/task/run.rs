@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use airlock_shared::audit::AuditRecord;
-use airlock_shared::otel::Carrier;
 use airlock_shared::ticket::Ticket;
 use airlock_shared::ticket::task::{self, TaskRow};
+use airlock_shared::trace_context;
 use airlock_shared::{Principal, SessionId, TicketId};
-use airlock_shared::{telemetry, trace_context};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -134,17 +133,9 @@ impl Tasks {
     /// it may run on another replica, long after that call was answered.
     pub(super) async fn execute(&self, ticket: &Ticket) {
         let span = tracing::info_span!("task_run", ticket = %ticket.id);
-        if telemetry::exporting() {
-            match trace_context::of_ticket(&self.pool, ticket.id).await {
-                Ok(Some((tp, state))) => {
-                    Carrier::new(tp, state).parent(&span);
-                }
-                Ok(None) => {}
-                // The run goes on in a trace of its own.
-                Err(e) => {
-                    tracing::warn!(ticket = %ticket.id, error = %e, "cannot read the ticket's trace context")
-                }
-            }
+        if let Err(e) = trace_context::join_ticket(&self.pool, ticket.id, &span).await {
+            // The run goes on in a trace of its own.
+            tracing::warn!(ticket = %ticket.id, error = %e, "cannot read the ticket's trace context");
         }
         Box::pin(self.run(ticket)).instrument(span).await
     }
