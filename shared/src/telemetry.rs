@@ -1,7 +1,6 @@
 //! Tracing set-up shared by every binary: logs always, OpenTelemetry traces when configured.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -16,30 +15,25 @@ use crate::otel::{self, OtelConfig};
 /// the click), not at the request that happens to carry it.
 const LOG_ONLY_SPANS: [&str; 2] = ["request", "slack_action"];
 
-/// Set once spans are exported, so that work done only for traces (reading a ticket's trace
-/// context) is skipped otherwise.
-static EXPORTING: AtomicBool = AtomicBool::new(false);
-
-/// The installed exporter's provider, for [`flush`].
+/// The provider of the installed exporter: set once spans are exported.
 static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
 
-/// Whether this process exports spans.
+/// Whether this process exports spans, so that work done only for traces (reading a ticket's
+/// trace context) is skipped otherwise.
 pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
+    PROVIDER.get().is_some()
 }
 
 /// What `init` set up; `shutdown` before the process exits so the last spans are sent.
 #[must_use = "shut it down on exit, or the last spans are lost"]
 #[derive(Debug, Default)]
-pub struct Telemetry {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-}
+pub struct Telemetry;
 
 impl Telemetry {
     /// Flushes and stops the exporter (blocks up to the exporter's timeout when the collector
     /// is slow or away; a failure is only logged).
     pub fn shutdown(self) {
-        if let Some(p) = self.provider
+        if let Some(p) = PROVIDER.get()
             && let Err(e) = p.shutdown()
         {
             eprintln!("OpenTelemetry shutdown: {e}");
@@ -92,17 +86,16 @@ pub fn init(format: LogFormat, otel: Option<&OtelConfig>) -> Telemetry {
         .with(fmt)
         .with(traces)
         .try_init();
-    EXPORTING.store(installed.is_ok() && provider.is_some(), Ordering::Relaxed);
-    if let (Ok(()), Some(p)) = (&installed, &provider) {
-        let _ = PROVIDER.set(p.clone());
+    if let (Ok(()), Some(p)) = (installed, provider) {
+        let _ = PROVIDER.set(p);
     }
     if let Some(e) = failed {
         tracing::error!(error = %chain(&e), "OpenTelemetry exporter not built; running without traces");
     }
-    if let Some(c) = otel.filter(|_| provider.is_some()) {
+    if let Some(c) = otel.filter(|_| exporting()) {
         tracing::info!(endpoint = %c.traces_endpoint, service = %c.service_name, "exporting traces over OTLP");
     }
-    Telemetry { provider }
+    Telemetry
 }
 
 /// Formats an error with its whole cause chain, for the one log line at the edge.

@@ -171,8 +171,11 @@ pub(super) fn spawn_job(
         .map(|t| t.to_string())
         .unwrap_or_default();
     let span = tracing::info_span!("job", entry_id = %d.entry_id, kind, ticket_id = %ticket_id);
-    // The job joins the trace of whoever enqueued it (the held call, the click).
-    airlock_shared::job::trace_of(&d.raw).parent(&span);
+    // The job joins the trace of whoever enqueued it (the held call, the click); the entry is
+    // read a second time for that only while spans are exported.
+    if airlock_shared::telemetry::exporting() {
+        airlock_shared::job::trace_of(&d.raw).parent(&span);
+    }
     let run = JobRun {
         ctx: ctx.clone(),
         attempts: d.prior_failures,
