@@ -61,14 +61,19 @@ fn loop_done(spans: &[ReceivedSpan]) -> bool {
         && count("slack_api") >= 2
 }
 
+/// The stack with its three services exporting spans to `endpoint`.
+async fn exporting_to(endpoint: String) -> Stack {
+    Stack::start_with(Options {
+        otel_endpoint: Some(endpoint),
+        ..Options::default()
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_runs_from_the_agent_through_slack_and_back() {
     let otlp = OtlpReceiver::start().await;
-    let s = Stack::start_with(Options {
-        otel_endpoint: Some(otlp.endpoint()),
-        ..Options::default()
-    })
-    .await;
+    let s = exporting_to(otlp.endpoint()).await;
     let traceparent = client_traceparent();
     let client = s
         .client_with_headers(&[("traceparent", &traceparent), ("tracestate", "agent=1")])
@@ -150,11 +155,7 @@ async fn one_trace_runs_from_the_agent_through_slack_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_traceparent_starts_a_trace_of_its_own() {
     let otlp = OtlpReceiver::start().await;
-    let s = Stack::start_with(Options {
-        otel_endpoint: Some(otlp.endpoint()),
-        ..Options::default()
-    })
-    .await;
+    let s = exporting_to(otlp.endpoint()).await;
     let bad = format!("00-{}-{CLIENT_SPAN}-01", CLIENT_TRACE.to_uppercase());
     let client = s.client_with_headers(&[("traceparent", &bad)]).await;
     let read = client
@@ -211,11 +212,7 @@ async fn without_an_endpoint_nothing_is_exported_and_the_ticket_keeps_the_agents
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_fails_no_call() {
     // A port nobody listens on: every export fails, in the exporter's thread.
-    let s = Stack::start_with(Options {
-        otel_endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
-        ..Options::default()
-    })
-    .await;
+    let s = exporting_to(format!("http://127.0.0.1:{}", free_port())).await;
     let client = s
         .client_with_headers(&[("traceparent", &client_traceparent())])
         .await;
@@ -278,11 +275,7 @@ async fn modern(s: &Stack, method: &str, mut params: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_call_run_as_a_task_stays_in_the_agents_trace() {
     let otlp = OtlpReceiver::start().await;
-    let s = Stack::start_with(Options {
-        otel_endpoint: Some(otlp.endpoint()),
-        ..Options::default()
-    })
-    .await;
+    let s = exporting_to(otlp.endpoint()).await;
     let args =
         json!({"charge_id": "ch_1001", "amount": 250, "currency": "usd", "reason": "parcel lost"});
     let made = modern(
