@@ -153,14 +153,25 @@ impl Drop for AuditTrail<'_> {
 
 impl Pipeline {
     /// A `tools/call` on its own: a held one answers over SSE at once if the client takes it.
-    pub async fn answer(self: Arc<Self>, caller: Caller, call: ToolCall) -> Response {
+    ///
+    /// The call is boxed on its way in: an async fn keeps its arguments beside the futures it
+    /// moves them into, and a held call parks this one for minutes.
+    pub fn answer(
+        self: Arc<Self>,
+        caller: Caller,
+        call: ToolCall,
+    ) -> impl Future<Output = Response> {
+        self.answer_boxed(caller, Box::new(call))
+    }
+
+    async fn answer_boxed(self: Arc<Self>, caller: Caller, call: Box<ToolCall>) -> Response {
         if !call.is_held() || call.task.is_some() || !accepts_sse(&caller.headers) {
-            return self.run(&caller, call).await;
+            return self.run_boxed(&caller, call).await;
         }
         let waiting = waiting_for(&call.verdict.approvers);
         let token = call.progress_token.clone();
         let keepalive = self.keepalive;
-        let fut = async move { self.run(&caller, call).await };
+        let fut = async move { self.run_boxed(&caller, call).await };
         held_stream(fut, keepalive, token, waiting)
     }
 
@@ -193,7 +204,11 @@ impl Pipeline {
 
     /// One `tools/call` through the pipeline, answered as its own response (also for batch
     /// members).
-    pub async fn run(&self, caller: &Caller, call: ToolCall) -> Response {
+    pub fn run<'a>(&'a self, caller: &'a Caller, call: ToolCall) -> impl Future<Output = Response> {
+        self.run_boxed(caller, Box::new(call))
+    }
+
+    async fn run_boxed(&self, caller: &Caller, call: Box<ToolCall>) -> Response {
         let ToolCall {
             id,
             tool,
@@ -206,7 +221,7 @@ impl Pipeline {
             trace,
             task,
             ..
-        } = call;
+        } = unbox(call);
         let span = tracing::info_span!("tools_call", principal = %caller.principal(), session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
         trace.parent(&caller.headers).parent(&span); // before the span is first entered
         let mut trail = AuditTrail {
@@ -383,14 +398,15 @@ impl Steps<'_> {
                         rec.grant_ticket = Some(g.ticket_id);
                     }
                     None => {
-                        let new = self.new_ticket(verdict, request_hash.to_owned());
+                        // Boxed: it is dropped once the ticket is open, not carried through the hold.
+                        let new = Box::new(self.new_ticket(verdict, request_hash.to_owned()));
                         if let Some(era) = self.task {
                             let call = TaskCall {
                                 era,
                                 caller: c,
                                 body,
                             };
-                            let made = Box::pin(p.tasks.create(new, call)).await?;
+                            let made = Box::pin(p.tasks.create(*new, call)).await?;
                             (rec.ticket, rec.task) = (Some(made.ticket), Some(made.task_id));
                             let answer =
                                 json!({"jsonrpc": "2.0", "id": self.id, "result": made.result});
@@ -437,7 +453,7 @@ impl Steps<'_> {
         }
     }
 
-    async fn hold(&self, new: NewTicket, rec: &mut CallRecord) -> Result<(), CallError> {
+    async fn hold(&self, new: Box<NewTicket>, rec: &mut CallRecord) -> Result<(), CallError> {
         let p = self.p;
         let c = self.caller;
         let cancel = CancellationToken::new();
@@ -447,4 +463,10 @@ impl Steps<'_> {
         tracing::Span::current().record("ticket", tracing::field::display(cleared.ticket.id));
         Ok(())
     }
+}
+
+/// Moves a value out of its box and frees the box now (a box moved out of in an async fn
+/// would be freed only when the fn ends).
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }

@@ -36,7 +36,9 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer);
-    match identify(&app, token).await {
+    // Boxed: token checks (OAuth) make a large future, and a held call would carry its size
+    // in this middleware's state for as long as it waits.
+    match Box::pin(identify(&app, token)).await {
         Ok(identity) => {
             req.extensions_mut().insert(identity.principal.clone());
             req.extensions_mut().insert(identity);

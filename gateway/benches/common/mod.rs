@@ -98,9 +98,21 @@ pub async fn start_gateway(
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock-gateway"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    // `GATEWAY_WRAPPER="heaptrack -o /tmp/gw"` runs the gateway under a profiler (its RSS is
+    // then the wrapper's, not the gateway's).
+    let wrapper = std::env::var("GATEWAY_WRAPPER").unwrap_or_default();
+    let mut argv: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
+    argv.push(env!("CARGO_BIN_EXE_airlock-gateway").to_owned());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd.env_clear();
+    // Allocator tunables (MALLOC_ARENA_MAX, GLIBC_TUNABLES) reach the gateway for experiments.
+    for (k, v) in
+        std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES")
+    {
+        cmd.env(k, v);
+    }
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("LISTEN_ADDR", &addr)
         .env("DATABASE_URL", &db.url)
         .env("REDIS_URL", &redis.url)

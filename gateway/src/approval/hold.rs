@@ -125,6 +125,41 @@ impl Drop for HeldGauge<'_> {
     }
 }
 
+/// What a held call keeps of its ticket while it waits.
+pub struct Waiting {
+    pub id: TicketId,
+    pub status: TicketStatus,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// When this waiter attached: a caller that attached later, anywhere, keeps the ticket.
+    pub attached_at: chrono::DateTime<chrono::Utc>,
+    /// How long a re-issue has to reattach before the ticket is cancelled.
+    pub grace: Duration,
+}
+
+impl Waiting {
+    /// The parts of `ticket` a wait needs.
+    pub fn of(ticket: &Ticket) -> Self {
+        let grace = match SessionId(ticket.session_id.clone()).is_principal_scope() {
+            true => REISSUE_GRACE,
+            false => Duration::ZERO,
+        };
+        Self {
+            id: ticket.id,
+            status: ticket.status,
+            expires_at: ticket.expires_at,
+            attached_at: ticket.attached_at,
+            grace,
+        }
+    }
+}
+
+/// Takes the two strings a hold keeps from its request; the rest (and the box) is freed now,
+/// not when the hold ends.
+fn rule_and_fingerprint(new: Box<NewTicket>) -> (String, String) {
+    let new = *new;
+    (new.rule, new.fingerprint)
+}
+
 /// How the wait itself ended.
 pub enum Waited {
     Settled(Settled),
@@ -138,7 +173,7 @@ impl Holds {
     /// `ticket_seen` learns the ticket's id as soon as it exists, so an abandoned call can name it.
     pub async fn hold(
         &self,
-        new: NewTicket,
+        new: Box<NewTicket>,
         cancel: CancellationToken,
         ticket_seen: &mut Option<TicketId>,
     ) -> Result<Cleared, CallError> {
@@ -146,9 +181,14 @@ impl Holds {
         let opening = tracing::info_span!("ticket_open", tool = %new.tool, ticket = %new.id);
         let (ticket, _) = Box::pin(self.open(&new)).instrument(opening).await?;
         *ticket_seen = Some(ticket.id);
-        let waiting = tracing::info_span!("hold", ticket = %ticket.id);
-        self.settle(&ticket, &new.rule, &new.fingerprint, cancel, true)
-            .instrument(waiting)
+        // A hold parks for minutes, by the thousand: it keeps what the wait and the claim need,
+        // and lets the request and the row go.
+        let waiting = Waiting::of(&ticket);
+        drop(ticket);
+        let (rule, fingerprint) = rule_and_fingerprint(new);
+        let span = tracing::info_span!("hold", ticket = %waiting.id);
+        self.settle(&waiting, &rule, &fingerprint, cancel, true)
+            .instrument(span)
             .await
     }
 
@@ -192,7 +232,7 @@ impl Holds {
     /// away) cancels the ticket; a task's wait is nobody's connection and leaves it be.
     pub async fn settle(
         &self,
-        ticket: &Ticket,
+        ticket: &Waiting,
         rule: &str,
         fingerprint: &str,
         cancel: CancellationToken,
@@ -291,15 +331,12 @@ impl Holds {
         Err(CallError::ApprovalAlreadyUsed { rule, ticket: id })
     }
 
-    async fn wait(&self, ticket: &Ticket, cancel: CancellationToken, armed: bool) -> Waited {
+    async fn wait(&self, ticket: &Waiting, cancel: CancellationToken, armed: bool) -> Waited {
         let mut guard = CancelOnDrop {
             holds: self.clone(),
             registration: Some(self.hub.register(ticket.id)),
             armed,
-            grace: match SessionId(ticket.session_id.clone()).is_principal_scope() {
-                true => REISSUE_GRACE,
-                false => Duration::ZERO,
-            },
+            grace: ticket.grace,
             attached: ticket.attached_at,
         };
         let Some(rx) = guard.registration.as_mut().and_then(|r| r.rx.take()) else {
