@@ -222,6 +222,7 @@ fn main() {
         // Decide all, the webhook's way: rows first, then one signal per ticket.
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("UPDATE tickets SET status = 'approved', decided_at = now(), decided_by_id = 'U1', decided_by_name = 'bench' WHERE status = 'pending' RETURNING id").fetch_all(&db.pool).await.unwrap();
         let published = Instant::now();
+        let cpu_at_publish = (gw.cpu_secs(), cpu_secs("/proc/self/stat"));
         let mut conn = redis.conn().await;
         for chunk in ids.chunks(500) {
             let mut pipe = redis::pipe();
@@ -263,17 +264,24 @@ fn main() {
             bad.extend(body);
         }
         let timeline = timeline.await.unwrap();
+        let (gw_cpu, bench_cpu) = (gw.cpu_secs() - cpu_at_publish.0, cpu_secs("/proc/self/stat") - cpu_at_publish.1);
         let at = |d: Option<Duration>| d.map_or("never".into(), |d| format!("{:.3} s", d.as_secs_f64()));
         let executed: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'executed'").fetch_one(&db.pool).await.unwrap();
         let per_hold = (rss_held.saturating_sub(rss_before)) as f64 / n as f64;
         println!("{n} concurrent holds in one gateway process ({})", agent.describe());
         println!("  all held after:              {:.2} s", all_held.as_secs_f64());
         println!("  gateway RSS before / held:   {} KiB / {} KiB", rss_before, rss_held);
-        println!("  RSS growth per hold:         {per_hold:.1} KiB (target <= 64 KiB)");
+        println!("  RSS growth per hold:         {per_hold:.1} KiB (target <= 16 KiB)");
         println!("  Redis clients: before gateway {before_gateway}, idle gateway {with_gateway}, during holds {during} (gateway's own: {})", with_gateway - before_gateway);
-        println!("  resumed after publish:       {:.3} s for all {n} (target <= 2 s)", (last - published).as_secs_f64());
+        println!("  resumed after publish:       {:.3} s for all {n} (target <= 5 s)", (last - published).as_secs_f64());
         println!("  all claimed / upstream-called / answered after: {} / {} / {}", at(timeline[0]), at(timeline[1]), at(timeline[2]));
         println!("  answers with a result:       {ok}/{n}; tickets executed: {executed}");
+        // What bounds the time to answer: CPU spent resuming, against the cores there are.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        println!(
+            "  CPU from publish to last answer: gateway {gw_cpu:.1} s ({:.0} us per call), bench client + fake upstream {bench_cpu:.1} s; {cores} cores",
+            gw_cpu * 1e6 / n as f64
+        );
         for b in bad.iter().take(3) {
             println!("  an answer without a result:  {}", String::from_utf8_lossy(&b[..b.len().min(300)]));
         }

@@ -38,6 +38,11 @@ impl GatewayProcess {
             .unwrap_or(0)
     }
 
+    /// CPU time (user + system) the gateway process has used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
     }
@@ -195,4 +200,18 @@ pub fn summarize(mut v: Vec<Duration>) -> Summary {
 
 pub fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// User + system CPU seconds from a `/proc/<pid>/stat` file (`/proc/self/stat`: this process).
+pub fn cpu_secs(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line; here, after the state letter.
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    ticks as f64 / 100.0
 }
