@@ -467,6 +467,7 @@ impl Steps<'_> {
 
 /// Moves a value out of its box and frees the box now (a box moved out of in an async fn
 /// would be freed only when the fn ends).
+#[allow(clippy::boxed_local)] // the box is the point: it is freed here
 fn unbox<T>(b: Box<T>) -> T {
     *b
 }
