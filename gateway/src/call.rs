@@ -21,7 +21,6 @@ use crate::approval::{HeldCalls, Holds};
 use crate::audit::AuditSink;
 pub use crate::caller::Caller;
 use crate::continuation::{self, Sealer};
-use crate::era;
 use crate::error::{CallError, UpstreamError};
 use crate::grant;
 use crate::held_stream::held_stream;
@@ -175,33 +174,6 @@ impl Pipeline {
         held_stream(fut, keepalive, token, waiting)
     }
 
-    /// The `Mcp-Param-*` headers of a 2026-07-28 call against its arguments. When the tool's
-    /// annotations are unknown, the tools are listed first (not for a call policy denies: it
-    /// goes nowhere). Without a listing the headers cannot be checked and pass on as they are.
-    pub async fn check_param_headers(
-        &self,
-        caller: &Caller,
-        call: &ToolCall,
-    ) -> Result<(), crate::error::RequestError> {
-        let tool = call.tool.as_str();
-        if self.schemas.param_headers(tool).is_none()
-            && call.invalid.is_none()
-            && call.verdict.action != Action::Deny
-        {
-            let _one = self.schemas.listing.lock().await;
-            if self.schemas.param_headers(tool).is_none() {
-                let listed = tool_listing::list_tools(&self.schemas, &self.link, caller, tool);
-                if let Err(why) = listed.await {
-                    tracing::warn!(tool, why = %why, "Mcp-Param-* headers not checked: tools/list failed");
-                }
-            }
-        }
-        match self.schemas.param_headers(tool) {
-            Some(a) => era::check_param_headers(&caller.headers, &a, &call.arguments),
-            None => Ok(()),
-        }
-    }
-
     /// One `tools/call` through the pipeline, answered as its own response (also for batch
     /// members).
     pub fn run<'a>(&'a self, caller: &'a Caller, call: ToolCall) -> impl Future<Output = Response> {
@@ -221,7 +193,7 @@ impl Pipeline {
             trace,
             task,
             ..
-        } = unbox(call);
+        } = call.unboxed();
         let span = tracing::info_span!("tools_call", principal = %caller.principal(), session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
         trace.parent(&caller.headers).parent(&span); // before the span is first entered
         let mut trail = AuditTrail {
@@ -463,11 +435,4 @@ impl Steps<'_> {
         tracing::Span::current().record("ticket", tracing::field::display(cleared.ticket.id));
         Ok(())
     }
-}
-
-/// Moves a value out of its box and frees the box now (a box moved out of in an async fn
-/// would be freed only when the fn ends).
-#[allow(clippy::boxed_local)] // the box is the point: it is freed here
-fn unbox<T>(b: Box<T>) -> T {
-    *b
 }

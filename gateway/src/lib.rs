@@ -32,6 +32,7 @@ pub mod lock;
 pub mod mcp;
 pub mod metrics;
 pub mod oauth;
+mod param_headers;
 pub mod policy;
 pub mod relay;
 pub mod request_state;

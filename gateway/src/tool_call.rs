@@ -40,6 +40,12 @@ pub struct ToolCall {
 }
 
 impl ToolCall {
+    /// The call out of its box, the box freed now (a box moved out of in an async fn is
+    /// freed only when the fn ends, and a held call's fn lasts minutes).
+    pub fn unboxed(self: Box<Self>) -> Self {
+        *self
+    }
+
     /// Takes a `tools/call` request apart and asks policy about it.
     pub fn new(
         id: Value,
