@@ -223,6 +223,7 @@ fn main() {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("UPDATE tickets SET status = 'approved', decided_at = now(), decided_by_id = 'U1', decided_by_name = 'bench' WHERE status = 'pending' RETURNING id").fetch_all(&db.pool).await.unwrap();
         let published = Instant::now();
         let cpu_at_publish = (gw.cpu_secs(), cpu_secs("/proc/self/stat"));
+        eprintln!("published {} decisions", ids.len());
         let mut conn = redis.conn().await;
         for chunk in ids.chunks(500) {
             let mut pipe = redis::pipe();
