@@ -221,8 +221,22 @@ async fn jobs_lost_with_redis_are_redone_from_postgres_exactly_once() {
             &format!("kind=\"{kind}\""),
         )
     };
-    assert_eq!(requeued(&w, "approval_request"), pending.len() as f64);
-    assert_eq!(requeued(&w, "ticket_closed"), decided.len() as f64);
+    // Each count is raised just after its job is queued, so the worker may show the last
+    // message before the reconciler counts it: wait for the count, then check it is exact.
+    for (kind, n) in [
+        ("approval_request", pending.len()),
+        ("ticket_closed", decided.len()),
+    ] {
+        let labels = format!("kind=\"{kind}\"");
+        let got = w
+            .wait_metric(
+                "airlock_notifier_reconcile_requeued_total",
+                &labels,
+                n as f64,
+            )
+            .await;
+        assert_eq!(got, n as f64, "{kind} jobs re-queued");
+    }
 
     // Every message matches its ticket: further passes queue nothing.
     let calls = app.slack.calls().len();
