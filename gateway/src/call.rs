@@ -195,7 +195,8 @@ impl Pipeline {
             ..
         } = call.unboxed();
         let span = tracing::info_span!("tools_call", principal = %caller.principal(), session = %caller.sid, tool = %tool, ticket = tracing::field::Empty);
-        trace.parent(&caller.headers).parent(&span); // before the span is first entered
+        // The agent's span is this call's parent (set before the span is first entered).
+        trace.parent(&caller.headers).parent(&span);
         let mut trail = AuditTrail {
             p: self,
             caller,
